@@ -1,0 +1,61 @@
+"""distillgan: audio generative models stored without pickle.
+
+A ``.distillgan`` file is a strict zip of ``manifest.msgpack``,
+``model.safetensors`` and, when bundled, ``vocoder.safetensors``
+(``spec/FORMAT.md``). Importing this package does not import torch;
+``inspect`` and ``verify`` never need it.
+"""
+
+from __future__ import annotations
+
+from .archive import Archive, file_sha256, inspect, open_archive, verify, write_archive
+from .catalog import MODEL_FILE_EXTENSION, ModelEntry, ModelLibrary, RepairReport, VocoderInfo
+from .errors import (
+    ContainerError,
+    DistillganError,
+    FileAccessError,
+    InputError,
+    IntegrityError,
+    LegacyFormatError,
+    LibraryError,
+    ManifestError,
+    TensorError,
+    VersionError,
+)
+from .manifest import MODEL_FORMAT_MARKER, SAVED_MODEL_VERSION, ModelMetadata
+from .persistence import LoadedModel, delete_model, load_model, save_model, save_model_from_checkpoint
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODEL_FILE_EXTENSION",
+    "MODEL_FORMAT_MARKER",
+    "SAVED_MODEL_VERSION",
+    "Archive",
+    "ContainerError",
+    "DistillganError",
+    "FileAccessError",
+    "InputError",
+    "IntegrityError",
+    "LegacyFormatError",
+    "LibraryError",
+    "LoadedModel",
+    "ManifestError",
+    "ModelEntry",
+    "ModelLibrary",
+    "ModelMetadata",
+    "RepairReport",
+    "TensorError",
+    "VersionError",
+    "VocoderInfo",
+    "__version__",
+    "delete_model",
+    "file_sha256",
+    "inspect",
+    "load_model",
+    "open_archive",
+    "save_model",
+    "save_model_from_checkpoint",
+    "verify",
+    "write_archive",
+]

@@ -1,0 +1,331 @@
+"""The ``distillgan`` command: the only module that prints.
+
+Exit status: 0 success, 1 failure (a bad file, a failed check), 2 usage
+error. Errors go to stderr as ``distillgan: error [code]: message``. Every
+string that comes from a file (names, metadata, tensor names) is escaped
+before it reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .archive import file_sha256, inspect, open_archive, verify
+from .catalog import ModelLibrary, RepairReport
+from .errors import DistillganError
+
+DEFAULT_DIR = "models"
+
+
+def safe(text: Any) -> str:
+    """Escape control, format and other non-printable characters of an untrusted string."""
+    s = str(text)
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in s)
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return safe(value)
+
+
+def _err(e: DistillganError, where: str | None = None) -> None:
+    prefix = f"{safe(where)}: " if where else ""
+    print(f"distillgan: error [{e.code}]: {prefix}{safe(e)}", file=sys.stderr)
+
+
+# --- inspect ---------------------------------------------------------------------------
+
+
+def tensor_digests(path: str) -> dict[str, dict[str, str]]:
+    """SHA-256 of each stored tensor's bytes, per member (reads tensor data; no torch)."""
+    out: dict[str, dict[str, str]] = {}
+    with open_archive(path) as archive:
+        for member, table in archive.tables.items():
+            out[member] = {}
+            for t in table.tensors:
+                start = table.data_start + t.begin
+                view = memoryview(archive.buffer)[start : start + t.nbytes]
+                out[member][t.name] = hashlib.sha256(view).hexdigest()
+                view.release()
+    return out
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    info = inspect(args.file)
+    if args.digests:
+        info["digests"] = tensor_digests(args.file)
+    if not args.no_hash:
+        info["sha256"] = file_sha256(args.file)
+    if args.json:
+        print(json.dumps(info, indent=2, ensure_ascii=True))
+        return 0
+    m = info["manifest"]
+    meta = m["metadata"]
+    lines = [
+        f"file        {safe(args.file)}",
+        f"format      {safe(info['format'])} version {info['version']}",
+        f"size        {info['file_size']} bytes ({_human_bytes(info['file_size'])})",
+    ]
+    if "sha256" in info:
+        lines.append(f"sha256      {info['sha256']}")
+    lines += [
+        f"name        {safe(meta['name'])}",
+        f"model id    {safe(meta['model_id'])}",
+        f"saved       {safe(meta['save_date'])}   trained {safe(meta['training_date']) or '-'}",
+        f"training    {meta['training_epochs']} epochs, train loss {_fmt(meta['final_train_loss'])}, "
+        f"val loss {_fmt(meta['final_val_loss'])}",
+        f"dataset     {safe(meta['dataset_name']) or '-'} ({meta['dataset_file_count']} files, "
+        f"{_fmt(meta['dataset_total_duration_s'])} s)",
+        f"tags        {', '.join(safe(t) for t in meta['tags']) or '-'}",
+        f"latent dim  {_fmt(m['latent_dim'])}   analysis {'yes' if m['analysis'] is not None else 'no'}",
+    ]
+    voc = m.get("vocoder")
+    if voc is None:
+        lines.append("vocoder     none")
+    else:
+        tm = voc["training_metadata"]
+        lines.append(
+            f"vocoder     {safe(voc['type'])}, {_fmt(tm.get('epochs'))} epochs, final loss {_fmt(tm.get('final_loss'))}"
+        )
+    lines.append("members")
+    for mem in info["members"]:
+        lines.append(f"  {mem['name']:<22} offset {mem['data_offset']:>12}  {mem['size']:>12} bytes  crc32 {mem['crc32']:08x}")
+    for member, tensors in info["tensors"].items():
+        aliases = m["members"][member]["aliases"]
+        lines.append(f"tensors in {member} ({len(tensors)} stored, {len(aliases)} aliases)")
+        for t in tensors:
+            shape = "x".join(str(d) for d in t["shape"]) or "scalar"
+            line = f"  {safe(t['name']):<40} {t['dtype']:<6} {shape:<18} {t['bytes']:>12} bytes"
+            if "digests" in info:
+                line += f"  {info['digests'][member][t['name']][:16]}"
+            lines.append(line)
+        for alias, target in aliases.items():
+            lines.append(f"  {safe(alias):<40} = {safe(target)}")
+    print("\n".join(lines))
+    return 0
+
+
+# --- verify ------------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    if args.sha256 and len(args.files) != 1:
+        print("distillgan: error [usage]: --sha256 checks one file", file=sys.stderr)
+        return 2
+    failed = 0
+    results = []
+    for path in args.files:
+        try:
+            info = verify(path, sha256=args.sha256)
+        except DistillganError as e:
+            failed += 1
+            results.append({"file": path, "ok": False, "code": e.code, "error": str(e)})
+            if not args.json:
+                print(f"FAIL  {safe(path)}: [{e.code}] {safe(e)}")
+            continue
+        results.append({"file": path, "ok": True, "members": len(info["members"]), "sha256": info.get("sha256")})
+        if not args.json:
+            extra = f", sha256 {info['sha256']}" if "sha256" in info else ""
+            print(f"OK    {safe(path)} ({len(info['members'])} members, every CRC-32 matches{extra})")
+    if args.json:
+        print(json.dumps(results, indent=2, ensure_ascii=True))
+    return 1 if failed else 0
+
+
+# --- library commands ---------------------------------------------------------------------
+
+
+def _entry_json(e: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(e)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    library = ModelLibrary(args.dir)
+    entries = library.list_all()
+    if args.json:
+        print(json.dumps([_entry_json(e) for e in entries], indent=2, ensure_ascii=True))
+        return 0
+    if library.last_repair is not None:
+        _print_repair(library.last_repair, sys.stderr)
+    if not entries:
+        print(f"no models in {safe(args.dir)}")
+        return 0
+    header = ("NAME", "ID", "SIZE", "EPOCHS", "TRAIN LOSS", "VAL LOSS", "VOCODER")
+    rows = [header]
+    for e in entries:
+        voc = "none" if e.vocoder is None else f"{safe(e.vocoder.type)} ({_fmt(e.vocoder.epochs)} ep, loss {_fmt(e.vocoder.final_loss)})"
+        rows.append(
+            (
+                safe(e.name),
+                safe(e.model_id),
+                _human_bytes(e.file_size_bytes),
+                str(e.training_epochs),
+                _fmt(e.final_train_loss),
+                _fmt(e.final_val_loss),
+                voc,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from .persistence import delete_model
+
+    if delete_model(args.id, args.dir):
+        print(f"deleted {safe(args.id)}")
+        return 0
+    print(f"distillgan: error [not-found]: no model with id {safe(args.id)} in {safe(args.dir)}", file=sys.stderr)
+    return 1
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .manifest import ModelMetadata
+    from .persistence import save_model_from_checkpoint
+
+    meta = ModelMetadata(name=args.name, description=args.description or "", tags=list(args.tag or []))
+    path = save_model_from_checkpoint(args.checkpoint, meta, args.dir)
+    print(f"saved {safe(path)} (id {safe(meta.model_id)})")
+    return 0
+
+
+def _print_repair(report: RepairReport, stream: Any) -> None:
+    if report.reason:
+        print(f"index: {safe(report.reason)}", file=stream)
+    for mid in report.added:
+        print(f"added    {safe(mid)}", file=stream)
+    for mid in report.removed:
+        print(f"removed  {safe(mid)} (its file is gone)", file=stream)
+    for name, code in report.invalid.items():
+        print(f"invalid  {safe(name)} [{code}]", file=stream)
+    for name in report.ignored:
+        print(f"ignored  {safe(name)} (not a .distillgan archive)", file=stream)
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    report = ModelLibrary(args.dir).repair_index()
+    if args.json:
+        import dataclasses
+
+        print(json.dumps(dataclasses.asdict(report), indent=2, ensure_ascii=True))
+    else:
+        _print_repair(report, sys.stdout)
+        print(f"index rebuilt: {len(ModelLibrary(args.dir).list_all())} models")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.dir))
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distillgan",
+        description="Inspect, verify and manage .distillgan model files (a strict zip of msgpack and safetensors; never pickle).",
+    )
+    parser.add_argument("--version", action="version", version=f"distillgan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("inspect", help="show what a model file holds (no torch, no tensor data read)",
+                       description="Show format, metadata, vocoder, members and tensors of a .distillgan file. "
+                       "Reads only headers, the manifest and (for the SHA-256 line) the file's bytes; never imports torch.")
+    p.add_argument("file", help="a .distillgan file")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a summary")
+    p.add_argument("--digests", action="store_true", help="add the SHA-256 of each tensor's bytes")
+    p.add_argument("--no-hash", action="store_true", help="skip the SHA-256 of the whole file (faster on large files)")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("verify", help="check structure and every CRC-32; exit 1 if any file fails",
+                       description="Check every layer of each file and the CRC-32 of every member. One line per file.")
+    p.add_argument("files", nargs="+", metavar="FILE", help=".distillgan files")
+    p.add_argument("--sha256", metavar="HEX", help="also require the file's SHA-256 to equal HEX (one file only)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("list", help="list the models of a folder", description="List the models indexed in a folder.")
+    p.add_argument("dir", nargs="?", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR})")
+    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("delete", help="delete a model file and its index entry", description="Delete a model by id.")
+    p.add_argument("id", help="model id (see `distillgan list`)")
+    p.add_argument("--dir", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR})")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("convert", help="turn a training .pt checkpoint into a .distillgan model",
+                       description="Read a training checkpoint with torch.load(weights_only=True) and save its model "
+                       "(optimizer and scheduler state dropped) as a .distillgan file.")
+    p.add_argument("checkpoint", help="a .pt training checkpoint holding model_state_dict")
+    p.add_argument("--name", required=True, help="model name (also the file name, sanitised)")
+    p.add_argument("--description", help="model description")
+    p.add_argument("--tag", action="append", help="a tag (repeatable)")
+    p.add_argument("--dir", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR})")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("repair", help="rebuild a folder's index from its model files",
+                       description="Rebuild model_library.json from the manifests of the *.distillgan files "
+                       "(no tensor data read); reports invalid and ignored files.")
+    p.add_argument("dir", nargs="?", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR})")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_repair)
+
+    p = sub.add_parser("demo", help="save, inspect and load a small example model",
+                       description="Build a small generator and a HiFi-GAN-shaped vocoder, save them with and without "
+                       "the vocoder, inspect, verify, load back, and show a legacy .distill file refused.")
+    p.add_argument("dir", nargs="?", default="distillgan-demo", help="folder for the demo files (default: ./distillgan-demo)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DistillganError as e:
+        _err(e)
+        return 1
+    except BrokenPipeError:
+        try:
+            sys.stdout.close()
+        except OSError:
+            pass
+        return 1
+    except KeyboardInterrupt:
+        print("distillgan: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"distillgan: error [io-error]: {safe(e)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,621 @@
+"""The strict zip profile of a .distillgan file (FORMAT.md §3).
+
+Reading accepts exactly one layout — members in a fixed order, STORED,
+contiguous from offset 0 to the end record, local headers agreeing with the
+central directory, zip64 records exactly when needed — so that every
+conforming zip reader sees the same members we do. Writing produces that
+layout deterministically and streams member data, computing CRC-32 on a
+second thread while the first one writes.
+
+Structures and field names follow PKWARE APPNOTE 6.3.10 (cited as §4.x).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+import struct
+import zlib
+from collections import deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from .errors import ContainerError, FileAccessError, IntegrityError
+
+# --- constants (FORMAT.md §3, APPNOTE §4.3) ---------------------------------
+MANIFEST_NAME = "manifest.msgpack"
+MODEL_NAME = "model.safetensors"
+VOCODER_NAME = "vocoder.safetensors"
+MEMBER_ORDER = (MANIFEST_NAME, MODEL_NAME, VOCODER_NAME)  # FORMAT.md §3.1
+
+ALIGNMENT = 64  # FORMAT.md §3.4: tensor member data starts at a multiple of this
+PADDING_EXTRA_ID = 0x6764  # FORMAT.md §3.4: "dg" padding extra field
+ZIP64_EXTRA_ID = 0x0001  # APPNOTE §4.5.3
+
+LOCAL_SIG = b"PK\x03\x04"  # APPNOTE §4.3.7
+CENTRAL_SIG = b"PK\x01\x02"  # APPNOTE §4.3.12
+EOCD_SIG = b"PK\x05\x06"  # APPNOTE §4.3.16
+ZIP64_EOCD_SIG = b"PK\x06\x06"  # APPNOTE §4.3.14
+ZIP64_LOCATOR_SIG = b"PK\x06\x07"  # APPNOTE §4.3.15
+
+LOCAL_FMT = struct.Struct("<4sHHHHHIIIHH")  # 30 bytes
+CENTRAL_FMT = struct.Struct("<4sHHHHHHIIIHHHHHII")  # 46 bytes
+EOCD_FMT = struct.Struct("<4sHHHHIIH")  # 22 bytes
+ZIP64_EOCD_FMT = struct.Struct("<4sQHHIIQQQQ")  # 56 bytes
+ZIP64_LOCATOR_FMT = struct.Struct("<4sIQI")  # 20 bytes
+
+VERSION_PLAIN = 20  # "version needed to extract" without zip64 (APPNOTE §4.4.3)
+VERSION_ZIP64 = 45
+MADE_BY = (3 << 8) | VERSION_ZIP64  # host Unix, spec 4.5
+EXTERNAL_ATTR = (stat.S_IFREG | 0o644) << 16
+ALLOWED_FLAGS = 0x0800  # only bit 11 (UTF-8 names) may be set (FORMAT.md §3.2)
+DOS_TIME = 0  # 00:00:00
+DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01: fixed, for byte-identical output
+U16_MAX = 0xFFFF
+U32_MAX = 0xFFFFFFFF  # sentinel: the value lives in a zip64 record
+
+MAX_FILE_BYTES = 1 << 40  # FORMAT.md §8
+MIN_ARCHIVE_BYTES = LOCAL_FMT.size * 2 + CENTRAL_FMT.size * 2 + EOCD_FMT.size
+
+_CHUNK = 8 << 20  # bytes handed to one write / one CRC step
+_MAX_PENDING = 64 << 20  # bytes written but not yet through CRC (bounds memory)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member as located by the reader or written by the writer."""
+
+    name: str
+    header_offset: int
+    data_offset: int
+    size: int
+    crc32: int
+
+
+# --- opening files ----------------------------------------------------------
+
+
+class MappedFile:
+    """A regular file mapped read-only (or copy-on-write) from one descriptor.
+
+    Everything we validate and every tensor we hand out comes from this one
+    mapping, so a file swapped on disk between checks cannot be read twice
+    differently.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, copy_on_write: bool = False) -> None:
+        self.path = os.fspath(path)
+        self.exported = False  # set once tensors view the mapping: then never unmap explicitly
+        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(self.path, flags)  # O_NONBLOCK: a FIFO must not block open()
+        except FileNotFoundError as e:
+            raise FileAccessError(f"no such file: {self.path!r}", code="not-found") from e
+        except IsADirectoryError as e:
+            raise FileAccessError(f"{self.path!r} is a directory; expected a regular file", code="not-regular-file") from e
+        except OSError as e:
+            raise FileAccessError(f"cannot open {self.path!r}: {e.strerror}", code="io-error") from e
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileAccessError(
+                    f"{self.path!r} is not a regular file (device, FIFO, socket or directory)",
+                    code="not-regular-file",
+                )
+            self.size = st.st_size
+            if self.size > MAX_FILE_BYTES:
+                raise FileAccessError(
+                    f"file is {self.size} bytes; the limit is {MAX_FILE_BYTES} (FORMAT.md §8)",
+                    code="file-too-large",
+                )
+            if self.size == 0:
+                self.buffer: mmap.mmap | bytes = b""
+            else:
+                access = mmap.ACCESS_COPY if copy_on_write else mmap.ACCESS_READ
+                try:
+                    self.buffer = mmap.mmap(fd, self.size, access=access)
+                except (OSError, ValueError) as e:
+                    raise FileAccessError(f"cannot map {self.path!r}: {e}", code="io-error") from e
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Unmap, unless tensors were made from the mapping.
+
+        ``torch.frombuffer`` keeps a reference to the mmap object but no
+        buffer export, so ``mmap.close()`` would succeed and leave those
+        tensors pointing at unmapped memory. Once ``exported`` is set the
+        mapping is left to the garbage collector, which frees it with the
+        last tensor.
+        """
+        if isinstance(self.buffer, mmap.mmap) and not self.exported:
+            try:
+                self.buffer.close()
+            except BufferError:
+                pass  # a memoryview is still open; the mapping dies with it
+
+    def __enter__(self) -> MappedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- reading ----------------------------------------------------------------
+
+
+def _fail(message: str, code: str) -> ContainerError:
+    return ContainerError(message, code=code)
+
+
+def _parse_zip64_extra(data: bytes, want: Sequence[str], where: str) -> dict[str, int]:
+    """Parse an extra block that must be exactly one zip64 field with ``want``."""
+    if len(data) < 4:
+        raise _fail(f"{where}: extra field of {len(data)} bytes is too short", "zip-extra-field")
+    hid, hlen = struct.unpack_from("<HH", data, 0)
+    if hid != ZIP64_EXTRA_ID or hlen != 8 * len(want) or len(data) < 4 + hlen:
+        raise _fail(
+            f"{where}: expected a zip64 extra field (0x0001) holding {', '.join(want)}; "
+            f"found id 0x{hid:04x} of {hlen} bytes (FORMAT.md §3.3)",
+            "zip64",
+        )
+    values = struct.unpack_from(f"<{len(want)}Q", data, 4)
+    return dict(zip(want, values, strict=True))
+
+
+def read_container(buf: mmap.mmap | bytes) -> list[Member]:
+    """Validate the zip profile of ``buf`` and return its members in order.
+
+    Reads only the end records, the central directory and the local headers.
+    Raises :class:`ContainerError` for any departure from FORMAT.md §3.
+    """
+    size = len(buf)
+    if size < 4 or buf[:4] != LOCAL_SIG:
+        raise _fail(
+            f"first bytes are {bytes(buf[:4])!r}; expected a local file header 'PK\\x03\\x04' at offset 0 (FORMAT.md §3.2)",
+            "not-zip",
+        )
+    if size < MIN_ARCHIVE_BYTES:
+        raise _fail(f"file is {size} bytes; a valid archive has at least {MIN_ARCHIVE_BYTES}", "truncated")
+
+    # End of central directory: exactly the last 22 bytes, empty comment (§3.5).
+    eocd_pos = size - EOCD_FMT.size
+    sig, disk, cd_disk, n_disk, n_total, cd_size, cd_off, comment_len = EOCD_FMT.unpack_from(buf, eocd_pos)
+    if sig != EOCD_SIG:
+        raise _fail(
+            "no end of central directory record in the last 22 bytes: the file is truncated, "
+            "has trailing bytes, or has an archive comment (FORMAT.md §3.5)",
+            "zip-eocd",
+        )
+    if comment_len != 0:
+        raise _fail(f"archive comment of {comment_len} bytes; comments are not allowed (FORMAT.md §3.5)", "zip-comment")
+    if disk != 0 or cd_disk != 0:
+        raise _fail(f"end record names disk {disk}/{cd_disk}; expected 0/0 (FORMAT.md §3.5)", "zip-eocd")
+    if n_disk != n_total:
+        raise _fail(f"end record counts {n_disk} entries on this disk but {n_total} in total", "zip-eocd")
+
+    cd_end = eocd_pos
+    if U32_MAX in (cd_size, cd_off) or n_total == U16_MAX:
+        if eocd_pos < ZIP64_LOCATOR_FMT.size + ZIP64_EOCD_FMT.size:
+            raise _fail("end record asks for zip64 but there is no room for its records", "zip64")
+        loc_pos = eocd_pos - ZIP64_LOCATOR_FMT.size
+        lsig, z_disk, z_off, n_disks = ZIP64_LOCATOR_FMT.unpack_from(buf, loc_pos)
+        rec_pos = loc_pos - ZIP64_EOCD_FMT.size
+        if lsig != ZIP64_LOCATOR_SIG or z_disk != 0 or n_disks != 1:
+            raise _fail("zip64 end of central directory locator missing or malformed (FORMAT.md §3.5)", "zip64")
+        if z_off != rec_pos:
+            raise _fail(
+                f"zip64 locator points at offset {z_off}; the zip64 end record must immediately precede it at {rec_pos}",
+                "zip64",
+            )
+        (rsig, rsize, _made, _need, rdisk, rcd_disk, rn_disk, rn_total, r_cd_size, r_cd_off) = ZIP64_EOCD_FMT.unpack_from(
+            buf, rec_pos
+        )
+        if rsig != ZIP64_EOCD_SIG or rsize != ZIP64_EOCD_FMT.size - 12 or rdisk != 0 or rcd_disk != 0:
+            raise _fail("zip64 end of central directory record malformed (FORMAT.md §3.5)", "zip64")
+        if rn_disk != rn_total:
+            raise _fail("zip64 end record entry counts disagree", "zip64")
+        for label, short, wide, limit in (
+            ("entry count", n_total, rn_total, U16_MAX),
+            ("directory size", cd_size, r_cd_size, U32_MAX),
+            ("directory offset", cd_off, r_cd_off, U32_MAX),
+        ):
+            if short != min(wide, limit):
+                raise _fail(
+                    f"end record {label} is {short}; with the zip64 value {wide} it must be {min(wide, limit)}",
+                    "zip64",
+                )
+        if r_cd_off < U32_MAX and r_cd_size < U32_MAX:
+            raise _fail("zip64 end records present although no value needs them (FORMAT.md §3.3)", "zip64")
+        n_total, cd_size, cd_off = rn_total, r_cd_size, r_cd_off
+        cd_end = rec_pos
+
+    if not 2 <= n_total <= len(MEMBER_ORDER):
+        raise _fail(f"archive has {n_total} entries; expected 2 or 3 (FORMAT.md §3.1)", "zip-entry-count")
+    if cd_off + cd_size != cd_end or cd_off > cd_end:
+        raise _fail(
+            f"central directory at {cd_off} of {cd_size} bytes does not end where the end records start ({cd_end})",
+            "zip-layout",
+        )
+
+    # Central directory entries (§4.3.12).
+    entries = []
+    pos = cd_off
+    for index in range(n_total):
+        if pos + CENTRAL_FMT.size > cd_end:
+            raise _fail(f"central directory entry {index} runs past the directory", "zip-layout")
+        (csig, made_by, need, flags, method, mtime, mdate, crc, csize, usize, nlen, xlen, klen, disk_start, iattr, xattr, lho) = (
+            CENTRAL_FMT.unpack_from(buf, pos)
+        )
+        if csig != CENTRAL_SIG:
+            raise _fail(f"central directory entry {index} has signature {csig!r}; expected 'PK\\x01\\x02'", "zip-layout")
+        var_end = pos + CENTRAL_FMT.size + nlen + xlen + klen
+        if var_end > cd_end:
+            raise _fail(f"central directory entry {index} runs past the directory", "zip-layout")
+        raw_name = bytes(buf[pos + CENTRAL_FMT.size : pos + CENTRAL_FMT.size + nlen])
+        extra = bytes(buf[pos + CENTRAL_FMT.size + nlen : pos + CENTRAL_FMT.size + nlen + xlen])
+        expected = MEMBER_ORDER[index]
+        if raw_name != expected.encode("ascii"):
+            raise _fail(
+                f"member {index} is named {raw_name!r}; expected {expected!r} (FORMAT.md §3.1)", "zip-member-name"
+            )
+        where = f"central directory entry {expected!r}"
+        if klen != 0:
+            raise _fail(f"{where}: file comment of {klen} bytes; not allowed", "zip-comment")
+        if disk_start != 0 or iattr != 0:
+            raise _fail(f"{where}: disk {disk_start}, internal attributes {iattr}; expected 0 and 0", "zip-attributes")
+        host = made_by >> 8
+        if host not in (0, 3) or xattr & 0x10 or (xattr >> 16) & 0o170000 not in (0, stat.S_IFREG):
+            raise _fail(
+                f"{where}: external attributes 0x{xattr:08x} (host {host}) do not describe a regular file "
+                "(FORMAT.md §3.2: no directories, symlinks or devices)",
+                "zip-attributes",
+            )
+        if flags & ~ALLOWED_FLAGS:
+            raise _fail(
+                f"{where}: general purpose flags 0x{flags:04x}; only bit 11 may be set (no encryption, "
+                "no data descriptor) (FORMAT.md §3.2)",
+                "zip-flags",
+            )
+        if method != 0:
+            raise _fail(f"{where}: compression method {method}; expected 0 (STORED) (FORMAT.md §3.2)", "zip-method")
+        want = [k for k, v in (("usize", usize), ("csize", csize), ("offset", lho)) if v == U32_MAX]
+        z = _parse_zip64_extra(extra, want, where) if want else {}
+        if not want and xlen != 0:
+            raise _fail(f"{where}: unexpected extra field of {xlen} bytes (FORMAT.md §3.3)", "zip-extra-field")
+        if want and 4 + 8 * len(want) != xlen:
+            raise _fail(f"{where}: extra field holds more than the zip64 record", "zip-extra-field")
+        usize, csize, lho = z.get("usize", usize), z.get("csize", csize), z.get("offset", lho)
+        if ("usize" in z) != ("csize" in z):
+            raise _fail(f"{where}: zip64 must carry both sizes", "zip64")
+        for key in ("usize", "offset"):
+            if key in z and z[key] < U32_MAX:
+                raise _fail(f"{where}: zip64 {key} {z[key]} fits in 32 bits; zip64 only when needed (FORMAT.md §3.3)", "zip64")
+        if csize != usize:
+            raise _fail(f"{where}: compressed size {csize} differs from size {usize} for a STORED member", "zip-method")
+        uses64 = bool(z) or usize >= U32_MAX
+        if need != (VERSION_ZIP64 if uses64 else VERSION_PLAIN):
+            raise _fail(
+                f"{where}: version needed {need}; expected {VERSION_ZIP64 if uses64 else VERSION_PLAIN}", "zip-version"
+            )
+        entries.append((expected, need, flags, mtime, mdate, crc, usize, lho))
+        pos = var_end
+    if pos != cd_end:
+        raise _fail(f"central directory has {cd_end - pos} bytes after its last entry", "zip-layout")
+
+    # Local headers (§4.3.7), checked against the directory and for contiguity.
+    members: list[Member] = []
+    expect_off = 0
+    for index, (name, need, flags, mtime, mdate, crc, usize, lho) in enumerate(entries):
+        where = f"local header of {name!r}"
+        if lho != expect_off:
+            raise _fail(
+                f"{where} is at offset {lho}; expected {expect_off} (members are contiguous from offset 0, FORMAT.md §3.1)",
+                "zip-layout",
+            )
+        if lho + LOCAL_FMT.size > cd_off:
+            raise _fail(f"{where} runs into the central directory", "zip-layout")
+        (lsig, lneed, lflags, lmethod, ltime, ldate, lcrc, lcsize, lusize, lnlen, lxlen) = LOCAL_FMT.unpack_from(buf, lho)
+        if lsig != LOCAL_SIG:
+            raise _fail(f"{where}: signature {lsig!r}; expected 'PK\\x03\\x04'", "zip-layout")
+        name_start = lho + LOCAL_FMT.size
+        data_offset = name_start + lnlen + lxlen
+        if data_offset > cd_off:
+            raise _fail(f"{where} runs into the central directory", "zip-layout")
+        lname = bytes(buf[name_start : name_start + lnlen])
+        if lname != name.encode("ascii"):
+            raise _fail(f"local header name {lname!r} differs from central directory name {name!r}", "zip-header-mismatch")
+        lextra = bytes(buf[name_start + lnlen : data_offset])
+        mismatches = [
+            label
+            for label, a, b in (
+                ("version needed", lneed, need),
+                ("flags", lflags, flags),
+                ("method", lmethod, 0),
+                ("time", ltime, mtime),
+                ("date", ldate, mdate),
+                ("crc-32", lcrc, crc),
+            )
+            if a != b
+        ]
+        if mismatches:
+            raise _fail(f"{where} differs from the central directory in {', '.join(mismatches)}", "zip-header-mismatch")
+        rest = lextra
+        if usize >= U32_MAX:
+            if lcsize != U32_MAX or lusize != U32_MAX:
+                raise _fail(f"{where}: sizes must be 0xFFFFFFFF with a zip64 extra field", "zip64")
+            z = _parse_zip64_extra(rest[:20], ["usize", "csize"], where)
+            if z["usize"] != usize or z["csize"] != usize:
+                raise _fail(f"{where}: zip64 sizes differ from the central directory", "zip-header-mismatch")
+            rest = rest[20:]
+        elif lcsize != usize or lusize != usize:
+            raise _fail(f"{where}: sizes {lcsize}/{lusize} differ from the central directory's {usize}", "zip-header-mismatch")
+        if index == 0:
+            if lxlen != 0:
+                raise _fail(f"{where}: the manifest's local header has an extra field; none is allowed (FORMAT.md §3.4)", "zip-extra-field")
+        else:
+            pad = (-(data_offset - len(rest) + 4)) % ALIGNMENT
+            if (
+                len(rest) < 4
+                or struct.unpack_from("<HH", rest, 0) != (PADDING_EXTRA_ID, len(rest) - 4)
+                or len(rest) - 4 != pad
+                or rest[4:].count(0) != len(rest) - 4
+            ):
+                raise _fail(
+                    f"{where}: expected a padding extra field 0x{PADDING_EXTRA_ID:04x} of {pad} zero bytes so that "
+                    f"data starts at a multiple of {ALIGNMENT} (FORMAT.md §3.4)",
+                    "zip-alignment",
+                )
+        data_end = data_offset + usize
+        if data_end > cd_off:
+            raise _fail(f"member {name!r} of {usize} bytes runs past the start of the central directory", "zip-layout")
+        members.append(Member(name, lho, data_offset, usize, crc))
+        expect_off = data_end
+    if expect_off != cd_off:
+        raise _fail(f"{cd_off - expect_off} bytes between the last member and the central directory", "zip-layout")
+    return members
+
+
+# --- CRC ----------------------------------------------------------------------
+
+
+def crc32_of(buf: mmap.mmap | bytes | memoryview, offset: int, size: int) -> int:
+    """CRC-32 of ``size`` bytes at ``offset``, in chunks (zlib releases the GIL)."""
+    view = memoryview(buf)
+    crc = 0
+    try:
+        for start in range(offset, offset + size, _CHUNK):
+            chunk = view[start : min(start + _CHUNK, offset + size)]
+            crc = zlib.crc32(chunk, crc)
+            chunk.release()
+    finally:
+        view.release()
+    return crc
+
+
+def check_crc(buf: mmap.mmap | bytes, member: Member) -> None:
+    """Raise :class:`IntegrityError` unless ``member``'s bytes match its CRC-32."""
+    actual = crc32_of(buf, member.data_offset, member.size)
+    if actual != member.crc32:
+        raise IntegrityError(
+            f"member {member.name!r}: CRC-32 is 0x{actual:08x}; the directory records 0x{member.crc32:08x}",
+            code="crc-mismatch",
+        )
+
+
+# --- writing ----------------------------------------------------------------
+
+
+def _write_all(f: BinaryIO, data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        n = f.write(view)
+        if n is None or n <= 0:
+            raise OSError("short write")
+        view = view[n:]
+
+
+class ContainerWriter:
+    """Write the members of one archive, in order, into a seekable file.
+
+    A small state machine: ``write_member`` for each name of MEMBER_ORDER in
+    turn (the vocoder may be skipped), then ``finish`` writes the central
+    directory and end records. ``f`` must be positioned at offset 0.
+    """
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._offset = 0
+        self._members: list[Member] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distillgan-crc")
+        self._finished = False
+
+    def write_member(self, name: str, size: int, chunks: Iterable[bytes | memoryview]) -> Member:
+        """Write one member of ``size`` bytes taken from ``chunks``.
+
+        Each chunk must stay valid until the next chunk is requested (the
+        generator may keep objects alive for that long); CRC-32 is computed
+        on a worker thread while the data is written.
+        """
+        if self._finished:
+            raise RuntimeError("archive already finished")
+        index = len(self._members)
+        allowed = MEMBER_ORDER[index : index + 1] if index < 2 else MEMBER_ORDER[2:3]
+        if name not in allowed:
+            raise RuntimeError(f"member {name!r} written out of order; expected one of {allowed}")
+        lho = self._offset
+        need64 = size >= U32_MAX
+        name_b = name.encode("ascii")
+        extra = b""
+        if need64:
+            extra += struct.pack("<HHQQ", ZIP64_EXTRA_ID, 16, size, size)
+        if index > 0:
+            base = lho + LOCAL_FMT.size + len(name_b) + len(extra) + 4
+            pad = (-base) % ALIGNMENT
+            extra += struct.pack("<HH", PADDING_EXTRA_ID, pad) + bytes(pad)
+        uses64 = need64 or lho >= U32_MAX
+        header = LOCAL_FMT.pack(
+            LOCAL_SIG,
+            VERSION_ZIP64 if uses64 else VERSION_PLAIN,
+            0,
+            0,
+            DOS_TIME,
+            DOS_DATE,
+            0,  # CRC-32: patched once the data has streamed through
+            U32_MAX if need64 else size,
+            U32_MAX if need64 else size,
+            len(name_b),
+            len(extra),
+        )
+        _write_all(self._f, header + name_b + extra)
+        data_offset = lho + len(header) + len(name_b) + len(extra)
+
+        crc = self._stream(chunks, size, name)
+        end = data_offset + size
+        self._f.seek(lho + 14)
+        _write_all(self._f, struct.pack("<I", crc))
+        self._f.seek(end)
+        self._offset = end
+        member = Member(name, lho, data_offset, size, crc)
+        self._members.append(member)
+        return member
+
+    def _stream(self, chunks: Iterable[bytes | memoryview], size: int, name: str) -> int:
+        state = {"crc": 0}
+
+        def step(chunk: bytes | memoryview) -> None:
+            state["crc"] = zlib.crc32(chunk, state["crc"])
+
+        pending: deque[tuple[Future[None], int]] = deque()
+        pending_bytes = 0
+        written = 0
+        for chunk in chunks:
+            n = memoryview(chunk).nbytes
+            if n == 0:
+                continue
+            written += n
+            if written > size:
+                raise RuntimeError(f"member {name!r}: more than the declared {size} bytes")
+            pending.append((self._pool.submit(step, chunk), n))  # the future holds the chunk alive
+            pending_bytes += n
+            _write_all(self._f, chunk)
+            while pending_bytes > _MAX_PENDING:
+                fut, m = pending.popleft()
+                fut.result()
+                pending_bytes -= m
+        for fut, _ in pending:
+            fut.result()
+        if written != size:
+            raise RuntimeError(f"member {name!r}: {written} bytes written, {size} declared")
+        return state["crc"]
+
+    def finish(self) -> int:
+        """Write the central directory and end records; return the file size."""
+        if len(self._members) < 2:
+            raise RuntimeError("an archive needs the manifest and the model member")
+        self._finished = True
+        self._pool.shutdown()
+        cd_off = self._offset
+        parts = []
+        for m in self._members:
+            name_b = m.name.encode("ascii")
+            need64 = m.size >= U32_MAX
+            off64 = m.header_offset >= U32_MAX
+            extra_vals = ([m.size, m.size] if need64 else []) + ([m.header_offset] if off64 else [])
+            extra = struct.pack(f"<HH{len(extra_vals)}Q", ZIP64_EXTRA_ID, 8 * len(extra_vals), *extra_vals) if extra_vals else b""
+            parts.append(
+                CENTRAL_FMT.pack(
+                    CENTRAL_SIG,
+                    MADE_BY,
+                    VERSION_ZIP64 if (need64 or off64) else VERSION_PLAIN,
+                    0,
+                    0,
+                    DOS_TIME,
+                    DOS_DATE,
+                    m.crc32,
+                    U32_MAX if need64 else m.size,
+                    U32_MAX if need64 else m.size,
+                    len(name_b),
+                    len(extra),
+                    0,
+                    0,
+                    0,
+                    EXTERNAL_ATTR,
+                    U32_MAX if off64 else m.header_offset,
+                )
+                + name_b
+                + extra
+            )
+        cd = b"".join(parts)
+        cd_size = len(cd)
+        tail = b""
+        n = len(self._members)
+        if cd_off >= U32_MAX or cd_size >= U32_MAX:
+            rec_pos = cd_off + cd_size
+            tail += ZIP64_EOCD_FMT.pack(ZIP64_EOCD_SIG, ZIP64_EOCD_FMT.size - 12, MADE_BY, VERSION_ZIP64, 0, 0, n, n, cd_size, cd_off)
+            tail += ZIP64_LOCATOR_FMT.pack(ZIP64_LOCATOR_SIG, 0, rec_pos, 1)
+        tail += EOCD_FMT.pack(EOCD_SIG, 0, 0, n, n, min(cd_size, U32_MAX), min(cd_off, U32_MAX), 0)
+        _write_all(self._f, cd + tail)
+        self._offset = cd_off + len(cd) + len(tail)
+        return self._offset
+
+    def abort(self) -> None:
+        """Stop the CRC worker without writing the directory."""
+        self._finished = True
+        self._pool.shutdown(cancel_futures=True)
+
+
+# --- CRC-32 of a concatenation (zlib's crc32_combine, which Python does not expose) ---
+
+
+def _gf2_times(mat: list[int], vec: int) -> int:
+    out, i = 0, 0
+    while vec:
+        if vec & 1:
+            out ^= mat[i]
+        vec >>= 1
+        i += 1
+    return out
+
+
+def _gf2_square(mat: list[int]) -> list[int]:
+    return [_gf2_times(mat, mat[n]) for n in range(32)]
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC-32 of A+B from crc32(A), crc32(B) and len(B) (zlib's algorithm)."""
+    if len2 <= 0:
+        return crc1
+    odd = [0xEDB88320] + [1 << n for n in range(31)]  # operator for one zero bit
+    even = _gf2_square(odd)
+    odd = _gf2_square(even)
+    while True:
+        even = _gf2_square(odd)
+        if len2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = _gf2_square(even)
+        if len2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return crc1 ^ crc2
+
+
+def parallel_crc32(buf: mmap.mmap | bytes, offset: int, size: int, pool: ThreadPoolExecutor, parts: int) -> int:
+    """CRC-32 of a byte range split across ``parts`` threads, then combined."""
+    if parts <= 1 or size < 2 * _CHUNK:
+        return crc32_of(buf, offset, size)
+    step = -(-size // parts)
+    bounds = [(offset + i * step, min(step, size - i * step)) for i in range(parts) if i * step < size]
+    futures = [pool.submit(crc32_of, buf, o, n) for o, n in bounds]
+    crc = futures[0].result()
+    for fut, (_, n) in zip(futures[1:], bounds[1:], strict=True):
+        crc = crc32_combine(crc, fut.result(), n)
+    return crc

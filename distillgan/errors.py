@@ -1,0 +1,91 @@
+"""The exception tree of distillgan.
+
+Every failure caused by bad input — a hostile or damaged file, a legacy
+pickle, a value that cannot be stored — is a :class:`DistillganError`, which
+is a :class:`ValueError`, so callers that already catch ``ValueError`` keep
+working. Each error carries a stable machine-readable ``code`` (listed in
+``spec/FORMAT.md`` §9); the class says which layer found the defect::
+
+    ValueError
+     └── DistillganError            code: str; message says expected / found / where
+          ├── FileAccessError       the path: missing, not a regular file, too large
+          ├── ContainerError        the zip profile (FORMAT.md §3)
+          ├── ManifestError         manifest.msgpack (FORMAT.md §4)
+          │    └── VersionError     format version newer than this reader
+          ├── TensorError           safetensors members (FORMAT.md §5)
+          ├── IntegrityError        CRC-32 or pinned SHA-256 mismatch
+          ├── LegacyFormatError     pickles and legacy .distill files (FORMAT.md §7)
+          ├── InputError            a value handed to save_model cannot be stored
+          └── LibraryError          the model folder and its index
+
+Codes are part of the public interface: a code is never reused for a
+different defect and never removed within a major version.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ContainerError",
+    "DistillganError",
+    "FileAccessError",
+    "InputError",
+    "IntegrityError",
+    "LegacyFormatError",
+    "LibraryError",
+    "ManifestError",
+    "TensorError",
+    "VersionError",
+]
+
+
+class DistillganError(ValueError):
+    """Base of every distillgan error; ``code`` is a stable identifier."""
+
+    code: str
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self):  # keep the code when pickled across processes
+        return (_rebuild, (type(self), str(self), self.code))
+
+
+def _rebuild(cls, message, code):
+    return cls(message, code=code)
+
+
+class FileAccessError(DistillganError):
+    """The path cannot be opened as a regular file within the size limit."""
+
+
+class ContainerError(DistillganError):
+    """The file is not a zip of the strict distillgan profile."""
+
+
+class ManifestError(DistillganError):
+    """manifest.msgpack is malformed or disagrees with the members."""
+
+
+class VersionError(ManifestError):
+    """The file declares a format version newer than this reader supports."""
+
+
+class TensorError(DistillganError):
+    """A safetensors member is malformed or disagrees with the manifest."""
+
+
+class IntegrityError(DistillganError):
+    """Stored bytes do not match their checksum."""
+
+
+class LegacyFormatError(DistillganError):
+    """A pickle-based file (legacy .distill, torch.save, raw pickle): refused."""
+
+
+class InputError(DistillganError):
+    """A value given to the writer cannot be stored faithfully."""
+
+
+class LibraryError(DistillganError):
+    """The model folder or its index cannot be used as asked."""
