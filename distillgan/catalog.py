@@ -31,6 +31,7 @@ INDEX_NAME = "model_library.json"
 LOCK_NAME = ".model_library.lock"
 INDEX_VERSION = 2  # 1: the seed app's index (entries without "vocoder")
 LOCK_TIMEOUT_S = 120.0
+STALE_TEMP_S = 3600.0  # a save writes its temporary file continuously; an hour of silence means it died
 
 
 @dataclass
@@ -74,6 +75,7 @@ class RepairReport:
     removed: list[str] = field(default_factory=list)
     invalid: dict[str, str] = field(default_factory=dict)  # file name -> error code
     ignored: list[str] = field(default_factory=list)  # legacy and other non-archive files
+    cleaned: list[str] = field(default_factory=list)  # temporary files left by interrupted saves
     reason: str = ""  # why the repair ran, when it ran by itself
 
 
@@ -188,18 +190,61 @@ class ModelLibrary:
         data = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
         atomic_write(self.index_path, data)
 
-    def _entries(self) -> dict[str, ModelEntry]:
+    def _model_files(self) -> set[str]:
+        """Names of the published model files (hidden temporary files excluded)."""
         try:
-            return self._read_raw()
-        except (ValueError, OSError, TypeError) as e:
-            with self.locked():
-                try:
-                    return self._read_raw()  # another process may have repaired it meanwhile
-                except (ValueError, OSError, TypeError):
-                    report = self.repair_index()
-                    report.reason = f"index unreadable ({e}); rebuilt from the model files"
-                    self.last_repair = report
-                    return self._read_raw()
+            names = os.listdir(self.models_dir)
+        except FileNotFoundError:
+            return set()
+        return {n for n in names if n.endswith(MODEL_FILE_EXTENSION) and not n.startswith(".")}
+
+    def _entries(self) -> dict[str, ModelEntry]:
+        """The index, reconciled with the folder.
+
+        A published file is the commit point of a save, and removing the
+        entry is the commit point of a delete, so after a crash the index
+        can only lack entries for files that exist (never list a missing
+        file). Such files are indexed here, under the lock, from their
+        manifests; entries whose file vanished by hand are dropped.
+        """
+        try:
+            entries = self._read_raw()
+        except (ValueError, OSError, TypeError):
+            entries = None
+        if entries is not None and {e.file_path for e in entries.values()} == self._model_files():
+            return entries
+        with self.locked():
+            try:
+                entries = self._read_raw()
+            except (ValueError, OSError, TypeError) as e:
+                report = self.repair_index()
+                report.reason = f"index unreadable ({e}); rebuilt from the model files"
+                self.last_repair = report
+                return self._read_raw()
+            files = self._model_files()
+            changed = False
+            for model_id, entry in list(entries.items()):
+                if entry.file_path not in files:
+                    del entries[model_id]
+                    changed = True
+            known = {e.file_path for e in entries.values()}
+            for name in sorted(files - known):
+                entry = self._entry_for_file(name)
+                if entry is not None and entry.model_id not in entries:
+                    entries[entry.model_id] = entry
+                    changed = True
+            if changed:
+                self._write_raw(entries)
+            return entries
+
+    def _entry_for_file(self, name: str) -> ModelEntry | None:
+        from .archive import open_archive
+
+        try:
+            with open_archive(self.models_dir / name) as archive:
+                return entry_from_manifest(archive.manifest, name, archive.file.size)
+        except DistillganError:
+            return None
 
     # -- public API --
 
@@ -250,6 +295,13 @@ class ModelLibrary:
             fresh: dict[str, ModelEntry] = {}
             for path in sorted(self.models_dir.iterdir()):
                 name = path.name
+                if name.startswith(".") and name.endswith(".tmp") and _is_stale(path):
+                    try:
+                        path.unlink()
+                        report.cleaned.append(name)
+                    except OSError:
+                        pass
+                    continue
                 if name.startswith(".") or name in (INDEX_NAME,):
                     continue  # temporary files of saves in progress, the lock, the index
                 if not name.endswith(MODEL_FILE_EXTENSION):
@@ -270,6 +322,14 @@ class ModelLibrary:
             report.removed = sorted(set(old) - set(fresh))
             self._write_raw(fresh)
         return report
+
+
+def _is_stale(path: Path) -> bool:
+    """A temporary file nobody has written to for STALE_TEMP_S: its save was interrupted."""
+    try:
+        return time.time() - path.stat().st_mtime > STALE_TEMP_S
+    except OSError:
+        return False
 
 
 def fsync_dir(path: Path) -> None:

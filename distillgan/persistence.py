@@ -242,7 +242,7 @@ def _save(
         entry = entry_from_manifest(archive.manifest, final.name, size)
     with library.locked():
         try:
-            _check_id_free(library, entry.model_id)
+            _check_id_free(library, entry.model_id, own_file=final.name)
         except LibraryError:
             os.unlink(final)
             raise
@@ -250,9 +250,9 @@ def _save(
     return final
 
 
-def _check_id_free(library: ModelLibrary, model_id: str) -> None:
+def _check_id_free(library: ModelLibrary, model_id: str, own_file: str | None = None) -> None:
     old = library.get(model_id)
-    if old is not None and (library.models_dir / old.file_path).exists():
+    if old is not None and old.file_path != own_file and (library.models_dir / old.file_path).exists():
         raise LibraryError(
             f"model id {model_id!r} already names {old.file_path!r} in {str(library.models_dir)!r}; "
             "save with a fresh ModelMetadata (or model_id='') or delete the old model first",

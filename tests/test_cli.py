@@ -1,0 +1,170 @@
+"""The installed `distillgan` console script, run as a real subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import distillgan
+from distillgan import ModelMetadata, save_model
+
+SCRIPT = Path(sys.executable).parent / ("distillgan.exe" if os.name == "nt" else "distillgan")
+COMMANDS = ["inspect", "verify", "list", "delete", "convert", "repair", "demo"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    assert SCRIPT.exists(), f"console script not installed at {SCRIPT}"
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=120, cwd=cwd,
+                          encoding="utf-8", errors="strict")
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    folder = tmp_path / "models"
+    voc = {"type": "hifigan", "state_dict": {"conv_pre.weight": torch.ones(2, 2)}, "config": {"rates": [8]},
+           "training_metadata": {"epochs": 40, "final_loss": 0.125}}
+    save_model({"w": torch.arange(6.0).reshape(2, 3)}, {"n_mels": 80}, {}, ModelMetadata(name="Piano", model_id="p1",
+               training_epochs=12, final_train_loss=0.5, final_val_loss=0.75), folder, vocoder_state=voc)
+    save_model({"w": torch.zeros(4)}, {}, {}, ModelMetadata(name="Drums", model_id="d1"), folder)
+    return folder
+
+
+def test_version_and_help_on_every_command() -> None:
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("distillgan ")
+    r = run("--help")
+    assert r.returncode == 0 and all(c in r.stdout for c in COMMANDS)
+    for command in COMMANDS:
+        r = run(command, "--help")
+        assert r.returncode == 0, command
+        assert r.stdout.startswith("usage: distillgan " + command), command
+
+
+@pytest.mark.parametrize("args", [[], ["frobnicate"], ["inspect"], ["verify", "--bogus", "x"], ["convert", "ckpt.pt"]])
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    r = run(*args)
+    assert r.returncode == 2, r
+    assert "usage:" in r.stderr
+
+
+def test_inspect_summary_and_json(models: Path) -> None:
+    path = models / "piano.distillgan"
+    r = run("inspect", str(path))
+    assert r.returncode == 0, r.stderr
+    for needle in ("distillgan_model version 1", "Piano", "p1", "hifigan, 40 epochs, final loss 0.125",
+                   hashlib.sha256(path.read_bytes()).hexdigest(), "conv_pre.weight", "F32"):
+        assert needle in r.stdout, needle
+    r = run("inspect", "--json", "--digests", str(path))
+    info = json.loads(r.stdout)
+    assert info["manifest"]["metadata"]["name"] == "Piano"
+    assert info["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    expected = hashlib.sha256(torch.arange(6.0).numpy().tobytes()).hexdigest()
+    assert info["digests"]["model.safetensors"]["w"] == expected
+    r = run("inspect", "--json", "--no-hash", str(path))
+    assert "sha256" not in json.loads(r.stdout)
+
+
+def test_inspect_never_imports_torch(models: Path) -> None:
+    code = ("import sys; from distillgan.cli import main; rc = main(['inspect', '--json', sys.argv[1]]); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, str(models / "piano.distillgan")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_errors_go_to_stderr_with_code(tmp_path: Path) -> None:
+    r = run("inspect", str(tmp_path / "missing.distillgan"))
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("distillgan: error [not-found]:")
+    legacy = tmp_path / "old.distill"
+    torch.save({"format": "distill_model", "model_state_dict": {}}, legacy)
+    r = run("inspect", str(legacy))
+    assert r.returncode == 1
+    assert "[legacy-distill-v1]" in r.stderr and "Please retrain your model." in r.stderr
+    r = run("inspect", str(tmp_path))
+    assert r.returncode == 1 and "[not-regular-file]" in r.stderr
+
+
+def test_verify_one_line_per_file_and_pinned_digest(models: Path, tmp_path: Path) -> None:
+    good = models / "piano.distillgan"
+    bad = tmp_path / "bad.distillgan"
+    data = bytearray(good.read_bytes())
+    tensor = distillgan.inspect(good)["tensors"]["vocoder.safetensors"][0]
+    data[tensor["data_offset"] + 1] ^= 0xFF  # inside the vocoder's tensor data: only the CRC catches it
+    bad.write_bytes(bytes(data))
+    r = run("verify", str(good), str(models / "drums.distillgan"))
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2 and r.stdout.count("OK") == 2
+    r = run("verify", str(good), str(bad))
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("OK") and lines[1].startswith("FAIL") and "[crc-mismatch]" in lines[1]
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    assert run("verify", "--sha256", digest, str(good)).returncode == 0
+    r = run("verify", "--sha256", "0" * 64, str(good))
+    assert r.returncode == 1 and "[sha256-mismatch]" in r.stdout
+
+
+def test_list_delete_repair(models: Path) -> None:
+    r = run("list", str(models))
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:2] == ["NAME", "ID"]
+    piano = next(line for line in lines if line.startswith("Piano"))
+    assert "hifigan (40 ep, loss 0.125)" in piano and "12" in piano
+    assert next(line for line in lines if line.startswith("Drums")).rstrip().endswith("none")
+    entries = json.loads(run("list", "--json", str(models)).stdout)
+    assert {e["model_id"] for e in entries} == {"p1", "d1"}
+    r = run("delete", "d1", "--dir", str(models))
+    assert r.returncode == 0 and not (models / "drums.distillgan").exists()
+    r = run("delete", "d1", "--dir", str(models))
+    assert r.returncode == 1 and "[not-found]" in r.stderr
+    (models / "model_library.json").write_text("garbage")
+    report = json.loads(run("repair", "--json", str(models)).stdout)
+    assert report["added"] == ["p1"]
+
+
+def test_convert_checkpoint(tmp_path: Path) -> None:
+    ckpt = tmp_path / "epoch7.pt"
+    torch.save({"model_state_dict": {"w": torch.ones(3)}, "optimizer_state_dict": {"state": {}}, "epoch": 7,
+                "train_loss": 0.5, "val_loss": 0.25, "latent_dim": 8}, ckpt)
+    r = run("convert", str(ckpt), "--name", "From ckpt", "--tag", "x", "--dir", str(tmp_path / "m"))
+    assert r.returncode == 0, r.stderr
+    info = json.loads(run("inspect", "--json", str(tmp_path / "m" / "from_ckpt.distillgan")).stdout)
+    meta = info["manifest"]["metadata"]
+    assert (meta["training_epochs"], meta["final_train_loss"], meta["final_val_loss"], meta["tags"]) == (7, 0.5, 0.25, ["x"])
+    assert [t["name"] for t in info["tensors"]["model.safetensors"]] == ["w"]
+
+
+def test_hostile_names_are_escaped(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    evil = "evil\x1b[2J\x1b]0;pwned\x07\nline\u202e"
+    path = save_model({"bidi\u202eevil": torch.ones(1)}, {}, {}, ModelMetadata(name=evil, model_id="id\x1b[31m"), folder)
+    hostile_path = folder / "na\x1bme\n.distillgan"
+    os.rename(path, hostile_path)
+    for args in (["inspect", str(hostile_path)], ["verify", str(hostile_path)], ["list", str(folder)]):
+        r = run(*args)
+        assert r.returncode == 0, (args, r.stderr)
+        assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\u202e" not in r.stdout, args
+        assert "\\x1b" in r.stdout, args
+    r = run("inspect", str(folder / "nope\x1b.distillgan"))
+    assert "\x1b" not in r.stderr and "\\x1b" in r.stderr
+
+
+def test_demo_runs(tmp_path: Path) -> None:
+    r = run("demo", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stderr
+    assert "This model was saved in v1 format which is no longer supported. Please retrain your model." in r.stdout
+    assert "demo finished" in r.stdout
+    r = run("demo", str(tmp_path / "demo"))  # re-runnable in the same folder
+    assert r.returncode == 0, r.stderr
+
+
+def test_python_dash_m_entry_point() -> None:
+    r = subprocess.run([sys.executable, "-m", "distillgan", "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("distillgan ")
