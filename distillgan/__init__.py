@@ -6,8 +6,6 @@ A ``.distillgan`` file is a strict zip of ``manifest.msgpack``,
 ``inspect`` and ``verify`` never need it.
 """
 
-from __future__ import annotations
-
 from .archive import Archive, file_sha256, inspect, open_archive, verify, write_archive
 from .catalog import MODEL_FILE_EXTENSION, ModelEntry, ModelLibrary, RepairReport, VocoderInfo
 from .errors import (

@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import container as zc
-from .errors import InputError, IntegrityError, ManifestError, TensorError
+from .errors import ContainerError, InputError, IntegrityError, ManifestError, TensorError
 from .legacy import check_not_legacy
+from .source import MappedFile, RemoteSource, open_source
 from .manifest import MAX_MANIFEST_BYTES, PLACEHOLDER_KEYS, decode_manifest, encode_manifest
 from .tensors import (
     ANALYSIS_PREFIX,
+    MAX_HEADER_BYTES,
+    MAX_TENSORS,
+    TensorInfo,
     TensorTable,
     build_header,
     check_name,
-    check_storable,
     dtype_code,
     parse_header,
     plain_tensor,
@@ -44,9 +48,13 @@ TENSOR_MEMBERS = (zc.MODEL_NAME, zc.VOCODER_NAME)
 def _member_chunks(header: bytes, layout: list[Any], stored: Mapping[str, Any]) -> Iterator[memoryview | bytes]:
     import ctypes
 
+    import torch
+
     yield header
     for info in layout:
         t = plain_tensor(stored[info.name], f"tensor {info.name!r}")
+        if info.dtype == "BOOL" and t.numel() and bool((t.view(torch.uint8) > 1).any()):
+            raise InputError(f"tensor {info.name!r}: a bool tensor holds bytes other than 0 and 1 (FORMAT.md §5.3)", code="st-bool")
         view = tensor_bytes(t)
         if not view.nbytes:
             continue
@@ -71,20 +79,24 @@ def write_archive(f: BinaryIO, manifest: Mapping[str, Any], members: Mapping[str
         if name not in members:
             continue
         stored, aliases = unique_views(members[name])
-        entries = []
-        for tname, t in stored.items():
-            check_name(tname, name, InputError)
-            check_storable(t, f"{name}: tensor {tname!r}")
-            entries.append((tname, dtype_code(t.dtype), tuple(t.shape)))
-        for alias in aliases:
-            check_name(alias, name, InputError)
+        entries = [(tname, dtype_code(t.dtype), tuple(t.shape)) for tname, t in stored.items()]  # names and tensors checked by unique_views
         header, layout = build_header(entries)
+        if len(header) - 8 > MAX_HEADER_BYTES or len(layout) > MAX_TENSORS:
+            raise InputError(
+                f"{name}: {len(layout)} tensors need a {len(header) - 8}-byte header; the limits are "
+                f"{MAX_TENSORS} tensors and {MAX_HEADER_BYTES} bytes (FORMAT.md §8)",
+                code="st-header-size",
+            )
         size = len(header) + sum(info.nbytes for info in layout)
         plans.append((name, size, header, layout, stored))
         member_info[name] = {"size": size, "aliases": aliases}
     full = dict(manifest)
     full["members"] = member_info
     mbytes = encode_manifest(full)
+    try:  # never write what our own reader would refuse
+        decode_manifest(mbytes)
+    except ManifestError as e:
+        raise InputError(f"the manifest would not be valid: {e}", code=e.code) from e
     writer = zc.ContainerWriter(f)
     try:
         writer.write_member(zc.MANIFEST_NAME, len(mbytes), [mbytes])
@@ -101,48 +113,105 @@ def write_archive(f: BinaryIO, manifest: Mapping[str, Any], members: Mapping[str
 
 @dataclass
 class Archive:
-    """A validated archive: members, manifest and tensor tables over one mapping."""
+    """A validated archive: members, manifest and tensor tables over one source.
+
+    ``source`` is a :class:`~distillgan.source.MappedFile` for local paths
+    (tensors are views of its copy-on-write mapping) or a
+    :class:`~distillgan.source.RemoteSource` for URLs (tensor members are
+    downloaded whole, CRC-checked on the way, when first needed).
+    """
 
     path: str
-    file: zc.MappedFile
+    source: MappedFile | RemoteSource
     members: list[zc.Member]
     manifest: dict[str, Any]
     tables: dict[str, TensorTable]
+    _downloaded: dict[str, bytearray] = field(default_factory=dict)
 
     @property
-    def buffer(self) -> Any:
-        return self.file.buffer
+    def size(self) -> int:
+        return self.source.size
+
+    def _member(self, name: str) -> zc.Member:
+        return next(m for m in self.members if m.name == name)
+
+    def member_data(self, name: str) -> tuple[Any, int]:
+        """(buffer, file offset of its first byte) holding member ``name``'s bytes."""
+        if isinstance(self.source, MappedFile):
+            return self.source.buffer, 0
+        if name not in self._downloaded:
+            m = self._member(name)
+            data = bytearray(m.size)
+            pos, crc = 0, 0
+            for chunk in self.source.read_stream(m.data_offset, m.size):
+                data[pos : pos + len(chunk)] = chunk
+                crc = zlib.crc32(chunk, crc)
+                pos += len(chunk)
+            _check_crc(m, crc)  # the data came over the network anyway: hashing it is nearly free
+            self._downloaded[name] = data
+        return self._downloaded[name], self._member(name).data_offset
+
+    def tensor_bytes(self, member: str, info: TensorInfo) -> memoryview:
+        """A read-only view of one stored tensor's bytes (no torch needed)."""
+        buf, base = self.member_data(member)
+        start = self.tables[member].data_start + info.begin - base
+        return memoryview(buf).toreadonly()[start : start + info.nbytes]
 
     def tensors(self, member: str) -> dict[str, torch.Tensor]:
-        """Tensors of one member as views of the mapping; aliases share their target."""
+        """Tensors of one member as views of the mapping (or download); aliases share their target."""
         table = self.tables[member]
-        where = member
-        self.file.exported = True
-        out = {info.name: tensor_from(self.buffer, info, table.data_start, where) for info in table.tensors}
+        buf, base = self.member_data(member)
+        if isinstance(self.source, MappedFile):
+            self.source.exported = True
+        out = {info.name: tensor_from(buf, info, table.data_start - base, member) for info in table.tensors}
         for alias, target in self.manifest["members"][member]["aliases"].items():
             out[alias] = out[target]
         return out
 
-    def check_crcs(self, *, members: tuple[str, ...] | None = None) -> None:
-        """CRC-32 of every (or the named) member, two threads per member."""
+    def check_crcs(self) -> None:
+        """CRC-32 of every member; two threads per member on local files."""
+        if not isinstance(self.source, MappedFile):
+            for m in self.members:
+                crc = 0
+                for chunk in self.source.read_stream(m.data_offset, m.size):
+                    crc = zlib.crc32(chunk, crc)
+                _check_crc(m, crc)
+            return
         with ThreadPoolExecutor(max_workers=2) as pool:
             for m in self.members:
-                if members is None or m.name in members:
-                    actual = zc.parallel_crc32(self.buffer, m.data_offset, m.size, pool, 2)
-                    if actual != m.crc32:
-                        raise IntegrityError(
-                            f"member {m.name!r}: CRC-32 is 0x{actual:08x}; the directory records 0x{m.crc32:08x}",
-                            code="crc-mismatch",
-                        )
+                _check_crc(m, zc.parallel_crc32(self.source.buffer, m.data_offset, m.size, pool, 2))
+
+    def sha256(self) -> str:
+        """SHA-256 of the whole file, hex."""
+        h = hashlib.sha256()
+        if isinstance(self.source, MappedFile):
+            view = memoryview(self.source.buffer)
+            try:
+                for start in range(0, len(view), zc._CHUNK):
+                    h.update(view[start : start + zc._CHUNK])
+            finally:
+                view.release()
+        else:
+            for chunk in self.source.read_stream(0, self.source.size):
+                h.update(chunk)
+        return h.hexdigest()
 
     def close(self) -> None:
-        self.file.close()
+        self.source.close()
 
     def __enter__(self) -> Archive:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_crc(member: zc.Member, actual: int) -> None:
+    if actual != member.crc32:
+        raise IntegrityError(
+            f"member {member.name!r}: CRC-32 is 0x{actual:08x}; the directory records 0x{member.crc32:08x} (FORMAT.md §6)",
+            code="crc-mismatch",
+        )
 
 
 def _walk_placeholders(value: Any, found: list[tuple[str, str, str]], where: str) -> None:
@@ -163,14 +232,24 @@ def _walk_placeholders(value: Any, found: list[tuple[str, str, str]], where: str
             _walk_placeholders(v, found, f"{where}[{i}]")
 
 
-def _cross_check(manifest: dict[str, Any], members: list[zc.Member], tables: dict[str, TensorTable]) -> None:
-    """Manifest versus members: presence, sizes, aliases, analysis references (FORMAT.md §6)."""
-    names = [m.name for m in members[1:]]
-    declared = manifest["members"]
-    if sorted(names) != sorted(declared):
+def _check_v1_members(manifest: dict[str, Any], members: list[zc.Member]) -> None:
+    """The v1 member set, checked once the manifest says the file is v1 (FORMAT.md §3.1, §4.5)."""
+    names = [m.name for m in members]
+    if len(names) > len(zc.MEMBER_ORDER):
+        raise ContainerError(f"archive has {len(names)} members {names}; v1 has 2 or 3 (FORMAT.md §3.1)", code="zip-entry-count")
+    expected = list(zc.MEMBER_ORDER[: len(names)])
+    if names != expected:
+        raise ContainerError(f"members are {names}; expected {expected} in that order (FORMAT.md §3.1)", code="zip-member-name")
+    declared = sorted(manifest["members"])
+    if sorted(names[1:]) != declared:
         raise ManifestError(
-            f"the archive holds {names} but the manifest declares {sorted(declared)} (FORMAT.md §6)", code="manifest-mismatch"
+            f"the archive holds {names[1:]} but the manifest declares {declared} (FORMAT.md §6)", code="manifest-mismatch"
         )
+
+
+def _cross_check(manifest: dict[str, Any], members: list[zc.Member], tables: dict[str, TensorTable]) -> None:
+    """Manifest versus members: sizes, aliases, analysis references (FORMAT.md §6)."""
+    declared = manifest["members"]
     for m in members[1:]:
         if declared[m.name]["size"] != m.size:
             raise ManifestError(
@@ -179,17 +258,17 @@ def _cross_check(manifest: dict[str, Any], members: list[zc.Member], tables: dic
             )
         stored = {t.name for t in tables[m.name].tensors}
         for alias, target in declared[m.name]["aliases"].items():
-            check_name(alias, f"$.members.{m.name}.aliases")
-            if alias in stored or target not in stored:
+            check_name(alias, f"$.members.{m.name}.aliases", ManifestError)
+            if alias in stored or target not in stored or alias.startswith(ANALYSIS_PREFIX) or target.startswith(ANALYSIS_PREFIX):
                 raise ManifestError(
-                    f"$.members.{m.name}.aliases: {alias!r} -> {target!r} must name a new tensor and a stored one (FORMAT.md §6)",
+                    f"$.members.{m.name}.aliases: {alias!r} -> {target!r} must name a new tensor and a stored one, "
+                    f"neither under {ANALYSIS_PREFIX!r} (FORMAT.md §5.5)",
                     code="manifest-mismatch",
                 )
     found: list[tuple[str, str, str]] = []
     if manifest["analysis"] is not None:
         _walk_placeholders(manifest["analysis"], found, "$.analysis")
-    model_names = {t.name for t in tables[zc.MODEL_NAME].tensors}
-    analysis_names = {n for n in model_names if n.startswith(ANALYSIS_PREFIX)}
+    analysis_names = {t.name for t in tables[zc.MODEL_NAME].tensors if t.name.startswith(ANALYSIS_PREFIX)}
     referenced = [name for _, name, _ in found]
     for _, name, where in found:
         if name not in analysis_names:
@@ -202,38 +281,32 @@ def _cross_check(manifest: dict[str, Any], members: list[zc.Member], tables: dic
             f"analysis tensors {sorted(analysis_names)} and analysis references {sorted(referenced)} must match one to one (FORMAT.md §4.4)",
             code="manifest-mismatch",
         )
-    if any(a.startswith(ANALYSIS_PREFIX) for a in declared[zc.MODEL_NAME]["aliases"]):
-        raise ManifestError(f"aliases may not use the reserved prefix {ANALYSIS_PREFIX!r}", code="manifest-mismatch")
 
 
-def open_archive(path: str | os.PathLike[str], *, copy_on_write: bool = False) -> Archive:
-    """Open and validate every layer of an archive; tensor data is not read.
+def open_archive(path: str | os.PathLike[str]) -> Archive:
+    """Open and validate every layer of an archive (a path or an fsspec URL); tensor data is not read.
 
-    With ``copy_on_write`` the mapping is private, so tensors made from it may
-    be modified without touching the file.
+    A local file is mapped privately (copy-on-write), so tensors made from
+    it may be modified without touching the file.
     """
-    mf = zc.MappedFile(path, copy_on_write=copy_on_write)
+    src = open_source(path)
     try:
-        buf = mf.buffer
-        check_not_legacy(buf)
-        members = zc.read_container(buf)
+        check_not_legacy(src)
+        members = zc.read_container(src)
         m0 = members[0]
         if m0.size > MAX_MANIFEST_BYTES:
             raise ManifestError(
                 f"manifest member is {m0.size} bytes; the limit is {MAX_MANIFEST_BYTES} (FORMAT.md §8)", code="manifest-too-large"
             )
-        zc.check_crc(buf, m0)
-        manifest = decode_manifest(bytes(buf[m0.data_offset : m0.data_offset + m0.size]))
-        if len(members) != len(manifest["members"]) + 1:
-            raise ManifestError(
-                f"the archive holds {len(members) - 1} tensor members; the manifest declares {len(manifest['members'])} (FORMAT.md §6)",
-                code="manifest-mismatch",
-            )
-        tables = {m.name: parse_header(buf, m.data_offset, m.size, m.name) for m in members[1:]}
+        raw = src.read(m0.data_offset, m0.size)
+        _check_crc(m0, zlib.crc32(raw))
+        manifest = decode_manifest(raw)
+        _check_v1_members(manifest, members)
+        tables = {m.name: parse_header(src, m.data_offset, m.size, m.name) for m in members[1:]}
         _cross_check(manifest, members, tables)
-        return Archive(os.fspath(path), mf, members, manifest, tables)
+        return Archive(os.fspath(path), src, members, manifest, tables)
     except BaseException:
-        mf.close()
+        src.close()
         raise
 
 
@@ -257,7 +330,7 @@ def _describe(archive: Archive) -> dict[str, Any]:
     return {
         "format": manifest["format"],
         "version": manifest["version"],
-        "file_size": archive.file.size,
+        "file_size": archive.size,
         "members": [
             {"name": m.name, "header_offset": m.header_offset, "data_offset": m.data_offset, "size": m.size, "crc32": m.crc32}
             for m in archive.members
@@ -268,7 +341,7 @@ def _describe(archive: Archive) -> dict[str, Any]:
 
 
 def inspect(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Describe an archive without torch and without reading tensor data.
+    """Describe an archive (a path or an fsspec URL) without torch and without reading tensor data.
 
     Returns a JSON-serialisable dict: format, version, file_size, members
     (name, header_offset, data_offset, size, crc32), the manifest, and per
@@ -282,12 +355,8 @@ def inspect(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _check_bools(archive: Archive) -> None:
     for member, table in archive.tables.items():
         for t in table.tensors:
-            if t.dtype == "BOOL" and t.nbytes:
-                start = table.data_start + t.begin
-                if bytes(archive.buffer[start : start + t.nbytes]).translate(None, b"\x00\x01"):
-                    raise TensorError(
-                        f"{member}: tensor {t.name!r} holds bool bytes other than 0 and 1 (FORMAT.md §5.3)", code="st-bool"
-                    )
+            if t.dtype == "BOOL" and t.nbytes and bytes(archive.tensor_bytes(member, t)).translate(None, b"\x00\x01"):
+                raise TensorError(f"{member}: tensor {t.name!r} holds bool bytes other than 0 and 1 (FORMAT.md §5.3)", code="st-bool")
 
 
 def verify(path: str | os.PathLike[str], *, sha256: str | None = None) -> dict[str, Any]:
@@ -301,12 +370,13 @@ def verify(path: str | os.PathLike[str], *, sha256: str | None = None) -> dict[s
     with open_archive(path) as archive:
         info = _describe(archive)
         if sha256 is not None:
+            want = sha256.strip().lower()
             with ThreadPoolExecutor(max_workers=1) as pool:
-                digest_future = pool.submit(_sha256_of, archive.buffer)
+                digest_future = pool.submit(archive.sha256)
                 archive.check_crcs()
                 digest = digest_future.result()
-            if digest != sha256.strip().lower():
-                raise IntegrityError(f"SHA-256 of the file is {digest}; expected {sha256.strip().lower()}", code="sha256-mismatch")
+            if digest != want:
+                raise IntegrityError(f"SHA-256 of the file is {digest}; expected {want}", code="sha256-mismatch")
             info["sha256"] = digest
         else:
             archive.check_crcs()
@@ -314,18 +384,20 @@ def verify(path: str | os.PathLike[str], *, sha256: str | None = None) -> dict[s
         return info
 
 
-def _sha256_of(buf: Any) -> str:
-    h = hashlib.sha256()
-    view = memoryview(buf)
-    try:
-        for start in range(0, len(view), zc._CHUNK):
-            h.update(view[start : start + zc._CHUNK])
-    finally:
-        view.release()
-    return h.hexdigest()
-
-
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a whole file, hex (a stable identity of a deterministic archive)."""
-    with zc.MappedFile(path) as mf:
-        return _sha256_of(mf.buffer)
+    """SHA-256 of a whole file (path or URL), hex: a stable identity of a deterministic archive."""
+    src = open_source(path)
+    try:
+        if isinstance(src, MappedFile):
+            h = hashlib.sha256()
+            view = memoryview(src.buffer)
+            for start in range(0, len(view), zc._CHUNK):
+                h.update(view[start : start + zc._CHUNK])
+            view.release()
+            return h.hexdigest()
+        h = hashlib.sha256()
+        for chunk in src.read_stream(0, src.size):
+            h.update(chunk)
+        return h.hexdigest()
+    finally:
+        src.close()

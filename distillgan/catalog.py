@@ -111,9 +111,11 @@ def _entry_from_json(raw: Any) -> ModelEntry:
         raise ValueError("entry is not an object")
     known = {f.name for f in fields(ModelEntry)}
     data = {k: v for k, v in raw.items() if k in known}
-    for name in ("model_id", "name", "file_path"):
+    for name in ("model_id", "file_path"):
         if not isinstance(data.get(name), str) or not data[name]:
-            raise ValueError(f"entry field {name!r} missing or not a string")
+            raise ValueError(f"entry field {name!r} missing or not a non-empty string")
+    if not isinstance(data.get("name"), str):
+        raise ValueError("entry field 'name' missing or not a string")
     fp = data["file_path"]
     if fp != os.path.basename(fp) or "/" in fp or "\\" in fp or fp in (".", "..") or not fp.endswith(MODEL_FILE_EXTENSION):
         raise ValueError(f"entry file_path {fp!r} is not a .distillgan file name inside the folder")
@@ -242,7 +244,7 @@ class ModelLibrary:
 
         try:
             with open_archive(self.models_dir / name) as archive:
-                return entry_from_manifest(archive.manifest, name, archive.file.size)
+                return entry_from_manifest(archive.manifest, name, archive.size)
         except DistillganError:
             return None
 
@@ -310,7 +312,7 @@ class ModelLibrary:
                     continue
                 try:
                     with open_archive(path) as archive:
-                        entry = entry_from_manifest(archive.manifest, name, archive.file.size)
+                        entry = entry_from_manifest(archive.manifest, name, archive.size)
                 except DistillganError as e:
                     report.invalid[name] = e.code
                     continue

@@ -61,10 +61,7 @@ def tensor_digests(path: str) -> dict[str, dict[str, str]]:
         for member, table in archive.tables.items():
             out[member] = {}
             for t in table.tensors:
-                start = table.data_start + t.begin
-                view = memoryview(archive.buffer)[start : start + t.nbytes]
-                out[member][t.name] = hashlib.sha256(view).hexdigest()
-                view.release()
+                out[member][t.name] = hashlib.sha256(archive.tensor_bytes(member, t)).hexdigest()
     return out
 
 

@@ -13,7 +13,7 @@ Structures and field names follow PKWARE APPNOTE 6.3.10 (cited as §4.x).
 from __future__ import annotations
 
 import mmap
-import os
+import re
 import stat
 import struct
 import zlib
@@ -23,13 +23,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .errors import ContainerError, FileAccessError, IntegrityError
+from .errors import ContainerError
+from .source import Source
 
 # --- constants (FORMAT.md §3, APPNOTE §4.3) ---------------------------------
 MANIFEST_NAME = "manifest.msgpack"
 MODEL_NAME = "model.safetensors"
 VOCODER_NAME = "vocoder.safetensors"
 MEMBER_ORDER = (MANIFEST_NAME, MODEL_NAME, VOCODER_NAME)  # FORMAT.md §3.1
+MAX_MEMBERS = 16  # FORMAT.md §8: entries a reader parses before it knows the format version
+_MEMBER_NAME = re.compile(rb"(?!\.\.?$)[a-z0-9._-]{1,64}")
 
 ALIGNMENT = 64  # FORMAT.md §3.4: tensor member data starts at a multiple of this
 PADDING_EXTRA_ID = 0x6764  # FORMAT.md §3.4: "dg" padding extra field
@@ -57,7 +60,7 @@ DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01: fixed, for byte-identical outp
 U16_MAX = 0xFFFF
 U32_MAX = 0xFFFFFFFF  # sentinel: the value lives in a zip64 record
 
-MAX_FILE_BYTES = 1 << 40  # FORMAT.md §8
+MAX_CENTRAL_DIRECTORY_BYTES = 64 << 10  # FORMAT.md §8: three entries need < 1 KiB
 MIN_ARCHIVE_BYTES = LOCAL_FMT.size * 2 + CENTRAL_FMT.size * 2 + EOCD_FMT.size
 
 _CHUNK = 8 << 20  # bytes handed to one write / one CRC step
@@ -73,75 +76,6 @@ class Member:
     data_offset: int
     size: int
     crc32: int
-
-
-# --- opening files ----------------------------------------------------------
-
-
-class MappedFile:
-    """A regular file mapped read-only (or copy-on-write) from one descriptor.
-
-    Everything we validate and every tensor we hand out comes from this one
-    mapping, so a file swapped on disk between checks cannot be read twice
-    differently.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, copy_on_write: bool = False) -> None:
-        self.path = os.fspath(path)
-        self.exported = False  # set once tensors view the mapping: then never unmap explicitly
-        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
-        try:
-            fd = os.open(self.path, flags)  # O_NONBLOCK: a FIFO must not block open()
-        except FileNotFoundError as e:
-            raise FileAccessError(f"no such file: {self.path!r}", code="not-found") from e
-        except IsADirectoryError as e:
-            raise FileAccessError(f"{self.path!r} is a directory; expected a regular file", code="not-regular-file") from e
-        except OSError as e:
-            raise FileAccessError(f"cannot open {self.path!r}: {e.strerror}", code="io-error") from e
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise FileAccessError(
-                    f"{self.path!r} is not a regular file (device, FIFO, socket or directory)",
-                    code="not-regular-file",
-                )
-            self.size = st.st_size
-            if self.size > MAX_FILE_BYTES:
-                raise FileAccessError(
-                    f"file is {self.size} bytes; the limit is {MAX_FILE_BYTES} (FORMAT.md §8)",
-                    code="file-too-large",
-                )
-            if self.size == 0:
-                self.buffer: mmap.mmap | bytes = b""
-            else:
-                access = mmap.ACCESS_COPY if copy_on_write else mmap.ACCESS_READ
-                try:
-                    self.buffer = mmap.mmap(fd, self.size, access=access)
-                except (OSError, ValueError) as e:
-                    raise FileAccessError(f"cannot map {self.path!r}: {e}", code="io-error") from e
-        finally:
-            os.close(fd)
-
-    def close(self) -> None:
-        """Unmap, unless tensors were made from the mapping.
-
-        ``torch.frombuffer`` keeps a reference to the mmap object but no
-        buffer export, so ``mmap.close()`` would succeed and leave those
-        tensors pointing at unmapped memory. Once ``exported`` is set the
-        mapping is left to the garbage collector, which frees it with the
-        last tensor.
-        """
-        if isinstance(self.buffer, mmap.mmap) and not self.exported:
-            try:
-                self.buffer.close()
-            except BufferError:
-                pass  # a memoryview is still open; the mapping dies with it
-
-    def __enter__(self) -> MappedFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # --- reading ----------------------------------------------------------------
@@ -166,16 +100,17 @@ def _parse_zip64_extra(data: bytes, want: Sequence[str], where: str) -> dict[str
     return dict(zip(want, values, strict=True))
 
 
-def read_container(buf: mmap.mmap | bytes) -> list[Member]:
-    """Validate the zip profile of ``buf`` and return its members in order.
+def read_container(src: Source) -> list[Member]:
+    """Validate the zip profile of ``src`` and return its members in order.
 
     Reads only the end records, the central directory and the local headers.
     Raises :class:`ContainerError` for any departure from FORMAT.md §3.
     """
-    size = len(buf)
-    if size < 4 or buf[:4] != LOCAL_SIG:
+    size = src.size
+    head = src.read(0, min(4, size))
+    if head != LOCAL_SIG:
         raise _fail(
-            f"first bytes are {bytes(buf[:4])!r}; expected a local file header 'PK\\x03\\x04' at offset 0 (FORMAT.md §3.2)",
+            f"first bytes are {head!r}; expected a local file header 'PK\\x03\\x04' at offset 0 (FORMAT.md §3.1)",
             "not-zip",
         )
     if size < MIN_ARCHIVE_BYTES:
@@ -183,7 +118,7 @@ def read_container(buf: mmap.mmap | bytes) -> list[Member]:
 
     # End of central directory: exactly the last 22 bytes, empty comment (§3.5).
     eocd_pos = size - EOCD_FMT.size
-    sig, disk, cd_disk, n_disk, n_total, cd_size, cd_off, comment_len = EOCD_FMT.unpack_from(buf, eocd_pos)
+    sig, disk, cd_disk, n_disk, n_total, cd_size, cd_off, comment_len = EOCD_FMT.unpack(src.read(eocd_pos, EOCD_FMT.size))
     if sig != EOCD_SIG:
         raise _fail(
             "no end of central directory record in the last 22 bytes: the file is truncated, "
@@ -202,7 +137,7 @@ def read_container(buf: mmap.mmap | bytes) -> list[Member]:
         if eocd_pos < ZIP64_LOCATOR_FMT.size + ZIP64_EOCD_FMT.size:
             raise _fail("end record asks for zip64 but there is no room for its records", "zip64")
         loc_pos = eocd_pos - ZIP64_LOCATOR_FMT.size
-        lsig, z_disk, z_off, n_disks = ZIP64_LOCATOR_FMT.unpack_from(buf, loc_pos)
+        lsig, z_disk, z_off, n_disks = ZIP64_LOCATOR_FMT.unpack(src.read(loc_pos, ZIP64_LOCATOR_FMT.size))
         rec_pos = loc_pos - ZIP64_EOCD_FMT.size
         if lsig != ZIP64_LOCATOR_SIG or z_disk != 0 or n_disks != 1:
             raise _fail("zip64 end of central directory locator missing or malformed (FORMAT.md §3.5)", "zip64")
@@ -211,8 +146,8 @@ def read_container(buf: mmap.mmap | bytes) -> list[Member]:
                 f"zip64 locator points at offset {z_off}; the zip64 end record must immediately precede it at {rec_pos}",
                 "zip64",
             )
-        (rsig, rsize, _made, _need, rdisk, rcd_disk, rn_disk, rn_total, r_cd_size, r_cd_off) = ZIP64_EOCD_FMT.unpack_from(
-            buf, rec_pos
+        (rsig, rsize, _made, _need, rdisk, rcd_disk, rn_disk, rn_total, r_cd_size, r_cd_off) = ZIP64_EOCD_FMT.unpack(
+            src.read(rec_pos, ZIP64_EOCD_FMT.size)
         )
         if rsig != ZIP64_EOCD_SIG or rsize != ZIP64_EOCD_FMT.size - 12 or rdisk != 0 or rcd_disk != 0:
             raise _fail("zip64 end of central directory record malformed (FORMAT.md §3.5)", "zip64")
@@ -233,35 +168,46 @@ def read_container(buf: mmap.mmap | bytes) -> list[Member]:
         n_total, cd_size, cd_off = rn_total, r_cd_size, r_cd_off
         cd_end = rec_pos
 
-    if not 2 <= n_total <= len(MEMBER_ORDER):
+    if not 2 <= n_total <= MAX_MEMBERS:
         raise _fail(f"archive has {n_total} entries; expected 2 or 3 (FORMAT.md §3.1)", "zip-entry-count")
     if cd_off + cd_size != cd_end or cd_off > cd_end:
         raise _fail(
             f"central directory at {cd_off} of {cd_size} bytes does not end where the end records start ({cd_end})",
             "zip-layout",
         )
+    if cd_size > MAX_CENTRAL_DIRECTORY_BYTES:
+        raise _fail(f"central directory of {cd_size} bytes; the limit is {MAX_CENTRAL_DIRECTORY_BYTES} (FORMAT.md §8)", "zip-layout")
 
-    # Central directory entries (§4.3.12).
+    # Central directory entries (§4.3.12), parsed from one read of the whole directory.
+    cd = src.read(cd_off, cd_size)
     entries = []
     pos = cd_off
     for index in range(n_total):
         if pos + CENTRAL_FMT.size > cd_end:
             raise _fail(f"central directory entry {index} runs past the directory", "zip-layout")
         (csig, made_by, need, flags, method, mtime, mdate, crc, csize, usize, nlen, xlen, klen, disk_start, iattr, xattr, lho) = (
-            CENTRAL_FMT.unpack_from(buf, pos)
+            CENTRAL_FMT.unpack_from(cd, pos - cd_off)
         )
         if csig != CENTRAL_SIG:
             raise _fail(f"central directory entry {index} has signature {csig!r}; expected 'PK\\x01\\x02'", "zip-layout")
         var_end = pos + CENTRAL_FMT.size + nlen + xlen + klen
         if var_end > cd_end:
             raise _fail(f"central directory entry {index} runs past the directory", "zip-layout")
-        raw_name = bytes(buf[pos + CENTRAL_FMT.size : pos + CENTRAL_FMT.size + nlen])
-        extra = bytes(buf[pos + CENTRAL_FMT.size + nlen : pos + CENTRAL_FMT.size + nlen + xlen])
-        expected = MEMBER_ORDER[index]
-        if raw_name != expected.encode("ascii"):
+        rel = pos - cd_off + CENTRAL_FMT.size
+        raw_name = cd[rel : rel + nlen]
+        extra = cd[rel + nlen : rel + nlen + xlen]
+        if index == 0 and raw_name != MANIFEST_NAME.encode("ascii"):
             raise _fail(
-                f"member {index} is named {raw_name!r}; expected {expected!r} (FORMAT.md §3.1)", "zip-member-name"
+                f"member 0 is named {raw_name!r}; expected {MANIFEST_NAME!r} (FORMAT.md §3.1)", "zip-member-name"
             )
+        # Later names are checked against the v1 set once the manifest's version is known (§4.5);
+        # here only that they are plain, distinct file names.
+        if not _MEMBER_NAME.fullmatch(raw_name) or raw_name in [e[0].encode("ascii") for e in entries]:
+            raise _fail(
+                f"member {index} is named {raw_name!r}; names are distinct, of [a-z0-9._-] and not '.' or '..' (FORMAT.md §3.1)",
+                "zip-member-name",
+            )
+        expected = raw_name.decode("ascii")
         where = f"central directory entry {expected!r}"
         if klen != 0:
             raise _fail(f"{where}: file comment of {klen} bytes; not allowed", "zip-comment")
@@ -318,17 +264,20 @@ def read_container(buf: mmap.mmap | bytes) -> list[Member]:
             )
         if lho + LOCAL_FMT.size > cd_off:
             raise _fail(f"{where} runs into the central directory", "zip-layout")
-        (lsig, lneed, lflags, lmethod, ltime, ldate, lcrc, lcsize, lusize, lnlen, lxlen) = LOCAL_FMT.unpack_from(buf, lho)
+        (lsig, lneed, lflags, lmethod, ltime, ldate, lcrc, lcsize, lusize, lnlen, lxlen) = LOCAL_FMT.unpack(
+            src.read(lho, LOCAL_FMT.size)
+        )
         if lsig != LOCAL_SIG:
             raise _fail(f"{where}: signature {lsig!r}; expected 'PK\\x03\\x04'", "zip-layout")
         name_start = lho + LOCAL_FMT.size
         data_offset = name_start + lnlen + lxlen
         if data_offset > cd_off:
             raise _fail(f"{where} runs into the central directory", "zip-layout")
-        lname = bytes(buf[name_start : name_start + lnlen])
+        variable = src.read(name_start, lnlen + lxlen)
+        lname = variable[:lnlen]
         if lname != name.encode("ascii"):
             raise _fail(f"local header name {lname!r} differs from central directory name {name!r}", "zip-header-mismatch")
-        lextra = bytes(buf[name_start + lnlen : data_offset])
+        lextra = variable[lnlen:]
         mismatches = [
             label
             for label, a, b in (
@@ -394,16 +343,6 @@ def crc32_of(buf: mmap.mmap | bytes | memoryview, offset: int, size: int) -> int
     finally:
         view.release()
     return crc
-
-
-def check_crc(buf: mmap.mmap | bytes, member: Member) -> None:
-    """Raise :class:`IntegrityError` unless ``member``'s bytes match its CRC-32."""
-    actual = crc32_of(buf, member.data_offset, member.size)
-    if actual != member.crc32:
-        raise IntegrityError(
-            f"member {member.name!r}: CRC-32 is 0x{actual:08x}; the directory records 0x{member.crc32:08x}",
-            code="crc-mismatch",
-        )
 
 
 # --- writing ----------------------------------------------------------------

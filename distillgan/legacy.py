@@ -27,7 +27,10 @@ MAX_PICKLES = 8  # the pre-1.6 torch stream is several pickles in a row
 MAX_CD_SCAN_BYTES = 16 << 20  # central directory bytes walked when looking for a torch checkpoint
 TORCH_LEGACY_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")  # pickled torch magic number
 _TORCH_MEMBER = re.compile(r"^[^/]+/(data\.pkl|version|\.data/version|byteorder|data/\d+|\.format_version|\.storage_alignment)$")
-_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
+_STRING_OPS = {
+    "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING",
+    "SHORT_BINBYTES", "BINBYTES", "BINBYTES8",
+}
 
 
 def is_raw_pickle(head: bytes) -> bool:
@@ -54,40 +57,61 @@ def pickle_holds_v1_marker(data: bytes) -> bool:
     return False
 
 
-def _u(fmt: str, buf: Any, pos: int) -> tuple[int, ...]:
-    return struct.unpack_from(fmt, buf, pos)
+def _peek(src: Any, offset: int, n: int) -> bytes:
+    """Up to ``n`` bytes at ``offset`` (fewer at the end of the file, none past it)."""
+    n = max(0, min(n, src.size - offset))
+    return src.read(offset, n) if offset >= 0 and n else b""
 
 
-def _torch_zip_pickle(buf: Any) -> tuple[bool, bytes | None]:
+def _u(fmt: str, src: Any, pos: int) -> tuple[int, ...]:
+    data = _peek(src, pos, struct.calcsize(fmt))
+    if len(data) != struct.calcsize(fmt):
+        raise _Short
+    return struct.unpack(fmt, data)
+
+
+class _Short(Exception):
+    """A structure runs past the end of the file while identifying it."""
+
+
+def _torch_zip_pickle(src: Any) -> tuple[bool, bytes | None]:
     """Is this a torch.save zip? If so, also the bytes of its data.pkl when stored.
 
     torch writes data descriptors (sizes only in the central directory), so
     this walks the central directory, tolerantly but within MAX_CD_SCAN_BYTES.
     It only identifies the file; the strict reader would refuse it anyway.
     """
-    size = len(buf)
+    try:
+        return _walk_torch_zip(src)
+    except (_Short, struct.error):
+        return False, None
+
+
+def _walk_torch_zip(src: Any) -> tuple[bool, bytes | None]:
+    size = src.size
     tail_start = max(0, size - (0xFFFF + 22))
-    eocd = bytes(buf[tail_start:]).rfind(b"PK\x05\x06")
+    eocd = _peek(src, tail_start, size - tail_start).rfind(b"PK\x05\x06")
     if eocd < 0 or tail_start + eocd + 22 > size:
         return False, None
     eocd += tail_start
-    cd_size, cd_off = _u("<II", buf, eocd + 12)
-    if 0xFFFFFFFF in (cd_size, cd_off) and eocd >= 20 and bytes(buf[eocd - 20 : eocd - 16]) == b"PK\x06\x07":
-        (rec,) = _u("<Q", buf, eocd - 12)
-        if rec + 56 <= size and bytes(buf[rec : rec + 4]) == b"PK\x06\x06":
-            cd_size, cd_off = _u("<QQ", buf, rec + 40)
+    cd_size, cd_off = _u("<II", src, eocd + 12)
+    if 0xFFFFFFFF in (cd_size, cd_off) and eocd >= 20 and _peek(src, eocd - 20, 4) == b"PK\x06\x07":
+        (rec,) = _u("<Q", src, eocd - 12)
+        if rec + 56 <= size and _peek(src, rec, 4) == b"PK\x06\x06":
+            cd_size, cd_off = _u("<QQ", src, rec + 40)
     if cd_size > MAX_CD_SCAN_BYTES or cd_off + cd_size > size:
         return False, None
     is_torch, pkl = False, None
-    pos, end = cd_off, cd_off + cd_size
-    while pos + 46 <= end and bytes(buf[pos : pos + 4]) == b"PK\x01\x02":
-        (method,) = _u("<H", buf, pos + 10)
-        csize, _usize, nlen, xlen, klen = _u("<IIHHH", buf, pos + 20)
-        (lho,) = _u("<I", buf, pos + 42)
-        name = bytes(buf[pos + 46 : pos + 46 + nlen]).decode("utf-8", "replace")
-        extra = bytes(buf[pos + 46 + nlen : pos + 46 + nlen + xlen])
+    cd = _peek(src, cd_off, cd_size)
+    pos, end = 0, len(cd)
+    while pos + 46 <= end and cd[pos : pos + 4] == b"PK\x01\x02":
+        (method,) = struct.unpack_from("<H", cd, pos + 10)
+        csize, _usize, nlen, xlen, klen = struct.unpack_from("<IIHHH", cd, pos + 20)
+        (lho,) = struct.unpack_from("<I", cd, pos + 42)
+        name = cd[pos + 46 : pos + 46 + nlen].decode("utf-8", "replace")
+        extra = cd[pos + 46 + nlen : pos + 46 + nlen + xlen]
         if extra[:2] == b"\x01\x00":  # zip64: the sentinel fields, in order
-            values = list(struct.unpack_from(f"<{min(3, (len(extra) - 4) // 8)}Q", extra, 4))
+            values = list(struct.unpack_from(f"<{max(0, min(3, (len(extra) - 4) // 8))}Q", extra, 4))
             if _usize == 0xFFFFFFFF and values:
                 values.pop(0)
             if csize == 0xFFFFFFFF and values:
@@ -97,23 +121,23 @@ def _torch_zip_pickle(buf: Any) -> tuple[bool, bytes | None]:
         if _TORCH_MEMBER.match(name):
             is_torch = True
             if name.endswith("/data.pkl") and method == 0 and pkl is None and lho + 30 <= size:
-                lnlen, lxlen = _u("<HH", buf, lho + 26)
+                lnlen, lxlen = _u("<HH", src, lho + 26)
                 start = lho + 30 + lnlen + lxlen
-                pkl = bytes(buf[start : start + min(csize, MAX_PICKLE_SCAN_BYTES)])
+                pkl = _peek(src, start, min(csize, MAX_PICKLE_SCAN_BYTES))
         pos += 46 + nlen + xlen + klen
     return is_torch, pkl
 
 
-def check_not_legacy(buf: Any) -> None:
-    """Raise :class:`LegacyFormatError` if ``buf`` is a pickle, torch checkpoint or legacy .distill."""
-    head = bytes(buf[:16])
+def check_not_legacy(src: Any) -> None:
+    """Raise :class:`LegacyFormatError` if ``src`` is a pickle, torch checkpoint or legacy .distill."""
+    head = _peek(src, 0, 16)
     if is_raw_pickle(head):
-        if pickle_holds_v1_marker(bytes(buf[:MAX_PICKLE_SCAN_BYTES])):
+        if pickle_holds_v1_marker(_peek(src, 0, MAX_PICKLE_SCAN_BYTES)):
             raise LegacyFormatError(V1_MESSAGE, code="legacy-distill-v1")
         what = "This file is a legacy torch.save stream" if head.startswith(TORCH_LEGACY_MAGIC) else "This file is a pickle"
         raise LegacyFormatError(PICKLE_MESSAGE.format(what=what), code="pickle")
-    if head.startswith(b"PK\x03\x04") and bytes(buf[30:46]) != b"manifest.msgpack":
-        is_torch, pkl = _torch_zip_pickle(buf)
+    if head.startswith(b"PK\x03\x04") and _peek(src, 30, 16) != b"manifest.msgpack":
+        is_torch, pkl = _torch_zip_pickle(src)
         if is_torch:
             if pkl is not None and pickle_holds_v1_marker(pkl):
                 raise LegacyFormatError(V1_MESSAGE, code="legacy-distill-v1")

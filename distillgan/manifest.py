@@ -102,8 +102,14 @@ def to_plain(value: Any, where: str, depth: int = 0) -> Any:
     """
     if depth > MAX_DEPTH:
         raise InputError(f"{where}: nested deeper than {MAX_DEPTH} levels (FORMAT.md §8)", code="manifest-depth")
-    if value is None or isinstance(value, (bool, str)):
-        return value if not isinstance(value, str) else str(value)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InputError(f"{where}: string {value!r} is not valid Unicode (lone surrogate)", code="manifest-value") from e
+        return str(value)
     if isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:
             raise InputError(f"{where}: integer {value} does not fit in 64 bits", code="manifest-value")
@@ -134,7 +140,10 @@ def _key_order(where: str):
     def key(k: object) -> bytes:
         if not isinstance(k, str):
             raise InputError(f"{where}: map key {k!r} is a {type(k).__name__}; keys must be str", code="manifest-type")
-        return k.encode("utf-8", "surrogatepass")
+        try:
+            return k.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InputError(f"{where}: map key {k!r} is not valid Unicode (lone surrogate)", code="manifest-value") from e
 
     return key
 
@@ -209,7 +218,7 @@ def decode_manifest(data: bytes) -> dict[str, Any]:
         obj = msgpack.unpackb(
             data,
             raw=False,
-            strict_map_key=True,
+            strict_map_key=False,  # _pairs_hook refuses every non-str key with one code
             use_list=True,
             object_pairs_hook=_pairs_hook,
             ext_hook=_ext_hook,
@@ -221,6 +230,8 @@ def decode_manifest(data: bytes) -> dict[str, Any]:
         )
     except ManifestError:
         raise
+    except (msgpack.StackError, RecursionError) as e:
+        raise ManifestError(f"manifest nests deeper than the decoder allows (limit {MAX_DEPTH}, FORMAT.md §8)", code="manifest-depth") from e
     except msgpack.ExtraData as e:
         raise ManifestError(f"{len(e.extra)} bytes follow the manifest map (FORMAT.md §4.2)", code="manifest-msgpack") from e
     except Exception as e:  # msgpack signals malformed input with several types
@@ -271,6 +282,18 @@ def check_field(value: Any, kind: str, nullable: bool, where: str) -> None:
         raise _type_error(where, label + (" or nil" if nullable else ""), value)
 
 
+def check_metadata(meta: dict[str, Any], error: type[ManifestError] | type[InputError] = ManifestError) -> None:
+    """Check a metadata map against METADATA_SCHEMA (exact keys, typed values)."""
+    try:
+        _check_keys(meta, "$.metadata", tuple(METADATA_SCHEMA))
+        for name, (kind, nullable) in METADATA_SCHEMA.items():
+            check_field(meta[name], kind, nullable, f"$.metadata.{name}")
+    except ManifestError as e:
+        if error is ManifestError:
+            raise
+        raise error(str(e).replace(" (FORMAT.md §4.3)", ""), code=e.code) from e
+
+
 def validate_manifest(m: dict[str, Any]) -> None:
     """Check a decoded manifest against the v1 schema (FORMAT.md §4.3)."""
     keys = list(m)
@@ -303,9 +326,7 @@ def validate_manifest(m: dict[str, Any]) -> None:
         check_field(m["analysis"], "map", False, "$.analysis")
     meta = m["metadata"]
     check_field(meta, "map", False, "$.metadata")
-    _check_keys(meta, "$.metadata", tuple(METADATA_SCHEMA))
-    for name, (kind, nullable) in METADATA_SCHEMA.items():
-        check_field(meta[name], kind, nullable, f"$.metadata.{name}")
+    check_metadata(meta)
     members = m["members"]
     check_field(members, "map", False, "$.members")
     from .container import MODEL_NAME, VOCODER_NAME
@@ -331,5 +352,7 @@ def validate_manifest(m: dict[str, Any]) -> None:
         check_field(voc, "map", False, "$.vocoder")
         _check_keys(voc, "$.vocoder", VOCODER_KEYS)
         check_field(voc["type"], "str", False, "$.vocoder.type")
+        if not voc["type"]:
+            raise ManifestError("$.vocoder.type is empty; expected the vocoder's type, e.g. 'hifigan' (FORMAT.md §4.3)", code="manifest-value")
         check_field(voc["config"], "map", False, "$.vocoder.config")
         check_field(voc["training_metadata"], "map", False, "$.vocoder.training_metadata")

@@ -31,6 +31,7 @@ from .manifest import (
     SAVED_MODEL_VERSION,
     TENSOR_KEY,
     ModelMetadata,
+    check_metadata,
     to_plain,
 )
 from .tensors import ANALYSIS_PREFIX, as_numpy, from_numpy, is_tensor_like
@@ -140,7 +141,8 @@ def _restore_analysis(skeleton: Any, tensors: Mapping[str, Any]) -> Any:
 def _publish(tmp: str, models_dir: Path, stem: str) -> Path:
     """Give the finished temporary file its final name without ever replacing another file."""
     for counter in itertools.count():
-        final = models_dir / f"{stem}{'' if counter == 0 else f'_{counter}'}{MODEL_FILE_EXTENSION}"
+        suffix = "" if counter == 0 else f"_{counter}"
+        final = models_dir / f"{stem[: MAX_STEM_CHARS - len(suffix)]}{suffix}{MODEL_FILE_EXTENSION}"
         try:
             os.link(tmp, final)  # atomic and no-clobber: fails if the name is taken
         except FileExistsError:
@@ -185,6 +187,7 @@ def _save(
         metadata.model_id = str(uuid.uuid4())
     if not metadata.save_date:
         metadata.save_date = datetime.now(timezone.utc).isoformat()
+    check_metadata(dataclasses.asdict(metadata), InputError)
     if skeleton is not None:
         metadata.has_analysis = True
         n_active = skeleton.get("n_active_components")
@@ -227,6 +230,7 @@ def _save(
     stem = _sanitize_filename(metadata.name)
     fd, tmp = tempfile.mkstemp(dir=models_dir, prefix=f".{stem}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a published model is an ordinary readable file
         with os.fdopen(fd, "wb", buffering=0) as f:
             size = write_archive(f, manifest, members)
             os.fsync(f.fileno())
@@ -238,8 +242,12 @@ def _save(
             pass
         raise
     fsync_dir(models_dir)
-    with open_archive(final) as archive:  # the index entry comes from what was actually written
-        entry = entry_from_manifest(archive.manifest, final.name, size)
+    try:
+        with open_archive(final) as archive:  # the index entry comes from what was actually written
+            entry = entry_from_manifest(archive.manifest, final.name, size)
+    except BaseException:
+        os.unlink(final)  # never leave a file our own reader refuses
+        raise
     with library.locked():
         try:
             _check_id_free(library, entry.model_id, own_file=final.name)
@@ -324,7 +332,7 @@ def load_model(
         torch_device = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise InputError(f"device {device!r} is not a torch device: {e}", code="invalid-input") from e
-    archive = open_archive(model_path, copy_on_write=True)
+    archive = open_archive(model_path)
     try:
         if verify:
             archive.check_crcs()
@@ -369,7 +377,10 @@ def load_model(
     )
     if model_builder is not None:
         module = model_builder(loaded)
-        module.load_state_dict(state_dict)
+        try:
+            module.load_state_dict(state_dict)
+        except RuntimeError as e:  # torch reports missing/unexpected keys and shape mismatches so
+            raise InputError(f"the stored weights do not fit the module model_builder built: {e}", code="invalid-input") from e
         loaded.model = module.to(torch_device).eval()
     return loaded
 

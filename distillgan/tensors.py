@@ -7,6 +7,7 @@ torch-free; the functions that make or read tensors import torch lazily.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import sys
 from collections.abc import Mapping
@@ -23,9 +24,11 @@ MAX_HEADER_BYTES = 4 << 20  # FORMAT.md §8 (safetensors itself allows 100 MB; o
 MAX_TENSORS = 1 << 16  # FORMAT.md §8
 MAX_NAME_BYTES = 1024  # FORMAT.md §8
 MAX_RANK = 32  # FORMAT.md §8
+MAX_DIM = (1 << 63) - 1  # FORMAT.md §8: torch sizes are int64
 METADATA_KEY = "__metadata__"
 ANALYSIS_PREFIX = "__analysis__."  # FORMAT.md §4.4: reserved for analysis arrays in model.safetensors
 TENSOR_KEYS = frozenset({"dtype", "shape", "data_offsets"})
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 control characters
 
 # safetensors dtype code -> (bytes per element, torch dtype attribute); FORMAT.md §5.3
 DTYPES: dict[str, tuple[int, str]] = {
@@ -82,7 +85,7 @@ def check_name(name: str, where: str, error: type[TensorError] | type[InputError
         raise error(f"{where}: tensor name {name!r} is not valid UTF-8 (FORMAT.md §5.4)", code="st-name") from e
     if not encoded or len(encoded) > MAX_NAME_BYTES:
         raise error(f"{where}: tensor name of {len(encoded)} bytes; expected 1..{MAX_NAME_BYTES} (FORMAT.md §5.4)", code="st-name")
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name):
+    if _CONTROL.search(name):
         raise error(f"{where}: tensor name {name!r} contains control characters (FORMAT.md §5.4)", code="st-name")
     if name == METADATA_KEY:
         raise error(f"{where}: {METADATA_KEY!r} is reserved by safetensors", code="st-name")
@@ -130,23 +133,32 @@ def _no_constants(token: str) -> Any:
     raise TensorError(f"{token} is not valid JSON (FORMAT.md §5.1)", code="st-header-json")
 
 
+def _utf8(s: str) -> bool:
+    """JSON may escape lone surrogates (\\ud800); such strings are not UTF-8 and are refused."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _is_uint(v: Any) -> bool:
     return type(v) is int and v >= 0
 
 
-def parse_header(buf: Any, offset: int, size: int, where: str) -> TensorTable:
-    """Validate the safetensors member of ``size`` bytes at ``offset`` in ``buf``.
+def parse_header(src: Any, offset: int, size: int, where: str) -> TensorTable:
+    """Validate the safetensors member of ``size`` bytes at ``offset`` of source ``src``.
 
     Reads only the 8-byte length and the JSON header. Raises :class:`TensorError`.
     """
     if size < 8:
         raise TensorError(f"{where}: member of {size} bytes cannot hold a safetensors header (FORMAT.md §5.1)", code="st-header-size")
-    (n,) = struct.unpack_from("<Q", buf, offset)
+    (n,) = struct.unpack("<Q", src.read(offset, 8))
     if n > MAX_HEADER_BYTES:
         raise TensorError(f"{where}: header length {n}; the limit is {MAX_HEADER_BYTES} (FORMAT.md §8)", code="st-header-size")
     if 8 + n > size:
         raise TensorError(f"{where}: header length {n} runs past the member's {size} bytes (FORMAT.md §5.1)", code="st-header-size")
-    raw = bytes(buf[offset + 8 : offset + 8 + n])
+    raw = src.read(offset + 8, n)
     if not raw.startswith(b"{"):
         raise TensorError(f"{where}: header does not start with '{{' (FORMAT.md §5.1)", code="st-header-json")
     try:
@@ -160,7 +172,7 @@ def parse_header(buf: Any, offset: int, size: int, where: str) -> TensorTable:
         raise TensorError(f"{where}: header is a JSON {type(header).__name__}; expected an object", code="st-header-json")
     metadata = header.pop(METADATA_KEY, None)
     if metadata is not None and not (
-        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+        isinstance(metadata, dict) and all(isinstance(v, str) and _utf8(v) and _utf8(k) for k, v in metadata.items())
     ):
         raise TensorError(f"{where}: {METADATA_KEY} must map str to str (FORMAT.md §5.1)", code="st-metadata")
     if len(header) > MAX_TENSORS:
@@ -175,8 +187,10 @@ def parse_header(buf: Any, offset: int, size: int, where: str) -> TensorTable:
         dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
         if not isinstance(dtype, str) or dtype not in DTYPES:
             raise TensorError(f"{tw}: dtype {dtype!r} is not one of {', '.join(DTYPES)} (FORMAT.md §5.3)", code="st-dtype")
-        if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(_is_uint(d) for d in shape):
-            raise TensorError(f"{tw}: shape {shape!r} must be at most {MAX_RANK} non-negative ints (FORMAT.md §5.1)", code="st-shape")
+        if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(_is_uint(d) and d <= MAX_DIM for d in shape):
+            raise TensorError(
+                f"{tw}: shape {shape!r} must be at most {MAX_RANK} ints in 0..{MAX_DIM} (FORMAT.md §5.1)", code="st-shape"
+            )
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets) and offsets[0] <= offsets[1]):
             raise TensorError(f"{tw}: data_offsets {offsets!r} must be [begin, end] with 0 <= begin <= end", code="st-offsets")
         expected = DTYPES[dtype][0]
@@ -243,6 +257,8 @@ def check_storable(t: Any, where: str) -> None:
             code="invalid-input",
         )
     dtype_code(t.dtype)
+    if t.dim() > MAX_RANK:
+        raise InputError(f"{where}: rank {t.dim()} is over the limit of {MAX_RANK} (FORMAT.md §8)", code="st-shape")
 
 
 def plain_tensor(t: Any, where: str) -> torch.Tensor:
@@ -295,6 +311,8 @@ def as_numpy(t: torch.Tensor) -> Any:
 
 def from_numpy(array: Any, where: str) -> torch.Tensor:
     torch = _torch()
+    if not (array.flags.c_contiguous and array.flags.writeable):  # negative strides or read-only: copy
+        array = array.copy(order="C")
     try:
         return torch.from_numpy(array)
     except TypeError as e:
@@ -311,14 +329,15 @@ def is_tensor_like(value: Any) -> str | None:
     return None
 
 
-def unique_views(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def unique_views(tensors: Mapping[str, torch.Tensor], *, never_alias: str = ANALYSIS_PREFIX) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Split a state dict into stored tensors and aliases of identical views.
 
     Two names bound to the same view (same storage address, dtype, shape and
-    strides — tied weights) are stored once; the second becomes an alias of
-    the first in name order. Partially overlapping views are stored apart.
+    strides, conjugate and negative bits — tied weights) are stored once;
+    the second becomes an alias of the first in name order. Partially
+    overlapping views are stored apart, and names starting with
+    ``never_alias`` (the analysis arrays) are always stored.
     """
-    torch = _torch()
     stored: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple[Any, ...], str] = {}
@@ -329,8 +348,8 @@ def unique_views(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.T
     for name in sorted(tensors, key=lambda s: s.encode("utf-8")):
         t = tensors[name]
         check_storable(t, f"tensor {name!r}")
-        if t.numel() > 0 and t.layout == torch.strided:
-            key = (str(t.device), t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride()))
+        if t.numel() > 0 and not name.startswith(never_alias):
+            key = (str(t.device), t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride()), t.is_conj(), t.is_neg())
             if key in seen:
                 aliases[name] = seen[key]
                 continue
