@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -42,6 +43,24 @@ if TYPE_CHECKING:
 TENSOR_MEMBERS = (zc.MODEL_NAME, zc.VOCODER_NAME)
 
 
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all) — may be called from worker threads
+
+
+def _counter(progress: Progress | None, total: int) -> Callable[[int], None] | None:
+    """Turn byte increments (from any thread) into progress(done, total) calls."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+    done = [0]
+
+    def tick(n: int) -> None:
+        with lock:
+            done[0] += n
+            progress(done[0], total)
+
+    return tick
+
+
 # --- writing ------------------------------------------------------------------------
 
 
@@ -65,13 +84,16 @@ def _member_chunks(header: bytes, layout: list[Any], stored: Mapping[str, Any]) 
             yield view[start : start + zc._CHUNK]
 
 
-def write_archive(f: BinaryIO, manifest: Mapping[str, Any], members: Mapping[str, Mapping[str, Any]]) -> int:
+def write_archive(
+    f: BinaryIO, manifest: Mapping[str, Any], members: Mapping[str, Mapping[str, Any]], *, progress: Progress | None = None
+) -> int:
     """Write one archive into ``f`` (seekable, at offset 0); return its size.
 
     ``manifest`` holds every manifest key except ``members``, which is filled
     in here; ``members`` maps ``model.safetensors`` (and optionally
     ``vocoder.safetensors``) to name -> tensor mappings. Identical views are
-    stored once and recorded as aliases.
+    stored once and recorded as aliases. ``progress(done, total)`` is called
+    as tensor bytes are written.
     """
     plans = []
     member_info: dict[str, dict[str, Any]] = {}
@@ -97,7 +119,7 @@ def write_archive(f: BinaryIO, manifest: Mapping[str, Any], members: Mapping[str
         decode_manifest(mbytes)
     except ManifestError as e:
         raise InputError(f"the manifest would not be valid: {e}", code=e.code) from e
-    writer = zc.ContainerWriter(f)
+    writer = zc.ContainerWriter(f, tick=_counter(progress, sum(p[1] for p in plans)))
     try:
         writer.write_member(zc.MANIFEST_NAME, len(mbytes), [mbytes])
         for name, size, header, layout, stored in plans:
@@ -168,18 +190,21 @@ class Archive:
             out[alias] = out[target]
         return out
 
-    def check_crcs(self) -> None:
+    def check_crcs(self, *, progress: Progress | None = None) -> None:
         """CRC-32 of every member; two threads per member on local files."""
+        tick = _counter(progress, sum(m.size for m in self.members))
         if not isinstance(self.source, MappedFile):
             for m in self.members:
                 crc = 0
                 for chunk in self.source.read_stream(m.data_offset, m.size):
                     crc = zlib.crc32(chunk, crc)
+                    if tick is not None:
+                        tick(len(chunk))
                 _check_crc(m, crc)
             return
         with ThreadPoolExecutor(max_workers=2) as pool:
             for m in self.members:
-                _check_crc(m, zc.parallel_crc32(self.source.buffer, m.data_offset, m.size, pool, 2))
+                _check_crc(m, zc.parallel_crc32(self.source.buffer, m.data_offset, m.size, pool, 2, tick))
 
     def sha256(self) -> str:
         """SHA-256 of the whole file, hex."""
@@ -359,13 +384,13 @@ def _check_bools(archive: Archive) -> None:
                 raise TensorError(f"{member}: tensor {t.name!r} holds bool bytes other than 0 and 1 (FORMAT.md §5.3)", code="st-bool")
 
 
-def verify(path: str | os.PathLike[str], *, sha256: str | None = None) -> dict[str, Any]:
+def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Check every layer and every member's CRC-32 (and, if given, the file's SHA-256).
 
     Returns the :func:`inspect` description plus ``sha256`` when it was
     checked. Raises :class:`~distillgan.IntegrityError` on a checksum
     mismatch and other :class:`~distillgan.DistillganError` subclasses for
-    structural defects.
+    structural defects. ``progress(done, total)`` reports CRC progress.
     """
     with open_archive(path) as archive:
         info = _describe(archive)
@@ -373,13 +398,13 @@ def verify(path: str | os.PathLike[str], *, sha256: str | None = None) -> dict[s
             want = sha256.strip().lower()
             with ThreadPoolExecutor(max_workers=1) as pool:
                 digest_future = pool.submit(archive.sha256)
-                archive.check_crcs()
+                archive.check_crcs(progress=progress)
                 digest = digest_future.result()
             if digest != want:
                 raise IntegrityError(f"SHA-256 of the file is {digest}; expected {want}", code="sha256-mismatch")
             info["sha256"] = digest
         else:
-            archive.check_crcs()
+            archive.check_crcs(progress=progress)
         _check_bools(archive)
         return info
 

@@ -12,6 +12,8 @@ import argparse
 import hashlib
 import json
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,43 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return safe(value)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, drawn only on a terminal and only for large jobs."""
+
+    MIN_BYTES = 64 << 20
+
+    def __init__(self, label: str, stream: Any = None) -> None:
+        self.label = safe(label)
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.drawn = False
+        self.last = 0.0
+        self.lock = threading.Lock()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total < self.MIN_BYTES:
+            return
+        now = time.monotonic()
+        with self.lock:
+            if now - self.last < 0.1 and done < total:
+                return
+            self.last = now
+            width = 30
+            filled = width * done // max(total, 1)
+            self.stream.write(
+                f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {100 * done // max(total, 1):3d}% "
+                f"{_human_bytes(done)} / {_human_bytes(total)}"
+            )
+            self.stream.flush()
+            self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
 
 
 def _err(e: DistillganError, where: str | None = None) -> None:
@@ -130,14 +169,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     failed = 0
     results = []
     for path in args.files:
+        bar = ProgressBar(f"verifying {path}")
         try:
-            info = verify(path, sha256=args.sha256)
+            info = verify(path, sha256=args.sha256, progress=bar)
         except DistillganError as e:
+            bar.close()
             failed += 1
             results.append({"file": path, "ok": False, "code": e.code, "error": str(e)})
             if not args.json:
                 print(f"FAIL  {safe(path)}: [{e.code}] {safe(e)}")
             continue
+        bar.close()
         results.append({"file": path, "ok": True, "members": len(info["members"]), "sha256": info.get("sha256")})
         if not args.json:
             extra = f", sha256 {info['sha256']}" if "sha256" in info else ""
@@ -203,7 +245,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .persistence import save_model_from_checkpoint
 
     meta = ModelMetadata(name=args.name, description=args.description or "", tags=list(args.tag or []))
-    path = save_model_from_checkpoint(args.checkpoint, meta, args.dir)
+    bar = ProgressBar(f"converting {args.checkpoint}")
+    try:
+        path = save_model_from_checkpoint(args.checkpoint, meta, args.dir, progress=bar)
+    finally:
+        bar.close()
     print(f"saved {safe(path)} (id {safe(meta.model_id)})")
     return 0
 

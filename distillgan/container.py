@@ -18,7 +18,7 @@ import stat
 import struct
 import zlib
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -331,14 +331,16 @@ def read_container(src: Source) -> list[Member]:
 # --- CRC ----------------------------------------------------------------------
 
 
-def crc32_of(buf: mmap.mmap | bytes | memoryview, offset: int, size: int) -> int:
-    """CRC-32 of ``size`` bytes at ``offset``, in chunks (zlib releases the GIL)."""
+def crc32_of(buf: mmap.mmap | bytes | memoryview, offset: int, size: int, tick: Callable[[int], None] | None = None) -> int:
+    """CRC-32 of ``size`` bytes at ``offset``, in chunks (zlib releases the GIL); ``tick(n)`` after each."""
     view = memoryview(buf)
     crc = 0
     try:
         for start in range(offset, offset + size, _CHUNK):
             chunk = view[start : min(start + _CHUNK, offset + size)]
             crc = zlib.crc32(chunk, crc)
+            if tick is not None:
+                tick(chunk.nbytes)
             chunk.release()
     finally:
         view.release()
@@ -365,8 +367,9 @@ class ContainerWriter:
     directory and end records. ``f`` must be positioned at offset 0.
     """
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, *, tick: Callable[[int], None] | None = None) -> None:
         self._f = f
+        self._tick = tick
         self._offset = 0
         self._members: list[Member] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distillgan-crc")
@@ -441,6 +444,8 @@ class ContainerWriter:
             pending.append((self._pool.submit(step, chunk), n))  # the future holds the chunk alive
             pending_bytes += n
             _write_all(self._f, chunk)
+            if self._tick is not None:
+                self._tick(n)
             while pending_bytes > _MAX_PENDING:
                 fut, m = pending.popleft()
                 fut.result()
@@ -547,13 +552,15 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     return crc1 ^ crc2
 
 
-def parallel_crc32(buf: mmap.mmap | bytes, offset: int, size: int, pool: ThreadPoolExecutor, parts: int) -> int:
+def parallel_crc32(
+    buf: mmap.mmap | bytes, offset: int, size: int, pool: ThreadPoolExecutor, parts: int, tick: Callable[[int], None] | None = None
+) -> int:
     """CRC-32 of a byte range split across ``parts`` threads, then combined."""
     if parts <= 1 or size < 2 * _CHUNK:
-        return crc32_of(buf, offset, size)
+        return crc32_of(buf, offset, size, tick)
     step = -(-size // parts)
     bounds = [(offset + i * step, min(step, size - i * step)) for i in range(parts) if i * step < size]
-    futures = [pool.submit(crc32_of, buf, o, n) for o, n in bounds]
+    futures = [pool.submit(crc32_of, buf, o, n, tick) for o, n in bounds]
     crc = futures[0].result()
     for fut, (_, n) in zip(futures[1:], bounds[1:], strict=True):
         crc = crc32_combine(crc, fut.result(), n)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import container as zc
-from .archive import open_archive, write_archive
+from .archive import Progress, open_archive, write_archive
 from .catalog import MODEL_FILE_EXTENSION, ModelLibrary, entry_from_manifest, fsync_dir
 from .errors import InputError, LibraryError
 from .manifest import (
@@ -174,6 +174,7 @@ def _save(
     models_dir: str | os.PathLike[str],
     analysis: Any,
     vocoder_state: Mapping[str, Any] | None,
+    progress: Progress | None = None,
 ) -> Path:
     if not isinstance(metadata, ModelMetadata):
         raise InputError(f"metadata: expected ModelMetadata, got {type(metadata).__name__}", code="invalid-input")
@@ -232,7 +233,7 @@ def _save(
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a published model is an ordinary readable file
         with os.fdopen(fd, "wb", buffering=0) as f:
-            size = write_archive(f, manifest, members)
+            size = write_archive(f, manifest, members, progress=progress)
             os.fsync(f.fileno())
         final = _publish(tmp, models_dir, stem)
     except BaseException:
@@ -279,6 +280,8 @@ def save_model(
     models_dir: str | os.PathLike[str],
     analysis: Any = None,
     vocoder_state: Mapping[str, Any] | None = None,
+    *,
+    progress: Progress | None = None,
 ) -> Path:
     """Save a trained model as a ``.distillgan`` file in ``models_dir`` and index it.
 
@@ -296,13 +299,15 @@ def save_model(
             ``to_dict()``) whose numpy arrays and tensors are stored as tensors.
         vocoder_state: ``{"type", "state_dict", "config", "training_metadata"}``
             for a bundled HiFi-GAN vocoder; None stores no vocoder.
+        progress: called as ``progress(bytes_written, bytes_total)`` while
+            tensor data is written (possibly from a worker thread).
 
     Returns the path of the new file, named after ``metadata.name`` (with
     ``_1``, ``_2``… when taken). Raises :class:`~distillgan.InputError` for
     values that cannot be stored, before anything is written.
     """
     state_dict, latent_dim = _state_dict_of(model, "model")
-    return _save(state_dict, latent_dim, spectrogram_config, training_config, metadata, models_dir, analysis, vocoder_state)
+    return _save(state_dict, latent_dim, spectrogram_config, training_config, metadata, models_dir, analysis, vocoder_state, progress)
 
 
 def load_model(
@@ -414,6 +419,8 @@ def save_model_from_checkpoint(
     checkpoint_path: str | os.PathLike[str],
     metadata: ModelMetadata,
     models_dir: str | os.PathLike[str],
+    *,
+    progress: Progress | None = None,
 ) -> Path:
     """Convert a training ``.pt`` checkpoint into a ``.distillgan`` model.
 
@@ -455,5 +462,6 @@ def save_model_from_checkpoint(
         models_dir,
         ckpt.get("latent_analysis"),
         ckpt.get("vocoder_state"),
+        progress,
     )
 

@@ -168,3 +168,29 @@ def test_demo_runs(tmp_path: Path) -> None:
 def test_python_dash_m_entry_point() -> None:
     r = subprocess.run([sys.executable, "-m", "distillgan", "--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("distillgan ")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="pseudo-terminals are POSIX-only")
+def test_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+
+    big = save_model({"w": torch.zeros(80 << 18)}, {}, {}, ModelMetadata(name="big"), tmp_path)  # 80 MiB
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(SCRIPT), "verify", str(big)], stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO once the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out, _ = proc.communicate(timeout=120)
+    os.close(master)
+    terminal = b"".join(chunks).decode()
+    assert proc.returncode == 0 and out.startswith(b"OK")
+    assert "verifying" in terminal and "100%" in terminal and "80.0 MiB / 80.0 MiB" in terminal
+    piped = run("verify", str(big))
+    assert piped.returncode == 0 and piped.stderr == ""  # no bar when stderr is not a terminal
