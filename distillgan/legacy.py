@@ -110,7 +110,7 @@ def _walk_torch_zip(src: Any) -> tuple[bool, bytes | None]:
         (lho,) = struct.unpack_from("<I", cd, pos + 42)
         name = cd[pos + 46 : pos + 46 + nlen].decode("utf-8", "replace")
         extra = cd[pos + 46 + nlen : pos + 46 + nlen + xlen]
-        if extra[:2] == b"\x01\x00":  # zip64: the sentinel fields, in order
+        if extra[:2] == b"\x01\x00" and len(extra) >= 4:  # zip64: the sentinel fields, in order
             values = list(struct.unpack_from(f"<{max(0, min(3, (len(extra) - 4) // 8))}Q", extra, 4))
             if _usize == 0xFFFFFFFF and values:
                 values.pop(0)

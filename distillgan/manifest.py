@@ -233,7 +233,7 @@ def decode_manifest(data: bytes) -> dict[str, Any]:
     except (msgpack.StackError, RecursionError) as e:
         raise ManifestError(f"manifest nests deeper than the decoder allows (limit {MAX_DEPTH}, FORMAT.md §8)", code="manifest-depth") from e
     except msgpack.ExtraData as e:
-        raise ManifestError(f"{len(e.extra)} bytes follow the manifest map (FORMAT.md §4.2)", code="manifest-msgpack") from e
+        raise ManifestError(f"{len(e.extra)} bytes follow the manifest's first msgpack value (FORMAT.md §4.2)", code="manifest-msgpack") from e
     except Exception as e:  # msgpack signals malformed input with several types
         raise ManifestError(f"manifest is not valid msgpack: {e} (FORMAT.md §4.2)", code="manifest-msgpack") from e
     if not isinstance(obj, dict):

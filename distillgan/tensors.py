@@ -193,6 +193,11 @@ def parse_header(src: Any, offset: int, size: int, where: str) -> TensorTable:
             )
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets) and offsets[0] <= offsets[1]):
             raise TensorError(f"{tw}: data_offsets {offsets!r} must be [begin, end] with 0 <= begin <= end", code="st-offsets")
+        elements = 1
+        for d in shape:
+            elements *= max(d, 1)  # zero dims count as 1: torch computes strides from the others
+        if elements > MAX_DIM:
+            raise TensorError(f"{tw}: shape {shape!r} has more than {MAX_DIM} elements (zero dimensions counted as 1; FORMAT.md §5.1)", code="st-shape")
         expected = DTYPES[dtype][0]
         for d in shape:
             expected *= d  # Python ints: no overflow

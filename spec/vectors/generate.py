@@ -1,0 +1,1235 @@
+#!/usr/bin/env python3
+"""Generate the conformance vectors of spec/FORMAT.md §10.
+
+    python spec/vectors/generate.py            # rewrite spec/vectors/{valid,invalid,index.json}
+    python spec/vectors/generate.py --out DIR  # write them elsewhere (the tests compare the two)
+    python spec/vectors/generate.py --check    # exit 1 unless the committed vectors are up to date
+
+The output is deterministic: no randomness, no clocks, no host paths; re-running
+reproduces every byte. Valid vectors come from distillgan's own writer (plus a
+few built by hand to show what a reader must accept beyond what we write);
+invalid vectors are assembled byte by byte with ``struct.pack`` so that each
+one carries exactly one defect and every layer above it is intact (CRCs,
+sizes and padding are recomputed), which makes the reader reach the layer
+under test. The legacy vectors are real ``torch.save`` and ``pickle`` output.
+
+The zip and safetensors byte builders below do not use distillgan: they are
+a second, independent reading of FORMAT.md, and the generator checks that
+they reproduce the writer's bytes exactly.
+
+Index (``index.json``): ``vectors`` is a list of objects with ``id``,
+``file`` (relative to the index), ``sha256`` of the file, ``valid``,
+``section``, ``description`` and ``expected``: for a valid vector
+``{"manifest": <decoded manifest>, "digests": {member: {tensor: sha256 hex}}}``
+(stored tensors only, not aliases), for an invalid one ``{"code": <error code>}``.
+An invalid vector whose defect lies in tensor data (a member's CRC-32, bool
+bytes) has ``"needs": "verify"``: headers and manifest are intact, so only a
+reader that reads and checks the data rejects it. See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import pickle
+import re
+import shutil
+import struct
+import sys
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+HERE = Path(__file__).resolve().parent
+INDEX_NAME = "index.json"
+MAX_VECTOR_BYTES = 64 << 10
+MAX_TOTAL_BYTES = 2 << 20
+
+# --- the zip profile, written out independently of distillgan (FORMAT.md §3) ----------
+LOCAL = struct.Struct("<4sHHHHHIIIHH")  # APPNOTE 4.3.7
+CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")  # APPNOTE 4.3.12
+EOCD = struct.Struct("<4sHHHHIIH")  # APPNOTE 4.3.16
+ZIP64_EOCD = struct.Struct("<4sQHHIIQQQQ")  # APPNOTE 4.3.14
+ZIP64_LOCATOR = struct.Struct("<4sIQI")  # APPNOTE 4.3.15
+LOCAL_SIG, CENTRAL_SIG, EOCD_SIG = b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06"
+ZIP64_EOCD_SIG, ZIP64_LOCATOR_SIG = b"PK\x06\x06", b"PK\x06\x07"
+MADE_BY = (3 << 8) | 45  # Unix host, APPNOTE 4.5
+VERSION = 20
+DOS_DATE = (1 << 5) | 1  # 1980-01-01
+XATTR_FILE = 0o100644 << 16
+ALIGNMENT = 64  # FORMAT.md §3.4
+PAD_ID = 0x6764  # FORMAT.md §3.4
+U32 = 0xFFFFFFFF
+
+MANIFEST, MODEL, VOCODER = "manifest.msgpack", "model.safetensors", "vocoder.safetensors"
+
+
+def zip_archive(
+    members: list[tuple[str | bytes, bytes]],
+    *,
+    local: dict[int, dict[str, Any]] | None = None,
+    central: dict[int, dict[str, Any]] | None = None,
+    order: list[int] | None = None,
+    eocd: dict[str, Any] | None = None,
+    zip64: dict[str, Any] | None = None,
+    gaps: dict[int, bytes] | None = None,
+    cd_suffix: bytes = b"",
+    comment: bytes = b"",
+) -> bytes:
+    """Lay out ``members`` in the strict profile, then apply the given field overrides.
+
+    ``local`` / ``central`` map a member index (for ``central``: a position in the
+    directory) to field overrides; ``order`` lists the members the directory
+    names, in order (repeats allowed); ``gaps`` inserts bytes after a member's
+    data; ``zip64`` adds zip64 end records (``{"record": {...}, "locator": {...}}``
+    overrides, ``"fake_record"`` to insert a second record in front).
+    Unless overridden, CRCs, sizes, offsets and padding are correct.
+    """
+    local, central, gaps = local or {}, central or {}, gaps or {}
+    out = bytearray()
+    placed = []
+    for i, (name, data) in enumerate(members):
+        nb = name.encode("utf-8") if isinstance(name, str) else name
+        lo: dict[str, Any] = {
+            "sig": LOCAL_SIG, "version": VERSION, "flags": 0, "method": 0, "time": 0, "date": DOS_DATE,
+            "crc": zlib.crc32(data), "csize": len(data), "usize": len(data), "name": nb, "extra": None,
+        }
+        lo.update(local.get(i, {}))
+        offset = len(out)
+        extra = lo["extra"]
+        if extra is None:
+            if i == 0:
+                extra = b""
+            else:
+                pad = (-(offset + LOCAL.size + len(lo["name"]) + 4)) % ALIGNMENT
+                extra = struct.pack("<HH", PAD_ID, pad) + bytes(pad)
+        out += LOCAL.pack(
+            lo["sig"], lo["version"], lo["flags"], lo["method"], lo["time"], lo["date"], lo["crc"], lo["csize"],
+            lo["usize"], lo.get("nlen", len(lo["name"])), lo.get("xlen", len(extra)),
+        )
+        out += lo["name"] + extra + data + gaps.get(i, b"")
+        placed.append({"name": nb, "crc": zlib.crc32(data), "size": len(data), "offset": offset})
+    cd_start = len(out)
+    cd = bytearray()
+    for pos, i in enumerate(order if order is not None else range(len(members))):
+        p = placed[i]
+        ce: dict[str, Any] = {
+            "sig": CENTRAL_SIG, "made_by": MADE_BY, "version": VERSION, "flags": 0, "method": 0, "time": 0,
+            "date": DOS_DATE, "crc": p["crc"], "csize": p["size"], "usize": p["size"], "name": p["name"],
+            "extra": b"", "comment": b"", "disk": 0, "iattr": 0, "xattr": XATTR_FILE, "offset": p["offset"],
+        }
+        ce.update(central.get(pos, {}))
+        cd += CENTRAL.pack(
+            ce["sig"], ce["made_by"], ce["version"], ce["flags"], ce["method"], ce["time"], ce["date"], ce["crc"],
+            ce["csize"], ce["usize"], ce.get("nlen", len(ce["name"])), ce.get("xlen", len(ce["extra"])),
+            len(ce["comment"]), ce["disk"], ce["iattr"], ce["xattr"], ce["offset"],
+        )
+        cd += ce["name"] + ce["extra"] + ce["comment"]
+    cd += cd_suffix
+    n = len(order) if order is not None else len(members)
+    out += cd
+    if zip64 is not None:
+        if "fake_record" in zip64:
+            out += zip64["fake_record"]
+        rec_pos = len(out)
+        rec = {"sig": ZIP64_EOCD_SIG, "size": ZIP64_EOCD.size - 12, "made_by": MADE_BY, "version": 45, "disk": 0,
+               "cd_disk": 0, "n_disk": n, "n_total": n, "cd_size": len(cd), "cd_off": cd_start}
+        rec.update(zip64.get("record", {}))
+        out += ZIP64_EOCD.pack(*rec.values())
+        loc = {"sig": ZIP64_LOCATOR_SIG, "disk": 0, "offset": rec_pos, "n_disks": 1}
+        loc.update(zip64.get("locator", {}))
+        out += ZIP64_LOCATOR.pack(*loc.values())
+    end = {"sig": EOCD_SIG, "disk": 0, "cd_disk": 0, "n_disk": n, "n_total": n, "cd_size": len(cd),
+           "cd_off": cd_start, "comment_len": len(comment)}
+    end.update(eocd or {})
+    out += EOCD.pack(*end.values()) + comment
+    return bytes(out)
+
+
+def zip64_record(n: int, cd_size: int, cd_off: int) -> bytes:
+    return ZIP64_EOCD.pack(ZIP64_EOCD_SIG, ZIP64_EOCD.size - 12, MADE_BY, 45, 0, 0, n, n, cd_size, cd_off)
+
+
+def dir_info(data: bytes) -> tuple[int, int, int]:
+    """(entry count, directory size, directory offset) from a profile archive's end record."""
+    _sig, _d, _cd, _nd, n, cd_size, cd_off, _c = EOCD.unpack_from(data, len(data) - EOCD.size)
+    return n, cd_size, cd_off
+
+
+def members_of(data: bytes) -> list[tuple[str, bytes]]:
+    """Member names and bytes of a valid archive, read with Python's zipfile (an independent reader)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert z.testzip() is None
+        return [(info.filename, z.read(info)) for info in z.infolist()]
+
+
+# --- msgpack written by hand, for manifests a normal encoder cannot produce (FORMAT.md §4.2) --
+
+
+class Pairs(list):
+    """A msgpack map written as these (key, value) pairs, in this order, duplicates kept."""
+
+
+class Raw(bytes):
+    """Bytes placed verbatim into the msgpack stream."""
+
+
+def mp(obj: Any) -> bytes:
+    if isinstance(obj, Raw):
+        return bytes(obj)
+    if isinstance(obj, dict):
+        obj = Pairs(obj.items())
+    if isinstance(obj, Pairs):
+        n = len(obj)
+        head = bytes([0x80 | n]) if n < 16 else (b"\xde" + struct.pack(">H", n) if n < 1 << 16 else b"\xdf" + struct.pack(">I", n))
+        return head + b"".join(mp(k) + mp(v) for k, v in obj)
+    if isinstance(obj, list):
+        n = len(obj)
+        head = bytes([0x90 | n]) if n < 16 else (b"\xdc" + struct.pack(">H", n) if n < 1 << 16 else b"\xdd" + struct.pack(">I", n))
+        return head + b"".join(mp(v) for v in obj)
+    return msgpack.packb(obj, use_bin_type=True, use_single_float=False)
+
+
+def canonical(obj: Any, top: bool = True) -> Any:
+    """FORMAT.md §4.2: ``format`` and ``version`` first, every other map key in UTF-8 byte order."""
+    if isinstance(obj, dict):
+        keys = sorted(obj, key=lambda k: k.encode("utf-8"))
+        if top:
+            keys = ["format", "version"] + [k for k in keys if k not in ("format", "version")]
+        return Pairs((k, canonical(obj[k], False)) for k in keys)
+    if isinstance(obj, list):
+        return [canonical(v, False) for v in obj]
+    return obj
+
+
+def manifest_bytes(m: dict[str, Any]) -> bytes:
+    return mp(canonical(m))
+
+
+# --- safetensors written by hand (FORMAT.md §5) -----------------------------------------
+
+DTYPE_SIZE = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E4M3FNUZ": 1, "F8_E5M2FNUZ": 1,
+    "C64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+}
+
+
+def st_canonical(tensors: list[tuple[str, str, list[int], bytes]]) -> bytes:
+    """FORMAT.md §5.2: largest element size first, then UTF-8 name order; compact JSON padded with spaces to 64."""
+    ordered = sorted(tensors, key=lambda t: (-DTYPE_SIZE[t[1]], t[0].encode("utf-8")))
+    header, data, offset = {}, b"", 0
+    for name, dtype, shape, raw in ordered:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(raw)]}
+        data += raw
+        offset += len(raw)
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * ((-(8 + len(text))) % ALIGNMENT)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def st_raw(header: bytes | dict[str, Any], data: bytes, *, length: int | None = None, pad: bool = True) -> bytes:
+    """A safetensors member from a literal header (bytes, or a dict dumped compactly)."""
+    if isinstance(header, dict):
+        header = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if pad:
+        header += b" " * ((-(8 + len(header))) % ALIGNMENT)
+    return struct.pack("<Q", len(header) if length is None else length) + header + data
+
+
+def parse_st(member: bytes) -> dict[str, bytes]:
+    """Tensor name -> bytes of a safetensors member (independent, trusting parse of a valid vector)."""
+    (n,) = struct.unpack_from("<Q", member, 0)
+    header = json.loads(member[8 : 8 + n])
+    header.pop("__metadata__", None)
+    base = 8 + n
+    return {k: member[base + v["data_offsets"][0] : base + v["data_offsets"][1]] for k, v in header.items()}
+
+
+def f32(*values: float) -> bytes:
+    return struct.pack(f"<{len(values)}f", *values)
+
+
+# --- the shared fixtures ----------------------------------------------------------------
+
+MODEL_ID = "00000000-0000-4000-8000-000000000001"
+SAVE_DATE = "2024-01-01T00:00:00+00:00"
+
+
+def metadata(**changes: Any) -> dict[str, Any]:
+    meta = {
+        "model_id": MODEL_ID,
+        "name": "Conformance vector",
+        "description": "",
+        "dataset_name": "",
+        "dataset_file_count": 0,
+        "dataset_total_duration_s": 0.0,
+        "training_date": "",
+        "save_date": SAVE_DATE,
+        "training_epochs": 0,
+        "final_train_loss": 0.0,
+        "final_val_loss": 0.0,
+        "tags": [],
+        "has_analysis": False,
+        "n_active_components": 0,
+    }
+    meta.update(changes)
+    return meta
+
+
+def base_manifest(**changes: Any) -> dict[str, Any]:
+    """A v1 manifest without ``members`` (the writer adds that key)."""
+    m: dict[str, Any] = {
+        "format": "distillgan_model",
+        "version": 1,
+        "latent_dim": 8,
+        "spectrogram_config": {"hop_length": 256, "n_fft": 1024, "n_mels": 80, "sample_rate": 22050},
+        "training_config": {"batch_size": 16, "epochs": 3, "learning_rate": 0.0002},
+        "analysis": None,
+        "metadata": metadata(),
+    }
+    m.update(changes)
+    return m
+
+
+# The tensors of every invalid vector's model member: "b" F32[2], "w" F32[2,2].
+BASE_TENSORS = [("w", "F32", [2, 2], f32(0.5, -1.0, 2.0, 0.25)), ("b", "F32", [2], f32(1.0, -2.0))]
+VOCODER_TENSORS = [("conv.weight", "F32", [1, 1, 3], f32(0.25, 0.5, 0.25)), ("conv.bias", "F32", [1], f32(0.0))]
+VOCODER_INFO = {"type": "hifigan", "config": {"upsample_rates": [8, 8, 2, 2]}, "training_metadata": {"epochs": 5, "final_loss": 0.125}}
+
+
+def full_manifest(model: bytes, vocoder: bytes | None = None, *, aliases: dict[str, str] | None = None, **changes: Any) -> dict[str, Any]:
+    m = base_manifest(**changes)
+    m["members"] = {MODEL: {"aliases": aliases or {}, "size": len(model)}}
+    if vocoder is not None:
+        m["vocoder"] = VOCODER_INFO
+        m["members"][VOCODER] = {"aliases": {}, "size": len(vocoder)}
+    return m
+
+
+def archive_of(model: bytes | None = None, vocoder: bytes | None = None, *, manifest: bytes | dict[str, Any] | None = None,
+               **zip_kw: Any) -> bytes:
+    """A profile archive of the base model (and vocoder), with any member replaced."""
+    model = st_canonical(BASE_TENSORS) if model is None else model
+    if manifest is None:
+        manifest = full_manifest(model, vocoder)
+    mbytes = manifest_bytes(manifest) if isinstance(manifest, dict) else manifest
+    members: list[tuple[str | bytes, bytes]] = [(MANIFEST, mbytes), (MODEL, model)]
+    if vocoder is not None:
+        members.append((VOCODER, vocoder))
+    return zip_archive(members, **zip_kw)
+
+
+def with_model(model: bytes, **changes: Any) -> bytes:
+    """The base archive with this model member (manifest size kept right)."""
+    return archive_of(model, manifest=full_manifest(model, **changes))
+
+
+def manifest_variant(m: Any) -> bytes:
+    """The base archive with the manifest ``m`` (a dict, Pairs or raw bytes) as its first member."""
+    model = st_canonical(BASE_TENSORS)
+    data = m if isinstance(m, bytes) else mp(m)
+    return zip_archive([(MANIFEST, data), (MODEL, model)])
+
+
+def base_pairs(**replace: Any) -> Pairs:
+    """The canonical base manifest as Pairs with values replaced, keys dropped (value DROP) or appended."""
+    model = st_canonical(BASE_TENSORS)
+    return _replace(canonical(full_manifest(model)), replace)
+
+
+def _replace(pairs: Pairs, replace: dict[str, Any]) -> Pairs:
+    out = Pairs()
+    for k, v in pairs:
+        if k in replace:
+            if replace[k] is DROP:
+                continue
+            v = replace[k]
+        out.append((k, v))
+    present = {k for k, _ in pairs}
+    out.extend((k, v) for k, v in replace.items() if k not in present and v is not DROP)
+    return out
+
+
+DROP = object()
+
+
+def meta_pairs(**replace: Any) -> Pairs:
+    return _replace(canonical(metadata(), False), replace)
+
+
+# --- valid vectors: distillgan's writer --------------------------------------------------
+
+
+def write_with_distillgan(manifest: dict[str, Any], members: dict[str, dict[str, Any]]) -> bytes:
+    import distillgan
+
+    f = io.BytesIO()
+    distillgan.write_archive(f, manifest, members)
+    return f.getvalue()
+
+
+def valid_vectors() -> list[tuple[str, bytes, str, str]]:
+    import numpy as np
+    import torch
+
+    out = []
+
+    def ar(n: int, dtype: Any, scale: float = 0.5) -> Any:
+        return (torch.arange(n, dtype=torch.float64) * scale - 1.0).to(dtype)
+
+    # minimal: cross-checked against the independent builders
+    model = {"w": torch.tensor([[0.5, -1.0], [2.0, 0.25]]), "b": torch.tensor([1.0, -2.0])}
+    data = write_with_distillgan(base_manifest(), {MODEL: model})
+    by_hand = archive_of()
+    if data != by_hand:
+        raise SystemExit("distillgan's writer and the generator's builders disagree on the minimal archive (FORMAT.md §3, §4.2, §5.2)")
+    out.append(("minimal", data, "§3", "Manifest and one model member with two F32 tensors; the byte layout of FORMAT.md §3–§5 exactly."))
+
+    vocoder = {"conv.weight": torch.tensor([[[0.25, 0.5, 0.25]]]), "conv.bias": torch.tensor([0.0])}
+    data = write_with_distillgan(base_manifest(vocoder=VOCODER_INFO), {MODEL: model, VOCODER: vocoder})
+    assert data == archive_of(vocoder=st_canonical(VOCODER_TENSORS))
+    out.append(("with-vocoder", data, "§3.1", "Three members: manifest, model and a bundled vocoder with its manifest entry."))
+
+    # analysis arrays, through the public save_model API with a fixed id and date
+    import distillgan
+
+    with tempfile.TemporaryDirectory() as tmp:
+        meta = distillgan.ModelMetadata(model_id=MODEL_ID, save_date=SAVE_DATE, name="With analysis", tags=["vae", "test"])
+        analysis = {
+            "n_active_components": 2,
+            "pca_components": np.arange(6, dtype=np.float32).reshape(2, 3) / 4,
+            "explained_variance": np.array([0.75, 0.25]),
+            "latent_mean": torch.linspace(-1, 1, 4),
+            "labels": ["a", "b"],
+        }
+        path = distillgan.save_model(model, {"sample_rate": 22050}, {"epochs": 1}, meta, tmp, analysis=analysis)
+        data = Path(path).read_bytes()
+    out.append(("analysis", data, "§4.4",
+                 ("Saved by save_model with an analysis holding numpy arrays and a tensor: $ndarray/$tensor placeholders and "
+                 "__analysis__.N tensors in model.safetensors.")))
+
+    all_dtypes = {}
+    for code, tdtype in [
+        ("F64", torch.float64), ("F32", torch.float32), ("F16", torch.float16), ("BF16", torch.bfloat16),
+        ("F8_E4M3", torch.float8_e4m3fn), ("F8_E5M2", torch.float8_e5m2), ("F8_E4M3FNUZ", torch.float8_e4m3fnuz),
+        ("F8_E5M2FNUZ", torch.float8_e5m2fnuz), ("I64", torch.int64), ("I32", torch.int32), ("I16", torch.int16),
+        ("I8", torch.int8), ("U64", torch.uint64), ("U32", torch.uint32), ("U16", torch.uint16), ("U8", torch.uint8),
+    ]:
+        all_dtypes[code.lower()] = ar(5, tdtype) if tdtype.is_floating_point else torch.arange(5).to(tdtype)
+    all_dtypes["c64"] = torch.complex(ar(3, torch.float32), ar(3, torch.float32, 0.25))
+    all_dtypes["bool"] = torch.tensor([True, False, True, True, False])
+    all_dtypes["f32_nonfinite"] = torch.tensor([math.nan, math.inf, -math.inf, -0.0])
+    all_dtypes["f16_nonfinite"] = torch.tensor([math.nan, math.inf, -math.inf, 65504.0], dtype=torch.float16)
+    data = write_with_distillgan(base_manifest(), {MODEL: all_dtypes})
+    out.append(("all-dtypes", data, "§5.3",
+                ("One tensor of every dtype of FORMAT.md §5.3, including float8 variants, C64, BOOL and unsigned ints; "
+                "NaN and infinities are data, not defects.")))
+
+    shapes = {
+        "empty_1d": torch.zeros(0),
+        "empty_3d": torch.zeros(3, 0, 2, dtype=torch.int64),
+        "empty_bool": torch.zeros(0, dtype=torch.bool),
+        "scalar": torch.tensor(3.5, dtype=torch.float64),
+        "scalar_bool": torch.tensor(True),
+        "scalar_u8": torch.tensor(7, dtype=torch.uint8),
+        "w": torch.tensor([[1.0, 2.0]]),
+    }
+    data = write_with_distillgan(base_manifest(), {MODEL: shapes})
+    out.append(("zero-size-and-scalars", data, "§5.2",
+                "Zero-size tensors (sharing offsets with their neighbours) and rank-0 tensors."))
+
+    shared = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    tied = {"decoder.weight": shared, "encoder.weight": shared, "head.weight": shared, "bias": torch.tensor([0.5])}
+    vshared = torch.tensor([0.25, 0.75])
+    vtied = {"a.weight": vshared, "b.weight": vshared}
+    data = write_with_distillgan(base_manifest(vocoder=VOCODER_INFO), {MODEL: tied, VOCODER: vtied})
+    out.append(("aliases", data, "§5.5",
+                "Tied weights stored once: $.members.*.aliases maps the second and third names to the first (model and vocoder)."))
+
+    names = {
+        "层.权重": torch.tensor([1.0]),
+        "café": torch.tensor([2.0]),
+        "cafe\u0301": torch.tensor([3.0]),
+        "emoji.😀": torch.tensor([4.0]),
+        "with space/and/slashes": torch.tensor([5.0]),
+        "quote\"back\\slash": torch.tensor([6.0]),
+        "日本語": torch.tensor([7, 8], dtype=torch.int16),
+    }
+    meta = metadata(name="Ünïcødé 模型 🎵", description="línea\ttab and newline\n", tags=["ñ", "😀"])
+    data = write_with_distillgan(base_manifest(metadata=meta), {MODEL: names})
+    out.append(("unicode-names", data, "§5.4",
+                "Tensor names in several scripts, NFC and NFD spellings, an emoji, quotes and backslashes; unicode metadata."))
+
+    meta = metadata(final_train_loss=None, final_val_loss=None, dataset_file_count=2**64 - 1, training_epochs=2**63)
+    data = write_with_distillgan(
+        base_manifest(latent_dim=None, metadata=meta,
+                      training_config={"i64_min": -(2**63), "u64_max": 2**64 - 1, "tiny": 5e-324, "big": 1.7976931348623157e308,
+                                       "nested": {"list": [None, True, False, "", [], {}]}}),
+        {MODEL: model},
+    )
+    out.append(("nulls-and-extremes", data, "§4.3",
+                "Nullable fields as nil, integers at the ends of the 64-bit ranges, the smallest and largest doubles, empty containers."))
+    return out
+
+
+def valid_by_hand() -> list[tuple[str, bytes, str, str]]:
+    out = []
+    # A safetensors member as another writer might make it (FORMAT.md §5.1 accepts it; §5.2 is what we write).
+    header = (
+        b'{"__metadata__": {"format": "pt", "written_by": "hand"}, '
+        b'"b": {"shape": [3], "dtype": "U8", "data_offsets": [0, 3]}, '
+        b'"caf\\u00e9": {"data_offsets": [3, 11], "dtype": "F32", "shape": [2]}, '
+        b'"z": {"dtype": "I16", "shape": [1, 1], "data_offsets": [11, 13]}}'
+    )
+    model = st_raw(header, bytes([1, 2, 3]) + f32(1.5, -2.5) + struct.pack("<h", -7), pad=False)
+    out.append(("foreign-safetensors", archive_of(model), "§5.1",
+                ("model.safetensors not in canonical layout: __metadata__, spaced JSON in another key order, a \\u escape in a name, "
+                "header length not a multiple of 8, an F32 tensor at a misaligned offset 3. Accepted (copied on load).")))
+
+    model = st_canonical(BASE_TENSORS)
+    flags = {i: {"flags": 0x0800} for i in range(2)}
+    out.append(("utf8-flag", archive_of(model, local=flags, central=flags), "§3.2",
+                "General purpose flag bit 11 (UTF-8 names) set in every local and central header: the one allowed flag."))
+
+    m = full_manifest(model)
+    noncanon = Pairs([
+        ("format", Raw(b"\xd9\x10distillgan_model")),  # str8 where fixstr would do
+        ("version", Raw(b"\xce\x00\x00\x00\x01")),  # uint32 where a fixint would do
+        ("training_config", Raw(b"\xde\x00\x01" + mp("learning_rate") + b"\xca" + struct.pack(">f", 0.5))),  # map16, float32
+        ("metadata", m["metadata"]),
+        ("latent_dim", Raw(b"\xd3" + struct.pack(">q", 8))),  # int64 for a small non-negative int
+        ("members", m["members"]),
+        ("analysis", None),
+        ("spectrogram_config", m["spectrogram_config"]),
+    ])
+    out.append(("manifest-noncanonical", zip_archive([(MANIFEST, mp(noncanon)), (MODEL, model)]), "§4.2",
+                ("A manifest in valid but non-canonical msgpack: str8/uint32/int64/map16 where shorter forms exist, a float32, "
+                "keys after format/version in unsorted order. Readers accept any valid encoding.")))
+
+    empty = st_raw(b"{}", b"")
+    out.append(("no-tensors", with_model(empty), "§5.1", "A model member whose safetensors header is {} and holds no tensors."))
+    return out
+
+
+# --- invalid vectors --------------------------------------------------------------------
+
+
+def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
+    """(id, bytes, code, section, description, needs)."""
+    V: list[tuple[str, bytes, str, str, str, str | None]] = []
+
+    def add(id_: str, data: bytes, code: str, section: str, description: str, needs: str | None = None) -> None:
+        V.append((id_, data, code, section, description, needs))
+
+    model = st_canonical(BASE_TENSORS)
+    vocoder = st_canonical(VOCODER_TENSORS)
+    base = archive_of(model)
+    mbytes = manifest_bytes(full_manifest(model))
+    n, cd_size, cd_off = dir_info(base)
+    eocd_pos = len(base) - EOCD.size
+    members = [(MANIFEST, mbytes), (MODEL, model)]
+    members3 = [(MANIFEST, manifest_bytes(full_manifest(model, vocoder))), (MODEL, model), (VOCODER, vocoder)]
+
+    # ---- §2 magic and §3 container ----
+    add("empty", b"", "not-zip", "§2", "An empty file.")
+    add("not-zip-text", b"This is not a zip archive, just some text.\n" * 4, "not-zip", "§2", "Plain text.")
+    add("prepended-data", b"JUNKJUNKJUNKJUNK" + base, "not-zip", "§2",
+        "16 bytes before a valid archive (zip readers that search for the end record accept it).")
+    add("spanning-marker", b"PK\x07\x08" + base, "not-zip", "§2", "A split-archive marker PK\\x07\\x08 before the first local header.")
+    add("truncated-short", base[:40], "truncated", "§3.5", "The first 40 bytes of a valid archive.")
+    add("truncated-half", base[: len(base) // 2], "zip-eocd", "§3.5", "A valid archive cut in half: no end record.")
+    add("truncated-one-byte", base[:-1], "zip-eocd", "§3.5", "A valid archive missing its last byte.")
+    add("trailing-bytes", base + bytes(8), "zip-eocd", "§3.5", "Eight zero bytes after the end record.")
+    add("concatenated-archives", base + base, "zip-layout", "§3.5",
+        "Two valid archives back to back: the last end record's directory offset is relative to the second one.")
+    tiny = zipfile.ZipInfo("a.txt", (1980, 1, 1, 0, 0, 0))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(tiny, b"hello")
+    add("prepended-zip", buf.getvalue() + base, "zip-layout", "§3.5",
+        "Another small zip in front of a valid archive: the file starts with a local header that is not ours.")
+    add("archive-comment", zip_archive(members, comment=b"comment"), "zip-eocd", "§3.5",
+        "A 7-byte archive comment: the end record is not the last 22 bytes.")
+    add("comment-length-only", zip_archive(members, eocd={"comment_len": 7}), "zip-comment", "§3.5",
+        "The end record's comment length is 7 but no comment follows.")
+    fake = EOCD.pack(EOCD_SIG, 0, 0, n, n, cd_size, cd_off, 0)
+    add("fake-eocd-in-comment", zip_archive(members, comment=fake), "zip-layout", "§3.5",
+        "The archive comment holds a second end record, so the last 22 bytes look like an end record with no comment.")
+    add("two-end-records", base + base[eocd_pos:], "zip-layout", "§3.5", "The end record repeated after itself.")
+    add("eocd-disk-number", zip_archive(members, eocd={"disk": 1}), "zip-eocd", "§3.5", "End record: number of this disk 1.")
+    add("eocd-cd-disk-number", zip_archive(members, eocd={"cd_disk": 1}), "zip-eocd", "§3.5",
+        "End record: disk where the central directory starts 1.")
+    add("eocd-count-disk-vs-total", zip_archive(members, eocd={"n_disk": 1}), "zip-eocd", "§3.5",
+        "End record: 1 entry on this disk, 2 in total.")
+    add("eocd-count-one", zip_archive(members, eocd={"n_disk": 1, "n_total": 1}), "zip-entry-count", "§3.5",
+        "End record counts 1 entry; the directory holds 2.")
+    add("eocd-count-three", zip_archive(members, eocd={"n_disk": 3, "n_total": 3}), "zip-layout", "§3.5",
+        "End record counts 3 entries; the directory holds 2.")
+    add("eocd-count-fewer", zip_archive(members3, eocd={"n_disk": 2, "n_total": 2}), "zip-layout", "§3.5",
+        "End record counts 2 entries; the directory holds 3 (the vocoder is hidden from readers that trust the count).")
+    add("eocd-count-four", zip_archive(members, eocd={"n_disk": 4, "n_total": 4}), "zip-layout", "§3.5",
+        "End record counts 4 entries; the directory holds 2.")
+    add("eocd-count-over-limit", zip_archive(members, eocd={"n_disk": 1000, "n_total": 1000}), "zip-entry-count", "§8",
+        "End record counts 1000 entries (more than a reader parses before it knows the format version).")
+    add("eocd-cd-offset-low", zip_archive(members, eocd={"cd_off": cd_off - 1}), "zip-layout", "§3.5",
+        "End record: directory offset one byte early.")
+    add("eocd-cd-size-high", zip_archive(members, eocd={"cd_size": cd_size + 1}), "zip-layout", "§3.5",
+        "End record: directory size one byte too large.")
+    add("eocd-cd-offset-past-end", zip_archive(members, eocd={"cd_off": 0x7FFFFFF0}), "zip-layout", "§3.5",
+        "End record: directory offset past the end of the file.")
+    add("cd-trailing-bytes", zip_archive(members, cd_suffix=bytes(4)), "zip-layout", "§3.5",
+        "Four bytes after the last directory entry, counted in the directory size.")
+    add("cd-bad-signature", zip_archive(members, central={1: {"sig": b"PK\x01\x03"}}), "zip-layout", "§3.5",
+        "The second directory entry's signature is PK\\x01\\x03.")
+    add("cd-name-past-directory", zip_archive(members, central={1: {"nlen": 0x4000}}), "zip-layout", "§3.5",
+        "A directory entry's name length runs past the directory.")
+    add("local-bad-signature", zip_archive(members, local={1: {"sig": b"PK\x03\x05"}}), "zip-layout", "§3.2",
+        "The model member's local header signature is PK\\x03\\x05.")
+    add("local-extra-into-directory", zip_archive(members, local={1: {"xlen": 0xF000}}), "zip-layout", "§3.2",
+        "The model member's local extra length runs into the central directory.")
+
+    # ---- §3.3 zip64 ----
+    z64 = {"record": {}, "locator": {}}
+    add("zip64-unneeded", zip_archive(members, zip64=z64, eocd={"n_disk": 0xFFFF, "n_total": 0xFFFF, "cd_size": U32, "cd_off": U32}),
+        "zip64", "§3.3", "Zip64 end records for an archive whose values all fit in 32 bits, the end record holding 0xFFFF…")
+    add("zip64-records-without-sentinels", zip_archive(members, zip64=z64), "zip-layout", "§3.3",
+        "Zip64 end record and locator between the directory and an end record that does not ask for them.")
+    add("zip64-locator-offset", zip_archive(members, zip64={"locator": {"offset": 0}}, eocd={"cd_off": U32}), "zip64", "§3.5",
+        "The zip64 locator points at offset 0, not at the record just before it.")
+    fake_rec = zip64_record(2, cd_size, cd_off)
+    add("zip64-locator-second-record",
+        zip_archive(members, zip64={"fake_record": fake_rec, "locator": {"offset": len(mbytes) + len(model) + 64 + cd_size}},
+                    eocd={"cd_off": U32}),
+        "zip64", "§3.5",
+        "Two zip64 end records; the locator points at the first one rather than the one that precedes it (CVE-2025-8291).")
+    add("zip64-sizes-disagree", zip_archive(members, zip64={"record": {"cd_size": U32 + 1}}, eocd={"cd_size": U32, "cd_off": cd_off + 1}),
+        "zip64", "§3.5", "End record and zip64 record give different directory offsets.")
+    add("zip64-locator-missing", zip_archive(members, eocd={"cd_off": U32}), "zip64", "§3.5",
+        "The end record's directory offset is 0xFFFFFFFF but no zip64 locator precedes it.")
+    add("zip64-record-malformed", zip_archive(members, zip64={"record": {"size": 40}}, eocd={"cd_off": U32}), "zip64", "§3.5",
+        "The zip64 end record's size field is 40; the profile's record has 44.")
+    size1 = len(model)
+    add("zip64-extra-unneeded",
+        zip_archive(members, central={1: {"usize": U32, "csize": U32, "version": 45, "extra": struct.pack("<HHQQ", 1, 16, size1, size1)}}),
+        "zip64", "§3.3", "The model's directory entry carries its 32-bit sizes in a zip64 extra field.")
+    add("zip64-offset-unneeded",
+        zip_archive(members, central={1: {"offset": U32, "version": 45, "extra": struct.pack("<HHQ", 1, 8, 0x40)}}),
+        "zip64", "§3.3", "The model's directory entry carries its 32-bit local header offset in a zip64 extra field.")
+    add("zip64-extra-trailing",
+        zip_archive(members, central={1: {"usize": U32, "csize": U32, "version": 45,
+                                          "extra": struct.pack("<HHQQ", 1, 16, 2**32, 2**32) + b"\x00" * 4}}),
+        "zip-extra-field", "§3.3", "A zip64 extra field followed by four more bytes in the model's directory entry.")
+    add("zip64-one-size",
+        zip_archive(members, central={1: {"usize": U32, "version": 45, "extra": struct.pack("<HHQ", 1, 8, 2**32)}}),
+        "zip64", "§3.3", "Only the uncompressed size in the zip64 extra field; the compressed size stays 32-bit.")
+    add("zip64-extra-wrong-id",
+        zip_archive(members, central={1: {"usize": U32, "csize": U32, "version": 45, "extra": struct.pack("<HHQQ", 7, 16, size1, size1)}}),
+        "zip64", "§3.3", "Sizes of 0xFFFFFFFF with an extra field of id 0x0007 instead of zip64.")
+
+    # ---- §3.1 member names, order, count ----
+    add("duplicate-manifest", zip_archive([(MANIFEST, mbytes), (MANIFEST, model)]), "zip-member-name", "§3.1",
+        "manifest.msgpack twice.")
+    add("duplicate-model", zip_archive([members[0], members[1], (MODEL, vocoder)]), "zip-member-name", "§3.1",
+        "model.safetensors twice (readers that keep the last would see the second).")
+    add("member-order-swapped", zip_archive([(MODEL, model), (MANIFEST, mbytes)]), "zip-member-name", "§3.1",
+        "model.safetensors before manifest.msgpack.")
+    add("vocoder-before-model", zip_archive([members3[0], members3[2], members3[1]]), "zip-member-name", "§3.1",
+        "vocoder.safetensors before model.safetensors.")
+    add("extra-member", zip_archive(members3 + [("notes.txt", b"hello")]), "zip-entry-count", "§3.1",
+        "A fourth member notes.txt.")
+    add("unknown-third-member", zip_archive(members + [("data.pkl", pickle.dumps({"a": 1}, protocol=4))]), "zip-member-name", "§3.1",
+        "A pickle named data.pkl as the third member.")
+    add("only-manifest", zip_archive([(MANIFEST, mbytes)]), "zip-entry-count", "§3.1", "The manifest alone.")
+    for id_, name, desc in [
+        ("name-misspelt", b"model.safetensor", "model.safetensor (no s)."),
+        ("name-case", b"Model.safetensors", "Model.safetensors (capital M)."),
+        ("name-dotdot", b"../model.safetensors", "../model.safetensors (path traversal)."),
+        ("name-absolute", b"/model.safetensors", "/model.safetensors (absolute path)."),
+        ("name-subdirectory", b"x/model.safetensors", "x/model.safetensors."),
+        ("name-backslash", b"x\\model.safetensors", "x\\model.safetensors (a Windows path)."),
+        ("name-nul", b"model.safetensors\x00.pkl", "model.safetensors\\0.pkl: readers that cut names at NUL see model.safetensors."),
+        ("name-control", b"model.safetensors\n", "model.safetensors followed by a newline."),
+        ("name-directory", b"model.safetensors/", "model.safetensors/ (a directory name)."),
+        ("name-homoglyph", "model.safetensоrs".encode(), "model.safetensоrs with a Cyrillic о."),
+    ]:
+        add(id_, zip_archive([members[0], (name, model)]), "zip-member-name", "§3.1", f"The second member is named {desc}")
+    add("name-nul-local-only", zip_archive(members, local={1: {"name": b"model.safetensors\x00"}}), "zip-header-mismatch", "§3.2",
+        "The local header names model.safetensors\\0; the directory names model.safetensors.")
+
+    # ---- §3.2 header fields ----
+    for id_, xattr, made_by, desc in [
+        ("attr-directory", (0o040755 << 16) | 0x10, MADE_BY, "Unix directory mode and the MS-DOS directory bit."),
+        ("attr-dos-directory", 0x10, 0x0014, "MS-DOS host with the directory attribute bit."),
+        ("attr-symlink", 0o120777 << 16, MADE_BY, "Unix symlink mode (a link named model.safetensors)."),
+        ("attr-device", 0o020644 << 16, MADE_BY, "Unix character-device mode."),
+        ("attr-fifo", 0o010644 << 16, MADE_BY, "Unix FIFO mode."),
+        ("attr-host-ntfs", XATTR_FILE, (10 << 8) | 45, "Made by host 10 (NTFS), whose attributes we do not interpret."),
+    ]:
+        add(id_, zip_archive(members, central={1: {"xattr": xattr, "made_by": made_by}}), "zip-attributes", "§3.2",
+            f"The model's directory entry: {desc}")
+    add("attr-internal", zip_archive(members, central={1: {"iattr": 1}}), "zip-attributes", "§3.2", "Internal attributes 1 (text file).")
+    add("attr-disk-start", zip_archive(members, central={1: {"disk": 1}}), "zip-attributes", "§3.2", "Member starts on disk 1.")
+    add("cd-file-comment", zip_archive(members, central={1: {"comment": b"hi"}}), "zip-comment", "§3.2",
+        "A 2-byte file comment in the model's directory entry.")
+    for flag, what in [(0x1, "encryption"), (0x8, "data descriptor"), (0x20, "patched data"), (0x40, "strong encryption"),
+                       (0x2, "compression option bit 1"), (0x2000, "masked local header")]:
+        f = {1: {"flags": flag}}
+        add(f"flag-{flag:04x}", zip_archive(members, local=f, central=f), "zip-flags", "§3.2",
+            f"Flag 0x{flag:04x} ({what}) in both headers of the model member.")
+    f0 = {0: {"flags": 0x8}}
+    add("flag-0008-manifest", zip_archive(members, local=f0, central=f0), "zip-flags", "§3.2",
+        "Data descriptor flag on the manifest member.")
+    deflated = zlib.compressobj(9, zlib.DEFLATED, -15)
+    dmodel = deflated.compress(model) + deflated.flush()
+    dm = {"method": 8, "csize": len(dmodel), "usize": len(model), "crc": zlib.crc32(model)}
+    arch = zip_archive([members[0], (MODEL, dmodel)], local={1: dm}, central={1: dm})
+    add("method-deflate", arch, "zip-method", "§3.2", "The model member DEFLATE-compressed (method 8) with correct sizes and CRC.")
+    add("method-bzip2", zip_archive(members, local={1: {"method": 12}}, central={1: {"method": 12}}), "zip-method", "§3.2",
+        "Method 12 (bzip2) on stored bytes.")
+    add("stored-sizes-differ", zip_archive(members, local={1: {"usize": size1 + 1}}, central={1: {"usize": size1 + 1}}), "zip-method",
+        "§3.2", "STORED member whose compressed and uncompressed sizes differ by one.")
+    add("version-needed-45", zip_archive(members, local={1: {"version": 45}}, central={1: {"version": 45}}), "zip-version", "§3.2",
+        "Version needed 4.5 (zip64) on a member that uses no zip64 field.")
+    add("version-needed-10", zip_archive(members, local={0: {"version": 10}}, central={0: {"version": 10}}), "zip-version", "§3.2",
+        "Version needed 1.0 on the manifest; the profile writes 2.0.")
+    for field, value, desc in [
+        ("name", b"model.safetensorz", "name model.safetensorz"),
+        ("method", 8, "method 8"),
+        ("flags", 0x8, "flags 0x0008 (data descriptor) in the local header only"),
+        ("crc", 0, "CRC-32 0"),
+        ("csize", size1 - 1, "compressed size one less"),
+        ("usize", size1 + 1, "uncompressed size one more"),
+        ("version", 45, "version needed 45"),
+        ("time", 1, "modification time 00:00:02"),
+        ("date", 0x5821, "modification date 2024-01-01"),
+    ]:
+        add(f"local-central-{field}", zip_archive(members, local={1: {field: value}}), "zip-header-mismatch", "§3.2",
+            f"The model's local header differs from its directory entry: {desc}.")
+    add("local-central-manifest-name", zip_archive(members, local={0: {"name": b"manifest.msgpacK"}}), "zip-header-mismatch", "§3.2",
+        "The manifest's local header names manifest.msgpacK (CVE-2025-1944: scanners and loaders read different names).")
+    add("local-central-manifest-size", zip_archive(members, local={0: {"usize": len(mbytes) - 1, "csize": len(mbytes) - 1}}),
+        "zip-header-mismatch", "§3.2", "The manifest's local sizes are one less than the directory's.")
+
+    # ---- §3.1 layout: gaps, overlaps ----
+    add("gap-between-members", zip_archive(members, gaps={0: bytes(64)}), "zip-layout", "§3.1",
+        "64 unreferenced bytes between the manifest and the model member.")
+    add("gap-before-directory", zip_archive(members, gaps={1: b"hidden payload"}), "zip-layout", "§3.1",
+        "Bytes between the last member and the central directory.")
+    model_lho = 30 + len(MANIFEST) + len(members3[0][1])
+    add("two-entries-one-header", zip_archive(members3, central={2: {"offset": model_lho}}), "zip-layout", "§3.1",
+        "The vocoder's directory entry points at the model's local header (an overlap zip bomb's building block).")
+    add("overlap-into-manifest", zip_archive(members, central={1: {"offset": 30 + len(MANIFEST) + 2}}), "zip-layout", "§3.1",
+        "The model's directory entry points inside the manifest's data.")
+    add("entry-offset-zero", zip_archive(members, central={1: {"offset": 0}}), "zip-layout", "§3.1",
+        "The model's directory entry points at the manifest's local header.")
+    add("size-past-end", zip_archive(members, local={1: {"usize": 0x7FFFFFF0, "csize": 0x7FFFFFF0}},
+                                     central={1: {"usize": 0x7FFFFFF0, "csize": 0x7FFFFFF0}}), "zip-layout", "§3.1",
+        "The model member declares 2 GiB in both headers; the file is tiny.")
+    add("offset-past-end", zip_archive(members, central={1: {"offset": 0x7FFFFFF0}}), "zip-layout", "§3.1",
+        "The model's local header offset is past the end of the file.")
+
+    # ---- §3.4 alignment and padding ----
+    pad_len = (-(len(mbytes) + 30 + len(MANIFEST) + 30 + len(MODEL) + 4)) % ALIGNMENT
+    add("padding-missing", zip_archive(members, local={1: {"extra": b""}}), "zip-alignment", "§3.4",
+        "No padding extra field: the model's data is not 64-byte aligned.")
+    add("padding-short", zip_archive(members, local={1: {"extra": struct.pack("<HH", PAD_ID, (pad_len - 1) % 64) + bytes((pad_len - 1) % 64)}}),
+        "zip-alignment", "§3.4", "Padding one byte short of alignment.")
+    add("padding-non-minimal", zip_archive(members, local={1: {"extra": struct.pack("<HH", PAD_ID, pad_len + 64) + bytes(pad_len + 64)}}),
+        "zip-alignment", "§3.4", "Aligned, but with 64 more padding bytes than needed.")
+    add("padding-nonzero", zip_archive(members, local={1: {"extra": struct.pack("<HH", PAD_ID, pad_len) + b"\xaa" * pad_len}}),
+        "zip-alignment", "§3.4", "Padding bytes of 0xAA instead of zeros (a hiding place).")
+    add("padding-wrong-id", zip_archive(members, local={1: {"extra": struct.pack("<HH", 0xD935, pad_len) + bytes(pad_len)}}),
+        "zip-alignment", "§3.4", "Alignment done with extra field id 0xD935 (Android zipalign) instead of 0x6764.")
+    add("padding-length-field", zip_archive(members, local={1: {"extra": struct.pack("<HH", PAD_ID, pad_len - 4) + bytes(pad_len)}}),
+        "zip-alignment", "§3.4", "The padding record's length field is 4 less than the bytes it occupies.")
+    add("padding-two-records",
+        zip_archive(members, local={1: {"extra": struct.pack("<HH", PAD_ID, 0) + struct.pack("<HH", PAD_ID, pad_len - 4) + bytes(pad_len - 4)}}),
+        "zip-alignment", "§3.4", "Padding split across two extra records.")
+    add("manifest-local-extra", zip_archive(members, local={0: {"extra": struct.pack("<HH", PAD_ID, 2) + bytes(2)}}), "zip-extra-field",
+        "§3.4", "A padding extra field on the manifest's local header.")
+    add("central-extra-field", zip_archive(members, central={1: {"extra": struct.pack("<HH", PAD_ID, 0)}}), "zip-extra-field", "§3.4",
+        "An empty padding record in the model's directory entry (directory entries carry no extra fields).")
+    add("central-extra-unix", zip_archive(members, central={0: {"extra": struct.pack("<HHBII", 0x5455, 5, 1, 0, 0)[:9]}}),
+        "zip-extra-field", "§3.4", "An extended-timestamp extra field (0x5455) in the manifest's directory entry.")
+
+    # ---- §6 CRC-32 ----
+    flipped = bytearray(mbytes)
+    pos = mbytes.index(b"Conformance vector")
+    flipped[pos] ^= 0x20
+    add("crc-manifest", zip_archive([(MANIFEST, bytes(flipped)), (MODEL, model)],
+                                    local={0: {"crc": zlib.crc32(mbytes)}}, central={0: {"crc": zlib.crc32(mbytes)}}),
+        "crc-mismatch", "§6", "One manifest byte changed after the CRC-32 was computed ('C' became 'c'); still a valid manifest.")
+    bad = bytearray(model)
+    bad[-1] ^= 0x01
+    crc = {1: {"crc": zlib.crc32(model)}}
+    add("crc-model-data", zip_archive([(MANIFEST, mbytes), (MODEL, bytes(bad))], local=crc, central=crc), "crc-mismatch", "§6",
+        "One bit of tensor data flipped after the CRC-32 was computed. Headers are intact: only a reader that checks "
+        "member CRCs (verify) rejects it.", "verify")
+    padded = bytearray(model)
+    sp = padded.index(b" ", 8)
+    padded[sp] = 0x09
+    add("crc-model-header-padding", zip_archive([(MANIFEST, mbytes), (MODEL, bytes(padded))], local=crc, central=crc), "crc-mismatch",
+        "§6", "A space of the safetensors header padding became a tab after the CRC-32 was computed: the JSON still parses.", "verify")
+    vbad = bytearray(vocoder)
+    vbad[-2] ^= 0x80
+    vcrc = {2: {"crc": zlib.crc32(vocoder)}}
+    add("crc-vocoder-data", zip_archive([members3[0], members3[1], (VOCODER, bytes(vbad))], local=vcrc, central=vcrc), "crc-mismatch",
+        "§6", "One bit of vocoder tensor data flipped after the CRC-32 was computed.", "verify")
+
+    # ---- §4 manifest ----
+    P = base_pairs
+    add("manifest-empty", manifest_variant(b""), "manifest-msgpack", "§4.2", "A zero-byte manifest.")
+    add("manifest-not-msgpack", manifest_variant(b"\xc1"), "manifest-msgpack", "§4.2", "0xC1, the byte msgpack never uses.")
+    add("manifest-json", manifest_variant(b'{"format": "distillgan_model", "version": 1}'), "manifest-msgpack", "§4.2",
+        "JSON instead of msgpack.")
+    add("manifest-truncated", manifest_variant(mbytes[: len(mbytes) // 2]), "manifest-msgpack", "§4.2", "The first half of a valid manifest.")
+    add("manifest-trailing-bytes", manifest_variant(mbytes + b"\xc0"), "manifest-msgpack", "§4.2", "A nil after the manifest map.")
+    add("manifest-two-maps", manifest_variant(mbytes + mbytes), "manifest-msgpack", "§4.2", "The manifest map twice.")
+    add("manifest-pickle", manifest_variant(pickle.dumps({"format": "distillgan_model", "version": 1}, protocol=4)),
+        "manifest-msgpack", "§7", "A pickle stored as manifest.msgpack (0x80 reads as an empty map followed by extra bytes).")
+    add("manifest-array", manifest_variant(mp(["distillgan_model", 1])), "manifest-not-map", "§4.2", "A msgpack array.")
+    add("manifest-nil", manifest_variant(b"\xc0"), "manifest-not-map", "§4.2", "A msgpack nil.")
+    add("manifest-str", manifest_variant(mp("distillgan_model")), "manifest-not-map", "§4.2", "A msgpack string.")
+    add("manifest-int-key", manifest_variant(Pairs(list(P()) + [(1, "x")])), "manifest-type", "§4.2", "A top-level key 1 (int).")
+    add("manifest-nested-int-key", manifest_variant(P(training_config={7: 2})), "manifest-type", "§4.2",
+        "training_config has the key 7 (int).")
+    add("manifest-array-key", manifest_variant(P(training_config=Pairs([([1], 2)]))), "manifest-type", "§4.2",
+        "training_config has an array as a key.")
+    add("manifest-bin-key", manifest_variant(Pairs([(k if k != "analysis" else b"analysis", v) for k, v in P()])), "manifest-type",
+        "§4.2", "The key analysis as a binary string.")
+    add("manifest-duplicate-key", manifest_variant(Pairs(list(P()) + [("latent_dim", 9)])), "manifest-duplicate-key", "§4.2",
+        "latent_dim twice (8 then 9); msgpack decoders keep the last silently.")
+    add("manifest-duplicate-format", manifest_variant(Pairs(list(P()) + [("format", "distillgan_model")])), "manifest-duplicate-key",
+        "§4.2", "format twice, same value.")
+    add("manifest-nested-duplicate-key", manifest_variant(P(metadata=Pairs(list(meta_pairs()) + [("name", "other")]))),
+        "manifest-duplicate-key", "§4.2", "metadata.name twice.")
+    add("manifest-ext-type", manifest_variant(P(training_config={"x": Raw(b"\xd4\x05\x00")})), "manifest-ext-type", "§4.2",
+        "A fixext1 of type 5 inside training_config.")
+    add("manifest-timestamp", manifest_variant(P(metadata=meta_pairs(save_date=Raw(b"\xd6\xff" + struct.pack(">I", 1704067200))))),
+        "manifest-ext-type", "§4.2", "metadata.save_date as a msgpack timestamp (ext -1).")
+    add("manifest-bin-value", manifest_variant(P(metadata=meta_pairs(description=b"bytes"))), "manifest-type", "§4.2",
+        "metadata.description as a binary string.")
+    deep: Any = 0
+    for _ in range(40):
+        deep = [deep]
+    add("manifest-too-deep", manifest_variant(P(training_config={"deep": deep})), "manifest-depth", "§8",
+        "training_config nests 40 arrays (the limit is 32).")
+    add("manifest-too-deep-for-decoder", manifest_variant(P(training_config={"deep": Raw(b"\x91" * 3000 + b"\x90")})),
+        "manifest-depth", "§8", "training_config nests 3000 arrays, deeper than msgpack decoders' own stacks.")
+    for id_, raw, desc in [
+        ("manifest-huge-str", b"\xdb\xff\xff\xff\xff" + b"x" * 8, "a str32 declaring 4 GiB"),
+        ("manifest-huge-array", b"\xdd\xff\xff\xff\xff\xc0", "an array32 declaring 2^32-1 elements"),
+        ("manifest-huge-map", b"\xdf\xff\xff\xff\xff", "a map32 declaring 2^32-1 pairs"),
+        ("manifest-huge-bin", b"\xc6\xff\xff\xff\xff", "a bin32 declaring 4 GiB"),
+    ]:
+        add(id_, manifest_variant(P(training_config={"x": Raw(raw)})), "manifest-msgpack", "§4.2",
+            f"training_config.x is {desc} in a small manifest (decoders that preallocate run out of memory).")
+    add("manifest-invalid-utf8", manifest_variant(P(metadata=meta_pairs(name=Raw(b"\xa2\xff\xfe")))), "manifest-msgpack", "§4.2",
+        "metadata.name is a str holding bytes FF FE (not UTF-8).")
+    add("manifest-surrogate", manifest_variant(P(metadata=meta_pairs(name=Raw(b"\xa3\xed\xa0\x80")))), "manifest-msgpack", "§4.2",
+        "metadata.name is a str holding an encoded UTF-16 surrogate (not valid UTF-8).")
+    add("format-missing", manifest_variant(P(format=DROP)), "manifest-format", "§4.1", "No format key.")
+    add("format-wrong", manifest_variant(P(format="distill_model")), "manifest-format", "§4.1",
+        "format is 'distill_model' (the legacy marker).")
+    add("format-bytes", manifest_variant(P(format=b"distillgan_model")), "manifest-type", "§4.2",
+        "format as a binary string (binary strings are refused anywhere in the manifest).")
+    add("format-int", manifest_variant(P(format=1)), "manifest-format", "§4.1", "format is 1.")
+    add("format-not-first", manifest_variant(Pairs([p for p in P() if p[0] == "version"] + [p for p in P() if p[0] != "version"])),
+        "manifest-format", "§4.1", "version before format.")
+    for id_, value, code, desc in [
+        ("version-missing", DROP, "manifest-version", "No version key."),
+        ("version-true", True, "manifest-version", "version is true (True == 1 in Python)."),
+        ("version-float", 1.0, "manifest-version", "version is 1.0."),
+        ("version-zero", 0, "manifest-version", "version is 0."),
+        ("version-negative", -1, "manifest-version", "version is -1."),
+        ("version-string", "1", "manifest-version", "version is '1'."),
+        ("version-nil", None, "manifest-version", "version is nil."),
+        ("version-2", 2, "version-newer", "version is 2: newer than this reader."),
+        ("version-max", 2**64 - 1, "version-newer", "version is 2^64-1."),
+    ]:
+        add(id_, manifest_variant(P(version=value)), code, "§4.1" if code != "version-newer" else "§4.5", desc)
+    add("unknown-key", manifest_variant(Pairs(list(P()) + [("zz_future", 1)])), "manifest-unknown-key", "§4.5",
+        "A top-level key zz_future.")
+    add("unknown-key-metadata", manifest_variant(P(metadata=Pairs(list(meta_pairs()) + [("author", "x")]))), "manifest-unknown-key",
+        "§4.5", "metadata.author.")
+    add("unknown-key-member", manifest_variant(P(members={MODEL: {"aliases": {}, "compression": "none", "size": len(model)}})),
+        "manifest-unknown-key", "§4.5", "$.members.model.safetensors.compression.")
+    add("missing-latent-dim", manifest_variant(P(latent_dim=DROP)), "manifest-missing-key", "§4.3", "No latent_dim key.")
+    add("missing-members", manifest_variant(P(members=DROP)), "manifest-missing-key", "§4.3", "No members key.")
+    add("missing-metadata-field", manifest_variant(P(metadata=meta_pairs(save_date=DROP))), "manifest-missing-key", "§4.3",
+        "No metadata.save_date.")
+    add("missing-aliases", manifest_variant(P(members={MODEL: {"size": len(model)}})), "manifest-missing-key", "§4.3",
+        "No $.members.model.safetensors.aliases.")
+    for id_, where, value, desc in [
+        ("type-name-int", "name", 5, "metadata.name is 5."),
+        ("type-name-nil", "name", None, "metadata.name is nil (not nullable)."),
+        ("type-tags-str", "tags", "a,b", "metadata.tags is a string."),
+        ("type-tags-item-int", "tags", ["a", 1], "metadata.tags holds an int."),
+        ("type-epochs-negative", "training_epochs", -1, "metadata.training_epochs is -1."),
+        ("type-epochs-float", "training_epochs", 3.0, "metadata.training_epochs is 3.0."),
+        ("type-epochs-bool", "training_epochs", True, "metadata.training_epochs is true."),
+        ("type-has-analysis-int", "has_analysis", 1, "metadata.has_analysis is 1."),
+        ("type-duration-str", "dataset_total_duration_s", "1.5", "metadata.dataset_total_duration_s is '1.5'."),
+        ("type-loss-bool", "final_train_loss", False, "metadata.final_train_loss is false."),
+    ]:
+        add(id_, manifest_variant(P(metadata=meta_pairs(**{where: value}))), "manifest-type", "§4.3", desc)
+    for id_, key, value, desc in [
+        ("type-latent-dim-str", "latent_dim", "8", "latent_dim is '8'."),
+        ("type-latent-dim-bool", "latent_dim", True, "latent_dim is true."),
+        ("type-latent-dim-negative", "latent_dim", -8, "latent_dim is -8."),
+        ("type-spectrogram-config-list", "spectrogram_config", [1, 2], "spectrogram_config is an array."),
+        ("type-training-config-nil", "training_config", None, "training_config is nil."),
+        ("type-analysis-list", "analysis", [], "analysis is an array."),
+        ("type-metadata-list", "metadata", [], "metadata is an array."),
+        ("type-members-list", "members", [], "members is an array."),
+        ("type-member-size-str", "members", {MODEL: {"aliases": {}, "size": str(len(model))}}, "members.model.safetensors.size is a string."),
+        ("type-alias-target-int", "members", {MODEL: {"aliases": {"t": 1}, "size": len(model)}}, "An alias target is 1."),
+        ("type-aliases-list", "members", {MODEL: {"aliases": [], "size": len(model)}}, "members.model.safetensors.aliases is an array."),
+    ]:
+        add(id_, manifest_variant(P(**{key: value})), "manifest-type", "§4.3", desc)
+    add("value-nan", manifest_variant(P(metadata=meta_pairs(final_train_loss=math.nan))), "manifest-value", "§4.2",
+        "metadata.final_train_loss is NaN.")
+    add("value-inf", manifest_variant(P(metadata=meta_pairs(dataset_total_duration_s=math.inf))), "manifest-value", "§4.2",
+        "metadata.dataset_total_duration_s is +Infinity.")
+    add("value-nan-float32", manifest_variant(P(training_config={"lr": Raw(b"\xca\x7f\xc0\x00\x00")})), "manifest-value", "§4.2",
+        "A float32 NaN inside training_config.")
+    add("value-nan-analysis", manifest_variant(P(analysis={"x": [1.0, -math.inf]})), "manifest-value", "§4.2",
+        "-Infinity inside the analysis.")
+    m3 = full_manifest(model, vocoder)
+    add("vocoder-key-without-member", manifest_variant(P(vocoder=VOCODER_INFO)), "manifest-mismatch", "§4.3",
+        "A vocoder key but members lists only the model.")
+    add("member-without-vocoder-key", manifest_variant(P(members=m3["members"])), "manifest-mismatch", "§4.3",
+        "members lists vocoder.safetensors but there is no vocoder key.")
+    add("vocoder-declared-not-present", manifest_variant(mp(canonical(m3))), "manifest-mismatch", "§6",
+        "The manifest declares a vocoder member; the archive has two members.")
+    add("vocoder-present-not-declared", zip_archive([(MANIFEST, mbytes), (MODEL, model), (VOCODER, vocoder)]), "manifest-mismatch", "§6",
+        "The archive holds vocoder.safetensors; the manifest declares none.")
+    add("vocoder-type-int", zip_archive([(MANIFEST, mp(canonical({**m3, "vocoder": {**VOCODER_INFO, "type": 1}}))), (MODEL, model),
+                                         (VOCODER, vocoder)]), "manifest-type", "§4.3", "vocoder.type is 1.")
+    add("vocoder-type-empty", zip_archive([(MANIFEST, mp(canonical({**m3, "vocoder": {**VOCODER_INFO, "type": ""}}))), (MODEL, model),
+                                           (VOCODER, vocoder)]), "manifest-value", "§4.3", "vocoder.type is the empty string.")
+    add("vocoder-missing-config", zip_archive([(MANIFEST, mp(canonical({**m3, "vocoder": {"type": "hifigan", "training_metadata": {}}}))),
+                                               (MODEL, model), (VOCODER, vocoder)]), "manifest-missing-key", "§4.3",
+        "vocoder without config.")
+    add("member-size-mismatch", manifest_variant(P(members={MODEL: {"aliases": {}, "size": len(model) + 1}})), "manifest-mismatch", "§6",
+        "members.model.safetensors.size is one more than the member.")
+
+    # ---- §4.4 analysis placeholders, §5.5 aliases ----
+    atensors = BASE_TENSORS + [("__analysis__.0", "F32", [2], f32(0.5, 0.25))]
+    for id_, analysis, tensors, code, desc in [
+        ("analysis-missing-tensor", {"mean": {"$ndarray": "__analysis__.1"}}, atensors, "manifest-mismatch",
+         "The analysis refers to __analysis__.1; model.safetensors holds __analysis__.0."),
+        ("analysis-unreferenced-tensor", None, atensors, "manifest-mismatch",
+         "model.safetensors holds __analysis__.0 but the analysis is nil."),
+        ("analysis-referenced-twice", {"a": {"$ndarray": "__analysis__.0"}, "b": {"$tensor": "__analysis__.0"}}, atensors,
+         "manifest-mismatch", "Two placeholders name the same tensor."),
+        ("analysis-refers-to-weight", {"a": {"$tensor": "w"}}, BASE_TENSORS, "manifest-mismatch",
+         "A placeholder names the model weight w, not an __analysis__.* tensor."),
+        ("analysis-placeholder-extra-key", {"a": {"$ndarray": "__analysis__.0", "dtype": "f4"}}, atensors, "manifest-type",
+         "A placeholder map with a second key."),
+        ("analysis-placeholder-not-str", {"a": {"$ndarray": 0}}, atensors, "manifest-type", "A placeholder whose value is 0."),
+    ]:
+        mm = st_canonical(tensors)
+        add(id_, archive_of(mm, manifest=full_manifest(mm, analysis=analysis)), code, "§4.4", desc)
+    for id_, aliases, code, desc in [
+        ("alias-to-missing", {"tied": "nonexistent"}, "manifest-mismatch", "An alias to a tensor that is not stored."),
+        ("alias-shadows-stored", {"w": "b"}, "manifest-mismatch", "An alias named like a stored tensor."),
+        ("alias-to-alias", {"t1": "w", "t2": "t1"}, "manifest-mismatch", "An alias whose target is another alias."),
+        ("alias-bad-name", {"t\x1b[2J": "w"}, "st-name", "An alias name with an escape sequence."),
+        ("alias-empty-name", {"": "w"}, "st-name", "An empty alias name."),
+        ("alias-analysis-prefix", {"__analysis__.9": "w"}, "manifest-mismatch", "An alias in the reserved __analysis__. namespace."),
+    ]:
+        add(id_, archive_of(model, manifest=full_manifest(model, aliases=aliases)), code, "§5.5", desc)
+
+    # ---- §5 safetensors ----
+    w, b = BASE_TENSORS[0][3], BASE_TENSORS[1][3]
+    data = w + b
+
+    def hdr(**over: Any) -> dict[str, Any]:
+        h = {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [16, 24]}}
+        for k, v in over.items():
+            if v is DROP:
+                h.pop(k)
+            else:
+                h[k] = v
+        return h
+
+    def st(id_: str, member: bytes, code: str, section: str, desc: str, needs: str | None = None) -> None:
+        add(id_, with_model(member), code, section, desc, needs)
+
+    st("st-empty-member", b"", "st-header-size", "§5.1", "model.safetensors of 0 bytes.")
+    st("st-too-short", b"\x02\x00\x00\x00", "st-header-size", "§5.1", "model.safetensors of 4 bytes.")
+    st("st-header-past-member", st_raw(hdr(), data, length=4096), "st-header-size", "§5.1",
+       "Header length 4096 in a member of a few hundred bytes.")
+    st("st-header-too-large", st_raw(hdr(), data, length=5 << 20), "st-header-size", "§8", "Header length 5 MiB (the limit is 4 MiB).")
+    st("st-header-length-max", st_raw(hdr(), data, length=2**64 - 1), "st-header-size", "§8",
+       "Header length 2^64-1 (wraps to a small number when added to 8 in 64-bit arithmetic).")
+    st("st-header-not-utf8", st_raw(b'{"w\xff": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', b"\x00" * 8), "st-header-json",
+       "§5.1", "A tensor name with byte 0xFF in the header.")
+    st("st-header-not-json", st_raw(b"{not json}", b""), "st-header-json", "§5.1", "Header {not json}.")
+    st("st-header-array", st_raw(b"[]", b""), "st-header-json", "§5.1", "Header [] (not an object).")
+    st("st-header-leading-space", st_raw(b" {}", b""), "st-header-json", "§5.1", "Header ' {}' (must start with '{').")
+    st("st-header-nan", st_raw(b'{"w": {"dtype": "F32", "shape": [NaN], "data_offsets": [0, 0]}}', b""), "st-header-json", "§5.1",
+       "NaN (not JSON) in a shape.")
+    st("st-header-trailing", st_raw(b'{}{"w": 1}', b""), "st-header-json", "§5.1", "A second JSON value after the header object.")
+    st("st-header-nul-padding", st_raw(b"{}" + bytes(54), b"", pad=False), "st-header-json", "§5.1",
+       "Header padded with NUL bytes instead of spaces.")
+    st("st-header-too-deep", st_raw(b'{"__metadata__": ' + b"[" * 5000 + b"]" * 5000 + b"}", b""), "st-header-json", "§5.1",
+       "5000 nested arrays in the header (recursive JSON parsers overflow their stack).")
+    dup = b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}'
+    st("st-duplicate-tensor", st_raw(dup, b"\x00" * 8), "st-duplicate-key", "§5.1",
+       "Tensor w twice with the same offsets (safetensors keeps the last silently).")
+    dup2 = b'{"w": {"dtype": "F32", "dtype": "I32", "shape": [2], "data_offsets": [0, 8]}}'
+    st("st-duplicate-field", st_raw(dup2, b"\x00" * 8), "st-duplicate-key", "§5.1", "dtype twice in one tensor entry.")
+    for id_, spec, desc in [
+        ("st-dtype-unknown", {"dtype": "F128", "shape": [2], "data_offsets": [16, 24]}, "dtype F128."),
+        ("st-dtype-lowercase", {"dtype": "f32", "shape": [2], "data_offsets": [16, 24]}, "dtype f32 (codes are upper case)."),
+        ("st-dtype-int", {"dtype": 4, "shape": [2], "data_offsets": [16, 24]}, "dtype 4."),
+    ]:
+        st(id_, st_raw(hdr(b=spec), data), "st-dtype", "§5.3", desc)
+    for id_, spec, desc in [
+        ("st-shape-bytes-mismatch", {"dtype": "F32", "shape": [3], "data_offsets": [16, 24]}, "shape [3] of F32 over 8 bytes."),
+        ("st-shape-dtype-mismatch", {"dtype": "F64", "shape": [2], "data_offsets": [16, 24]}, "shape [2] of F64 over 8 bytes."),
+        ("st-shape-negative", {"dtype": "F32", "shape": [-2], "data_offsets": [16, 24]}, "shape [-2]."),
+        ("st-shape-negative-pair", {"dtype": "F32", "shape": [-1, -2], "data_offsets": [16, 24]},
+         "shape [-1, -2] (product 2 matches the bytes)."),
+        ("st-shape-float", {"dtype": "F32", "shape": [2.0], "data_offsets": [16, 24]}, "shape [2.0]."),
+        ("st-shape-bool", {"dtype": "F32", "shape": [True, 2], "data_offsets": [16, 24]}, "shape [true, 2]."),
+        ("st-shape-not-list", {"dtype": "F32", "shape": 2, "data_offsets": [16, 24]}, "shape 2 (not an array)."),
+        ("st-shape-wraps-64", {"dtype": "F32", "shape": [2, 2**62 + 1], "data_offsets": [16, 24]},
+         "shape [2, 2^62+1] of F32: 2^65+8 bytes, which is 8 modulo 2^64."),
+        ("st-shape-rank-33", {"dtype": "F32", "shape": [1] * 31 + [2, 1], "data_offsets": [16, 24]}, "rank 33 (the limit is 32)."),
+    ]:
+        st(id_, st_raw(hdr(b=spec), data), "st-shape", "§5.1", desc)
+    for id_, spec, desc in [
+        ("st-shape-huge-zero-numel", {"dtype": "F32", "shape": [0, 2**63], "data_offsets": [24, 24]},
+         "shape [0, 2^63]: zero elements, but a dimension no int64 can hold."),
+        ("st-shape-overflow-zero-numel", {"dtype": "F32", "shape": [0, 2**62, 2**62], "data_offsets": [24, 24]},
+         "shape [0, 2^62, 2^62]: zero elements, but strides overflow int64."),
+    ]:
+        st(id_, st_raw(hdr(z=spec), data), "st-shape", "§8", desc + " A reader that builds the tensor fails outside its error model.")
+    for id_, h, d, desc in [
+        ("st-offsets-not-from-zero", hdr(w={"dtype": "F32", "shape": [2, 2], "data_offsets": [4, 20]}, b={"dtype": "F32", "shape": [2], "data_offsets": [20, 28]}),
+         b"\x00" * 4 + data, "Tensors start at 4; four unreferenced bytes at the start of the data."),
+        ("st-offsets-overlap", hdr(b={"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}), w, "b lies inside w."),
+        ("st-offsets-gap", hdr(b={"dtype": "F32", "shape": [2], "data_offsets": [20, 28]}), w + b"\x00" * 4 + b, "Four bytes between w and b."),
+        ("st-offsets-past-end", hdr(b={"dtype": "F32", "shape": [2], "data_offsets": [16, 24]}), w + b[:4], "b ends past the member."),
+        ("st-offsets-reversed", hdr(b={"dtype": "F32", "shape": [2], "data_offsets": [24, 16]}), data, "b's offsets are [24, 16]."),
+        ("st-offsets-three", hdr(b={"dtype": "F32", "shape": [2], "data_offsets": [16, 24, 24]}), data, "Three data offsets."),
+        ("st-offsets-negative", hdr(w={"dtype": "F32", "shape": [2, 2], "data_offsets": [-8, 8]}), data, "Offsets [-8, 8] (16 bytes)."),
+        ("st-offsets-float", hdr(b={"dtype": "F32", "shape": [2], "data_offsets": [16.0, 24]}), data, "An offset of 16.0."),
+        ("st-trailing-bytes", hdr(), data + b"hidden", "Six bytes after the last tensor."),
+        ("st-offsets-same-tensor", {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}},
+         b, "Two tensors over the same 8 bytes."),
+    ]:
+        st(id_, st_raw(h, d), "st-offsets", "§5.1", desc)
+    for id_, name, desc in [
+        ("st-name-empty", "", "an empty name"),
+        ("st-name-nul", "w\x00.pkl", "a NUL byte"),
+        ("st-name-escape", "w\x1b[31m", "an ANSI escape sequence"),
+        ("st-name-newline", "w\nb", "a newline"),
+        ("st-name-del", "w\x7f", "DEL"),
+        ("st-name-c1", "w\x85", "the C1 control NEL (U+0085)"),
+        ("st-name-surrogate", "w\ud800", "a lone UTF-16 surrogate (\\ud800 escape)"),
+        ("st-name-too-long", "n" * 1025, "1025 bytes (the limit is 1024)"),
+    ]:
+        text = json.dumps({name: {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, ensure_ascii=True).encode()
+        st(id_, st_raw(text, b), "st-name", "§5.4", f"A tensor name with {desc}.")
+    st("st-metadata-non-str", st_raw(hdr(__metadata__={"format": 1}), data), "st-metadata", "§5.1", "__metadata__ maps a key to 1.")
+    st("st-metadata-as-tensor", st_raw(hdr(__metadata__={"dtype": "F32", "shape": [0], "data_offsets": [24, 24]}), data), "st-metadata",
+       "§5.1", "__metadata__ written as a tensor entry.")
+    st("st-metadata-list", st_raw(hdr(__metadata__=["a"]), data), "st-metadata", "§5.1", "__metadata__ is an array.")
+    st("st-tensor-extra-field", st_raw(hdr(b={"dtype": "F32", "shape": [2], "data_offsets": [16, 24], "strides": [1]}), data),
+       "st-header-json", "§5.1", "A tensor entry with a strides field.")
+    st("st-tensor-missing-field", st_raw(hdr(b={"dtype": "F32", "data_offsets": [16, 24]}), data), "st-header-json", "§5.1",
+       "A tensor entry without shape.")
+    st("st-tensor-not-object", st_raw(hdr(b=[16, 24]), data), "st-header-json", "§5.1", "A tensor entry that is an array.")
+    bools = {"w": {"dtype": "BOOL", "shape": [4], "data_offsets": [0, 4]}}
+    st("st-bool-value", st_raw(bools, b"\x00\x01\x02\x01"), "st-bool", "§5.3",
+       "A BOOL tensor holding the byte 2. Headers are intact: only a reader that reads the data rejects it.", "verify")
+    add("st-vocoder-offsets", archive_of(model, st_raw({"x": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, f32(1.0, 2.0))),
+        "st-offsets", "§5.1", "The vocoder member's only tensor starts at 4.")
+    add("st-vocoder-bool", archive_of(model, st_raw(bools, b"\x01\x01\xff\x00")), "st-bool", "§5.3",
+        "A vocoder BOOL tensor holding 0xFF.", "verify")
+
+    # ---- §7 legacy and pickles ----
+    import torch
+
+    legacy_obj = {
+        "format": "distill_model",
+        "version": 1,
+        "model_state_dict": {"w": torch.tensor([0.5, -1.0])},
+        "metadata": {"name": "old model"},
+    }
+    for id_, obj, kw, code, desc in [
+        ("legacy-distill-v1-zip", legacy_obj, {}, "legacy-distill-v1",
+         "A v1 .distill model: torch.save zip whose data.pkl holds 'distill_model'."),
+        ("legacy-distill-v1-stream", legacy_obj, {"_use_new_zipfile_serialization": False}, "legacy-distill-v1",
+         "A v1 .distill model saved with the pre-1.6 torch stream format."),
+        ("torch-zip", {"state_dict": {"w": torch.tensor([1.0])}}, {}, "pickle", "A torch.save checkpoint (zip) without the v1 marker."),
+        ("torch-stream-pre16", {"state_dict": {"w": torch.tensor([1.0])}}, {"_use_new_zipfile_serialization": False}, "pickle",
+         "A pre-1.6 torch.save stream (magic 80 02 8a 0a 6c fc 9c 46 f9 20 6a a8 50 19)."),
+    ]:
+        f = io.BytesIO()
+        torch.save(obj, f, **kw)
+        add(id_, _fixed_storage_keys(f.getvalue()), code, "§7", desc)
+    for proto in (2, 3, 4, 5):
+        add(f"pickle-protocol-{proto}", pickle.dumps({"weights": [0.5, 1.5], "epochs": 3}, protocol=proto), "pickle", "§7",
+            f"A raw pickle, protocol {proto}.")
+    add("pickle-v1-marker", pickle.dumps({"format": "distill_model", "version": 1}, protocol=4), "legacy-distill-v1", "§7",
+        "A raw pickle (protocol 4) holding the v1 marker.")
+    add("pickle-protocol-0", pickle.dumps({"weights": [0.5]}, protocol=0), "not-zip", "§7",
+        "A protocol 0 pickle has no magic: refused as not a zip.")
+    # GLOBAL builtins.print + REDUCE: a reader that unpickles this prints a line (and the audit-hook test sees find_class).
+    add("pickle-reduce-global", b"\x80\x02cbuiltins\nprint\nX\x2a\x00\x00\x00PICKLE EXECUTED: this reader unpickles files\x85R.",
+        "pickle", "§7", "A protocol 2 pickle calling builtins.print through GLOBAL and REDUCE (never run by a conforming reader).")
+    pkl = pickle.dumps({"format": "distill_model", "model_state_dict": {}}, protocol=2)
+    add("torch-zip-short-zip64-extra",
+        zip_archive([(b"archive/data.pkl", pkl), (b"archive/version", b"3\n")], central={1: {"extra": b"\x01\x00"}},
+                    local={1: {"extra": b""}}),
+        "legacy-distill-v1", "§7", "A torch-style zip (archive/data.pkl holding the v1 marker) whose second directory entry has a "
+        "2-byte extra field 01 00 (a torn zip64 header): the legacy detector must neither crash nor give up on the file.")
+    return V
+
+
+def _fixed_storage_keys(data: bytes) -> bytes:
+    """Make pre-1.6 torch.save output reproducible: its storage keys are memory addresses.
+
+    The keys appear only as BINUNICODE strings (protocol 2 has no frames), so
+    each is replaced, length prefix included, by its index.
+    """
+    if not data.startswith(b"\x80\x02\x8a\x0a"):
+        return data  # the zip format names storages 0, 1, ... already
+    pattern = re.compile(rb"X(.{4})(\d{6,20})", re.DOTALL)
+    keys = sorted({m[2] for m in pattern.finditer(data) if struct.unpack("<I", m[1])[0] == len(m[2])})
+    for i, key in enumerate(keys):
+        new = str(i).encode()
+        data = data.replace(b"X" + struct.pack("<I", len(key)) + key, b"X" + struct.pack("<I", len(new)) + new)
+    return data
+
+
+# --- writing ----------------------------------------------------------------------------
+
+
+def decode_manifest_independently(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def build(out_dir: Path) -> dict[str, Any]:
+    entries: list[dict[str, Any]] = []
+    files: dict[str, bytes] = {}
+
+    for id_, data, section, desc in valid_vectors() + valid_by_hand():
+        mem = members_of(data)
+        names = [n for n, _ in mem]
+        manifest = decode_manifest_independently(mem[0][1])
+        digests = {name: {t: sha256(raw) for t, raw in parse_st(body).items()} for name, body in mem[1:]}
+        _check_with_safetensors(mem[1:])
+        rel = f"valid/{id_}.distillgan"
+        files[rel] = data
+        entries.append({"id": f"valid/{id_}", "file": rel, "sha256": sha256(data), "valid": True, "section": section,
+                        "description": desc, "members": names, "expected": {"manifest": manifest, "digests": digests}})
+    seen = set()
+    for id_, data, code, section, desc, needs in invalid_vectors():
+        if id_ in seen:
+            raise SystemExit(f"duplicate vector id {id_}")
+        seen.add(id_)
+        rel = f"invalid/{id_}.distillgan"
+        files[rel] = data
+        entry: dict[str, Any] = {"id": f"invalid/{id_}", "file": rel, "sha256": sha256(data), "valid": False, "section": section,
+                                 "description": desc, "expected": {"code": code}}
+        if needs:
+            entry["needs"] = needs
+        entries.append(entry)
+
+    total = 0
+    for rel, data in files.items():
+        if len(data) >= MAX_VECTOR_BYTES:
+            raise SystemExit(f"{rel} is {len(data)} bytes; vectors stay under {MAX_VECTOR_BYTES}")
+        total += len(data)
+    if total >= MAX_TOTAL_BYTES:
+        raise SystemExit(f"vectors total {total} bytes; the budget is {MAX_TOTAL_BYTES}")
+
+    index = {
+        "format": "distillgan-conformance-vectors",
+        "version": 1,
+        "spec": "spec/FORMAT.md",
+        "generator": "spec/vectors/generate.py",
+        "contract": (
+            "Run the reader on each file. Valid: exit 0 and print on stdout a JSON object whose 'manifest' equals "
+            "expected.manifest and whose 'digests' equals expected.digests. Invalid: exit non-zero and print "
+            "expected.code as a whole token on stdout or stderr. Vectors with needs='verify' have a defect in tensor "
+            "data only (member CRC-32, bool bytes): a conforming reader that reads tensor data must reject them."
+        ),
+        "vectors": entries,
+    }
+    for sub in ("valid", "invalid"):
+        d = out_dir / sub
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+    for rel, data in files.items():
+        (out_dir / rel).write_bytes(data)
+    (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=1, ensure_ascii=True) + "\n", encoding="ascii")
+    return index
+
+
+def _check_with_safetensors(members: list[tuple[str, bytes]]) -> None:
+    """Valid vectors must load with the safetensors library too (an independent reader)."""
+    try:
+        from safetensors.torch import load
+    except ImportError:  # pragma: no cover - optional cross-check
+        return
+    for name, body in members:
+        tensors = load(body)
+        expected = parse_st(body)
+        if set(tensors) != set(expected):
+            raise SystemExit(f"safetensors reads {sorted(tensors)} from {name}; the generator wrote {sorted(expected)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: the folder of this script)")
+    parser.add_argument("--check", action="store_true", help="regenerate into a temporary folder and compare with --out")
+    args = parser.parse_args(argv)
+    if not args.check:
+        index = build(args.out)
+        n_valid = sum(v["valid"] for v in index["vectors"])
+        print(f"{n_valid} valid and {len(index['vectors']) - n_valid} invalid vectors written to {args.out}")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        build(Path(tmp))
+        differ = compare_trees(Path(tmp), args.out)
+    for rel in differ:
+        print(f"differs: {rel}")
+    print("vectors are up to date" if not differ else f"{len(differ)} files differ: re-run spec/vectors/generate.py")
+    return 1 if differ else 0
+
+
+def compare_trees(a: Path, b: Path) -> list[str]:
+    """Relative paths of vector files (and the index) that differ between two output folders."""
+    def listing(root: Path) -> dict[str, bytes]:
+        out = {INDEX_NAME: (root / INDEX_NAME).read_bytes() if (root / INDEX_NAME).exists() else b""}
+        for sub in ("valid", "invalid"):
+            if (root / sub).exists():
+                for p in sorted((root / sub).iterdir()):
+                    out[f"{sub}/{p.name}"] = p.read_bytes()
+        return out
+
+    la, lb = listing(a), listing(b)
+    return sorted(k for k in set(la) | set(lb) if la.get(k) != lb.get(k))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The conformance vectors (FORMAT.md §10): one test per vector, the generator, and the runner."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import distillgan
+from distillgan import DistillganError, conformance
+from distillgan.cli import tensor_digests
+
+VECTORS = conformance.default_vectors_dir()
+INDEX = json.loads((VECTORS / "index.json").read_text(encoding="utf-8"))
+ALL = INDEX["vectors"]
+VALID = [v for v in ALL if v["valid"]]
+INVALID = [v for v in ALL if not v["valid"]]
+SOURCE = Path(distillgan.__file__).resolve().parent
+SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?$")
+
+# Codes no small vector file can carry: they concern the path, limits above 64 KiB, or arguments.
+NOT_IN_VECTORS = {
+    "not-found", "not-regular-file", "io-error", "file-too-large",  # the path, not the bytes
+    "manifest-too-large",  # a manifest over 1 MiB (tests/test_hostile.py builds one)
+    "sha256-mismatch",  # an argument of verify
+}
+
+
+def _ids(vectors: list[dict[str, Any]]) -> list[str]:
+    return [v["id"] for v in vectors]
+
+
+def _tensor_sha256(t: Any) -> str:
+    import torch
+
+    flat = t.detach().reshape(-1)
+    raw = flat.view(torch.uint8) if flat.numel() else flat
+    return hashlib.sha256(raw.numpy().tobytes() if flat.numel() else b"").hexdigest()
+
+
+@pytest.mark.parametrize("vector", VALID, ids=_ids(VALID))
+def test_valid_vector(vector: dict[str, Any]) -> None:
+    path = VECTORS / vector["file"]
+    expected = vector["expected"]
+    info = distillgan.verify(path)
+    assert conformance.same_json(info["manifest"], expected["manifest"]) is None
+    assert distillgan.inspect(path)["manifest"] == info["manifest"]
+    assert tensor_digests(str(path)) == expected["digests"]
+    with distillgan.open_archive(path) as archive:  # the torch path: views, copies of misaligned data
+        for member, digests in expected["digests"].items():
+            tensors = archive.tensors(member)
+            aliases = expected["manifest"]["members"][member]["aliases"]
+            assert set(tensors) == set(digests) | set(aliases)
+            for name, digest in digests.items():
+                assert _tensor_sha256(tensors[name]) == digest, name
+            for alias, target in aliases.items():
+                assert tensors[alias] is tensors[target]
+
+
+@pytest.mark.parametrize("vector", INVALID, ids=_ids(INVALID))
+def test_invalid_vector(vector: dict[str, Any]) -> None:
+    path = VECTORS / vector["file"]
+    code = vector["expected"]["code"]
+    if vector.get("needs") == "verify":
+        distillgan.inspect(path)  # headers and manifest are intact: only the data is wrong
+    else:
+        with pytest.raises(DistillganError) as opened:
+            distillgan.inspect(path)
+        assert opened.value.code == code, str(opened.value)
+    with pytest.raises(DistillganError) as verified:
+        distillgan.verify(path)
+    assert verified.value.code == code, str(verified.value)
+
+
+# --- the index ----------------------------------------------------------------------------------
+
+
+def test_index_is_sound() -> None:
+    ids = _ids(ALL)
+    assert len(ids) == len(set(ids))
+    total = 0
+    for v in ALL:
+        data = (VECTORS / v["file"]).read_bytes()
+        total += len(data)
+        assert len(data) < 64 << 10, v["id"]
+        assert hashlib.sha256(data).hexdigest() == v["sha256"], v["id"]
+        assert re.fullmatch(r"§\d+(\.\d+)?", v["section"]), v["id"]
+        assert v["description"]
+        assert set(v["expected"]) == ({"manifest", "digests"} if v["valid"] else {"code"}), v["id"]
+        assert v.get("needs") in (None, "verify")
+    assert total < 2 << 20
+    listed = {v["file"] for v in ALL}
+    on_disk = {f"{p.parent.name}/{p.name}" for sub in ("valid", "invalid") for p in (VECTORS / sub).iterdir()}
+    assert on_disk == listed
+
+
+def _codes_in(text: str) -> set[str]:
+    """Error codes raised in a module: every ``code="..."`` keyword and the code argument of container's ``_fail``."""
+    codes = set()
+    for node in ast.walk(ast.parse(text)):
+        if not isinstance(node, ast.Call):
+            continue
+        for kw in node.keywords:
+            if kw.arg == "code" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                codes.add(kw.value.value)
+        is_fail = isinstance(node.func, ast.Name) and node.func.id == "_fail" and len(node.args) == 2
+        if is_fail and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str):
+            codes.add(node.args[1].value)
+    return codes
+
+
+def _source_codes(modules: tuple[str, ...] | None = None) -> set[str]:
+    paths = sorted(SOURCE.glob("*.py")) if modules is None else [SOURCE / m for m in modules if (SOURCE / m).exists()]
+    return set().union(*(_codes_in(p.read_text(encoding="utf-8")) for p in paths))
+
+
+def test_vector_codes_exist_in_the_reader() -> None:
+    used = {v["expected"]["code"] for v in INVALID}
+    missing = used - _source_codes()
+    assert not missing, f"vectors expect codes the library never raises: {sorted(missing)}"
+
+
+def test_every_reader_code_has_a_vector() -> None:
+    reader_codes = _source_codes(("container.py", "manifest.py", "tensors.py", "legacy.py", "archive.py", "source.py"))
+    # raised only for values handed to the writer, or for the host / remote sources
+    writer_only = {"invalid-input", "unsupported-dtype", "big-endian-host", "manifest-depth-input"}
+    uncovered = reader_codes - {v["expected"]["code"] for v in INVALID} - NOT_IN_VECTORS - writer_only
+    uncovered = {c for c in uncovered if not c.startswith("remote-")}
+    assert not uncovered, f"reader codes without a conformance vector: {sorted(uncovered)}"
+
+
+# --- the generator ----------------------------------------------------------------------------
+
+
+def test_generator_reproduces_the_committed_vectors(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(VECTORS / "generate.py"), "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "index.json").read_bytes() == (VECTORS / "index.json").read_bytes()
+    for v in ALL:
+        assert (tmp_path / v["file"]).read_bytes() == (VECTORS / v["file"]).read_bytes(), v["id"]
+    regenerated = {f"{p.parent.name}/{p.name}" for sub in ("valid", "invalid") for p in (tmp_path / sub).iterdir()}
+    assert regenerated == {v["file"] for v in ALL}
+
+
+# --- the runner ----------------------------------------------------------------------------------
+
+
+def _subset(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """A vectors folder for the subprocess runs: every vector with DISTILLGAN_FULL_CONFORMANCE=1,
+    else the valid ones, the first invalid vector of each code and the needs-verify ones
+    (one Python start per vector makes the full set take minutes on a 2-core machine)."""
+    if os.environ.get("DISTILLGAN_FULL_CONFORMANCE") == "1":
+        return VECTORS, ALL
+    chosen, codes = [], set()
+    for v in ALL:
+        code = None if v["valid"] else v["expected"]["code"]
+        if v["valid"] or v.get("needs") or code not in codes:
+            chosen.append(v)
+            codes.add(code)
+    for sub in ("valid", "invalid"):
+        (tmp_path / sub).mkdir()
+    for v in chosen:
+        shutil.copyfile(VECTORS / v["file"], tmp_path / v["file"])
+    (tmp_path / "index.json").write_text(json.dumps({**INDEX, "vectors": chosen}), encoding="utf-8")
+    return tmp_path, chosen
+
+
+def _run_runner(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "distillgan.conformance", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _summary(proc: subprocess.CompletedProcess[str]) -> tuple[int, int, int]:
+    last = proc.stdout.strip().splitlines()[-1]
+    m = SUMMARY.match(last)
+    assert m, last
+    return int(m[1]), int(m[2]), int(m[3] or 0)
+
+
+def _failures(proc: subprocess.CompletedProcess[str]) -> str:
+    return "\n".join(line for line in proc.stdout.splitlines() if line.startswith("FAIL")) + proc.stderr[-2000:]
+
+
+def test_runner_with_the_reference_reader_passes_everything(tmp_path: Path) -> None:
+    """The default reader is `distillgan inspect --json --digests --no-hash`, run as a real subprocess."""
+    root, vectors = _subset(tmp_path)
+    proc = _run_runner("--vectors", str(root))
+    assert proc.returncode == 0, _failures(proc)
+    assert _summary(proc) == (len(vectors), 0, 0)
+    lines = proc.stdout.splitlines()[:-1]
+    assert len(lines) == len(vectors) and all(line.startswith("PASS ") for line in lines)
+
+
+def test_runner_skips_data_defects_for_readers_that_never_read_tensor_data(tmp_path: Path) -> None:
+    root, vectors = _subset(tmp_path)
+    reader = f"{shlex.quote(sys.executable)} -m distillgan inspect --json --no-hash {{path}}"  # no digests, no data read
+    proc = _run_runner("--reader", reader, "--vectors", str(root), "--skip-needs-verify", "--select", "invalid/")
+    needs_verify = sum(v.get("needs") == "verify" for v in vectors)
+    assert proc.returncode == 0, _failures(proc)
+    passed, failed, skipped = _summary(proc)
+    assert (failed, skipped) == (0, needs_verify) and passed > 0
+
+
+def test_runner_reports_a_reader_that_accepts_everything() -> None:
+    proc = _run_runner("--reader", "true", "--json")
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    assert doc["passed"] == 0 and doc["failed"] == len(ALL)
+    assert SUMMARY.match(proc.stderr.strip().splitlines()[-1])
+    reasons = {r["id"]: r["reason"] for r in doc["results"]}
+    assert "accepted" in reasons[INVALID[0]["id"]]
+    assert "not JSON" in reasons[VALID[0]["id"]]
+
+
+def test_runner_reports_a_reader_that_rejects_everything_without_codes() -> None:
+    proc = _run_runner("--reader", "false", "--select", "invalid/zip")
+    assert proc.returncode == 1
+    passed, failed, _ = _summary(proc)
+    assert passed == 0 and failed > 0
+
+
+def test_runner_refuses_an_altered_vector(tmp_path: Path) -> None:
+    index = json.loads((VECTORS / "index.json").read_text(encoding="utf-8"))
+    v = index["vectors"][0]
+    (tmp_path / "valid").mkdir()
+    (tmp_path / v["file"]).write_bytes((VECTORS / v["file"]).read_bytes() + b"x")
+    index["vectors"] = [v]
+    (tmp_path / "index.json").write_text(json.dumps(index), encoding="utf-8")
+    proc = _run_runner("--vectors", str(tmp_path))
+    assert proc.returncode == 2
+    assert "SHA-256" in proc.stderr
+
+
+def test_runner_and_reference_reader_do_not_import_torch() -> None:
+    path = VECTORS / VALID[0]["file"]
+    code = (
+        "import sys\n"
+        "from distillgan import cli, conformance\n"
+        f"rc = conformance.main(['--reader', 'true', '--select', {VALID[0]['id']!r}])\n"
+        f"rc2 = cli.main(['inspect', '--json', '--digests', {str(path)!r}])\n"
+        "assert rc == 1 and rc2 == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "found"),
+    [
+        ("distillgan: error [zip64]: ...", "zip64", True),
+        ("error zip64-extra", "zip64", False),
+        ("code=st-shape.", "st-shape", True),
+        ("st-shapes", "st-shape", False),
+        ("not-zip", "zip", False),
+        ('{"code": "pickle"}', "pickle", True),
+    ],
+)
+def test_code_tokens(text: str, code: str, found: bool) -> None:
+    vector = {"valid": False, "expected": {"code": code}}
+    assert conformance.judge(vector, 1, text, "")[0] is found
+
+
+def test_json_comparison_is_strict_about_booleans() -> None:
+    assert conformance.same_json({"a": 1, "b": [1.0]}, {"b": [1], "a": 1.0}) is None
+    assert conformance.same_json({"a": True}, {"a": 1}) is not None
+    assert conformance.same_json({"a": None}, {"a": 0}) is not None
+    assert conformance.same_json(["x"], ["x", "y"]) is not None
