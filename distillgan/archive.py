@@ -208,18 +208,7 @@ class Archive:
 
     def sha256(self) -> str:
         """SHA-256 of the whole file, hex."""
-        h = hashlib.sha256()
-        if isinstance(self.source, MappedFile):
-            view = memoryview(self.source.buffer)
-            try:
-                for start in range(0, len(view), zc._CHUNK):
-                    h.update(view[start : start + zc._CHUNK])
-            finally:
-                view.release()
-        else:
-            for chunk in self.source.read_stream(0, self.source.size):
-                h.update(chunk)
-        return h.hexdigest()
+        return _sha256_of(self.source)
 
     def close(self) -> None:
         self.source.close()
@@ -409,20 +398,25 @@ def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress:
         return info
 
 
+def _sha256_of(src: MappedFile | RemoteSource) -> str:
+    h = hashlib.sha256()
+    if isinstance(src, MappedFile):
+        view = memoryview(src.buffer)
+        try:
+            for start in range(0, len(view), zc._CHUNK):
+                h.update(view[start : start + zc._CHUNK])  # hashlib releases the GIL on large updates
+        finally:
+            view.release()
+    else:
+        for chunk in src.read_stream(0, src.size):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """SHA-256 of a whole file (path or URL), hex: a stable identity of a deterministic archive."""
     src = open_source(path)
     try:
-        if isinstance(src, MappedFile):
-            h = hashlib.sha256()
-            view = memoryview(src.buffer)
-            for start in range(0, len(view), zc._CHUNK):
-                h.update(view[start : start + zc._CHUNK])
-            view.release()
-            return h.hexdigest()
-        h = hashlib.sha256()
-        for chunk in src.read_stream(0, src.size):
-            h.update(chunk)
-        return h.hexdigest()
+        return _sha256_of(src)
     finally:
         src.close()

@@ -90,19 +90,14 @@ def vocoder_info(vocoder: dict[str, Any] | None) -> VocoderInfo | None:
     return VocoderInfo(
         type=str(vocoder.get("type", "")),
         epochs=epochs if type(epochs) is int else None,
-        final_loss=float(loss) if type(loss) in (int, float) and math.isfinite(loss) else None,
+        final_loss=float(loss) if isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss) else None,
         training_date=date if isinstance(date, str) else "",
     )
 
 
 def entry_from_manifest(manifest: dict[str, Any], file_name: str, size: int) -> ModelEntry:
-    meta = manifest["metadata"]
-    return ModelEntry(
-        file_path=file_name,
-        file_size_bytes=size,
-        vocoder=vocoder_info(manifest.get("vocoder")),
-        **{k: (list(v) if isinstance(v, list) else v) for k, v in meta.items()},
-    )
+    meta: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in manifest["metadata"].items()}
+    return ModelEntry(file_path=file_name, file_size_bytes=size, vocoder=vocoder_info(manifest.get("vocoder")), **meta)
 
 
 def _entry_from_json(raw: Any) -> ModelEntry:
@@ -231,9 +226,9 @@ class ModelLibrary:
                     changed = True
             known = {e.file_path for e in entries.values()}
             for name in sorted(files - known):
-                entry = self._entry_for_file(name)
-                if entry is not None and entry.model_id not in entries:
-                    entries[entry.model_id] = entry
+                found = self._entry_for_file(name)
+                if found is not None and found.model_id not in entries:
+                    entries[found.model_id] = found
                     changed = True
             if changed:
                 self._write_raw(entries)

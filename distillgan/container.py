@@ -180,7 +180,7 @@ def read_container(src: Source) -> list[Member]:
 
     # Central directory entries (§4.3.12), parsed from one read of the whole directory.
     cd = src.read(cd_off, cd_size)
-    entries = []
+    entries: list[tuple[str, int, int, int, int, int, int, int]] = []
     pos = cd_off
     for index in range(n_total):
         if pos + CENTRAL_FMT.size > cd_end:

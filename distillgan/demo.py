@@ -50,7 +50,7 @@ def build_vocoder(n_mels: int = 32) -> Any:
             self.convs1 = nn.ModuleList(nn.Conv1d(ch, ch, 3, dilation=d, padding=d) for d in (1, 3, 5))
             self.convs2 = nn.ModuleList(nn.Conv1d(ch, ch, 3, padding=1) for _ in range(3))
 
-        def forward(self, x):  # type: ignore[no-untyped-def]
+        def forward(self, x: Any) -> Any:
             for c1, c2 in zip(self.convs1, self.convs2, strict=True):
                 x = x + c2(nn.functional.leaky_relu(c1(nn.functional.leaky_relu(x, 0.1)), 0.1))
             return x
@@ -66,7 +66,7 @@ def build_vocoder(n_mels: int = 32) -> Any:
                 self.resblocks.append(ResBlock(ch // 2 ** (i + 1)))
             self.conv_post = nn.Conv1d(ch // 2 ** len(rates), 1, 7, padding=3)
 
-        def forward(self, mel):  # type: ignore[no-untyped-def]
+        def forward(self, mel: Any) -> Any:
             x = self.conv_pre(mel)
             for up, rb in zip(self.ups, self.resblocks, strict=True):
                 x = rb(up(nn.functional.leaky_relu(x, 0.1)))
@@ -96,8 +96,9 @@ def run_demo(folder: Path, say: Callable[[str], None] = print) -> None:
     voc = build_vocoder()
     spec_cfg = {"sample_rate": 22050, "n_fft": 1024, "hop_length": 256, "n_mels": 32}
     train_cfg = {"epochs": 3, "batch_size": 8, "learning_rate": 2e-4}
+    pca = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
     analysis = {
-        "pca_components": np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32),
+        "pca_components": pca,
         "explained_variance_ratio": np.array([0.4, 0.3, 0.2, 0.1]),
         "n_active_components": 4,
     }
@@ -121,13 +122,14 @@ def run_demo(folder: Path, say: Callable[[str], None] = print) -> None:
         verify(path)
     say("verify: every member's CRC-32 matches in both files")
 
-    loaded = load_model(bundled, model_builder=lambda m: build_generator(m.latent_dim))
+    loaded = load_model(bundled, model_builder=lambda m: build_generator(m.latent_dim or 16))
     for name, tensor in gen.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict[name]), name
     assert loaded.vocoder_state is not None
     for name, tensor in voc.state_dict().items():
         assert torch.equal(tensor, loaded.vocoder_state["state_dict"][name]), name
-    assert np.array_equal(loaded.analysis["pca_components"], analysis["pca_components"])
+    assert loaded.analysis is not None
+    assert np.array_equal(loaded.analysis["pca_components"], pca)
     with torch.no_grad():
         mel = loaded.model(torch.zeros(1, 16))
     say(f"load: {len(loaded.state_dict)} generator tensors and {len(loaded.vocoder_state['state_dict'])} vocoder "

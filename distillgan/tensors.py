@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, TensorError
+from .errors import DistillganError, InputError, TensorError
 
 if TYPE_CHECKING:
     import torch
@@ -77,7 +77,7 @@ class TensorTable:
     metadata: dict[str, str] | None
 
 
-def check_name(name: str, where: str, error: type[TensorError] | type[InputError] = TensorError) -> None:
+def check_name(name: str, where: str, error: type[DistillganError] = TensorError) -> None:
     """Tensor names: 1..MAX_NAME_BYTES bytes of UTF-8, no control characters (FORMAT.md §5.4)."""
     try:
         encoded = name.encode("utf-8")
