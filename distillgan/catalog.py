@@ -252,6 +252,30 @@ class ModelLibrary:
             entries[entry.model_id] = entry
             self._write_raw(entries)
 
+    def add_new_entry(self, entry: ModelEntry) -> None:
+        """Add ``entry`` unless its id already names another existing file (LibraryError duplicate-model-id)."""
+        with self.locked():
+            try:
+                entries = self._read_raw()
+            except (ValueError, OSError, TypeError):
+                entries = self._entries()  # unreadable: rebuilt from the files (this one included)
+            self._check_id_free(entries, entry.model_id, entry.file_path)
+            entries[entry.model_id] = entry
+            self._write_raw(entries)
+
+    def check_id_free(self, model_id: str) -> None:
+        """LibraryError duplicate-model-id if ``model_id`` already names an existing file here."""
+        self._check_id_free(self._entries(), model_id, None)
+
+    def _check_id_free(self, entries: dict[str, ModelEntry], model_id: str, own_file: str | None) -> None:
+        old = entries.get(model_id)
+        if old is not None and old.file_path != own_file and (self.models_dir / old.file_path).exists():
+            raise LibraryError(
+                f"model id {model_id!r} already names {old.file_path!r} in {str(self.models_dir)!r}; "
+                "save with a fresh ModelMetadata (or model_id='') or delete the old model first",
+                code="duplicate-model-id",
+            )
+
     def get(self, model_id: str) -> ModelEntry | None:
         return self._entries().get(model_id)
 

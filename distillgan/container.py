@@ -16,7 +16,6 @@ import mmap
 import re
 import stat
 import struct
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,7 +62,15 @@ U32_MAX = 0xFFFFFFFF  # sentinel: the value lives in a zip64 record
 MAX_CENTRAL_DIRECTORY_BYTES = 64 << 10  # FORMAT.md §8: three entries need < 1 KiB
 MIN_ARCHIVE_BYTES = LOCAL_FMT.size * 2 + CENTRAL_FMT.size * 2 + EOCD_FMT.size
 
+try:  # zlib-ng computes the same CRC-32 about 3x faster than CPython's zlib (pip install distillgan[fast])
+    from zlib_ng.zlib_ng import crc32 as _crc32
+except ImportError:  # pragma: no cover - depends on the environment
+    from zlib import crc32 as _crc32
+
+crc32 = _crc32  # the CRC-32 of the zip format (APPNOTE §4.4.7); both release the GIL on large buffers
+
 _CHUNK = 8 << 20  # bytes handed to one write / one CRC step
+_SPLIT = 2 << 20  # members at least twice this size are CRC'd on two threads
 _MAX_PENDING = 64 << 20  # bytes written but not yet through CRC (bounds memory)
 
 
@@ -338,7 +345,7 @@ def crc32_of(buf: mmap.mmap | bytes | memoryview, offset: int, size: int, tick: 
     try:
         for start in range(offset, offset + size, _CHUNK):
             chunk = view[start : min(start + _CHUNK, offset + size)]
-            crc = zlib.crc32(chunk, crc)
+            crc = crc32(chunk, crc)
             if tick is not None:
                 tick(chunk.nbytes)
             chunk.release()
@@ -429,7 +436,7 @@ class ContainerWriter:
         state = {"crc": 0}
 
         def step(chunk: bytes | memoryview) -> None:
-            state["crc"] = zlib.crc32(chunk, state["crc"])
+            state["crc"] = crc32(chunk, state["crc"])
 
         pending: deque[tuple[Future[None], int]] = deque()
         pending_bytes = 0
@@ -514,49 +521,49 @@ class ContainerWriter:
 
 # --- CRC-32 of a concatenation (zlib's crc32_combine, which Python does not expose) ---
 
-
-def _gf2_times(mat: list[int], vec: int) -> int:
-    out, i = 0, 0
-    while vec:
-        if vec & 1:
-            out ^= mat[i]
-        vec >>= 1
-        i += 1
-    return out
+_POLY = 0xEDB88320  # reflected CRC-32 polynomial
 
 
-def _gf2_square(mat: list[int]) -> list[int]:
-    return [_gf2_times(mat, mat[n]) for n in range(32)]
+def _multmodp(a: int, b: int) -> int:
+    """a * b modulo the CRC polynomial, in the reflected bit order zlib uses."""
+    m, p = 1 << 31, 0
+    while True:
+        if a & m:
+            p ^= b
+            if a & (m - 1) == 0:
+                break
+        m >>= 1
+        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
+    return p
+
+
+def _x2n_table() -> list[int]:
+    table, p = [], 1 << 30  # x^1
+    for _ in range(32):
+        table.append(p)  # x^(2^n) mod P
+        p = _multmodp(p, p)
+    return table
+
+
+_X2N = _x2n_table()
 
 
 def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
-    """CRC-32 of A+B from crc32(A), crc32(B) and len(B) (zlib's algorithm)."""
-    if len2 <= 0:
-        return crc1
-    odd = [0xEDB88320] + [1 << n for n in range(31)]  # operator for one zero bit
-    even = _gf2_square(odd)
-    odd = _gf2_square(even)
-    while True:
-        even = _gf2_square(odd)
-        if len2 & 1:
-            crc1 = _gf2_times(even, crc1)
-        len2 >>= 1
-        if not len2:
-            break
-        odd = _gf2_square(even)
-        if len2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        len2 >>= 1
-        if not len2:
-            break
-    return crc1 ^ crc2
+    """CRC-32 of A+B from crc32(A), crc32(B) and len(B) (zlib 1.2.12's algorithm)."""
+    p, k, n = 1 << 31, 3, len2  # x^0; len2 bytes = 8 * len2 bits = 2^3 * len2
+    while n:
+        if n & 1:
+            p = _multmodp(_X2N[k & 31], p)
+        n >>= 1
+        k += 1
+    return _multmodp(p, crc1) ^ crc2
 
 
 def parallel_crc32(
     buf: mmap.mmap | bytes, offset: int, size: int, pool: ThreadPoolExecutor, parts: int, tick: Callable[[int], None] | None = None
 ) -> int:
     """CRC-32 of a byte range split across ``parts`` threads, then combined."""
-    if parts <= 1 or size < 2 * _CHUNK:
+    if parts <= 1 or size < 2 * _SPLIT:
         return crc32_of(buf, offset, size, tick)
     step = -(-size // parts)
     bounds = [(offset + i * step, min(step, size - i * step)) for i in range(parts) if i * step < size]

@@ -227,7 +227,7 @@ def _save(
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     library = ModelLibrary(models_dir)
-    _check_id_free(library, metadata.model_id)  # fail before writing; checked again under the lock
+    library.check_id_free(metadata.model_id)  # fail before writing; checked again under the lock
     stem = _sanitize_filename(metadata.name)
     fd, tmp = tempfile.mkstemp(dir=models_dir, prefix=f".{stem}.", suffix=".tmp")
     try:
@@ -243,30 +243,15 @@ def _save(
             pass
         raise
     fsync_dir(models_dir)
+    # The manifest was round-tripped through the reader before writing, so the entry comes from it
+    # directly; the index is written once, under the lock, after re-checking the id.
+    entry = entry_from_manifest(manifest, final.name, size)
     try:
-        with open_archive(final) as archive:  # the index entry comes from what was actually written
-            entry = entry_from_manifest(archive.manifest, final.name, size)
-    except BaseException:
-        os.unlink(final)  # never leave a file our own reader refuses
+        library.add_new_entry(entry)
+    except LibraryError:
+        os.unlink(final)
         raise
-    with library.locked():
-        try:
-            _check_id_free(library, entry.model_id, own_file=final.name)
-        except LibraryError:
-            os.unlink(final)
-            raise
-        library.add_entry(entry)
     return final
-
-
-def _check_id_free(library: ModelLibrary, model_id: str, own_file: str | None = None) -> None:
-    old = library.get(model_id)
-    if old is not None and old.file_path != own_file and (library.models_dir / old.file_path).exists():
-        raise LibraryError(
-            f"model id {model_id!r} already names {old.file_path!r} in {str(library.models_dir)!r}; "
-            "save with a fresh ModelMetadata (or model_id='') or delete the old model first",
-            code="duplicate-model-id",
-        )
 
 
 # --- public API -------------------------------------------------------------------------
