@@ -311,6 +311,10 @@ def tensor_from(buf: Any, info: TensorInfo, data_start: int, where: str) -> torc
 
 def as_numpy(t: torch.Tensor) -> Any:
     """numpy array of a CPU tensor (for analysis arrays stored from numpy)."""
+    try:
+        import numpy  # noqa: F401  (torch.Tensor.numpy needs it, and says so only as a RuntimeError)
+    except ImportError as e:
+        raise InputError("this model's analysis holds numpy arrays; install numpy to load it", code="numpy-unavailable") from e
     return t.numpy()
 
 
