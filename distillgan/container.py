@@ -170,8 +170,8 @@ def read_container(src: Source) -> list[Member]:
                     f"end record {label} is {short}; with the zip64 value {wide} it must be {min(wide, limit)}",
                     "zip64",
                 )
-        if r_cd_off < U32_MAX and r_cd_size < U32_MAX:
-            raise _fail("zip64 end records present although no value needs them (FORMAT.md §3.3)", "zip64")
+        # Zip64 "only when needed" follows from the loop above: we get here only because a short field
+        # holds its sentinel, and then the zip64 value must be >= that limit (entry counts > 16 fail later).
         n_total, cd_size, cd_off = rn_total, r_cd_size, r_cd_off
         cd_end = rec_pos
 
