@@ -221,11 +221,13 @@ def job_save(j: dict[str, Any]) -> dict[str, Any]:
     flat = {k: v.clone() for k, v in loaded.items()}
     del loaded
     model, voc = split_src(flat)
+    vocoder_state = {"type": "hifigan", "state_dict": voc, "config": VOCODER_CONFIG, "training_metadata": {"epochs": 100}}
     manifest = None
     if how == "write_archive":
-        with distillgan.open_archive(j["dg_file"]) as a:  # the manifest save_model wrote for this model
-            manifest = {k: v for k, v in a.manifest.items() if k != "members"}
-    vocoder_state = {"type": "hifigan", "state_dict": voc, "config": VOCODER_CONFIG, "training_metadata": {"epochs": 100}}
+        with distillgan.open_archive(j["dg_file"]) as a:  # the metadata and configs save_model wrote for this model
+            raw = a.manifest
+            manifest = {k: raw[k] for k in ("latent_dim", "metadata", "spectrogram_config", "training_config", "analysis", "extra")}
+        manifest.update(state_dict=model, vocoder_state=vocoder_state)
     meta = metadata(f"bench-save-{j['rep']}")
     path = None
 
@@ -236,7 +238,7 @@ def job_save(j: dict[str, Any]) -> dict[str, Any]:
     elif how == "write_archive":
         path = os.path.join(out_dir, "model.distillgan")
         with open(path, "wb", buffering=0) as f:
-            distillgan.write_archive(f, manifest, {"model.safetensors": model, "vocoder.safetensors": voc})
+            distillgan.write_archive(f, manifest)
             if durable:
                 os.fsync(f.fileno())
     elif how == "save_file":

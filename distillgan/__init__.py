@@ -21,7 +21,7 @@ from .errors import (
     VersionError,
 )
 from .manifest import MODEL_FORMAT_MARKER, SAVED_MODEL_VERSION, ModelMetadata
-from .persistence import LoadedModel, delete_model, load_model, save_model, save_model_from_checkpoint
+from .persistence import LoadedModel, delete_model, load_model, save_model, save_model_from_checkpoint, update_vocoder
 
 __version__ = "0.1.0"
 
@@ -54,6 +54,7 @@ __all__ = [
     "open_archive",
     "save_model",
     "save_model_from_checkpoint",
+    "update_vocoder",
     "verify",
     "write_archive",
 ]

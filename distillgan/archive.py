@@ -19,13 +19,23 @@ from . import container as zc
 from .errors import ContainerError, InputError, IntegrityError, ManifestError, TensorError
 from .legacy import check_not_legacy
 from .source import MappedFile, RemoteSource, open_source
-from .manifest import MAX_MANIFEST_BYTES, PLACEHOLDER_KEYS, decode_manifest, encode_manifest
+from .manifest import (
+    MAX_MANIFEST_BYTES,
+    MODEL_FORMAT_MARKER,
+    SAVED_MODEL_VERSION,
+    TOP_KEYS,
+    VALUE_SLOTS,
+    Manifest,
+    decode_manifest,
+    encode_manifest,
+    slot_member,
+)
 from .tensors import (
-    ANALYSIS_PREFIX,
     MAX_HEADER_BYTES,
     MAX_TENSORS,
     TensorInfo,
     TensorTable,
+    as_numpy,
     build_header,
     check_name,
     dtype_code,
@@ -35,6 +45,7 @@ from .tensors import (
     tensor_from,
     unique_views,
 )
+from .values import FLOAT_DTYPES, NUMPY_DTYPES, Ref, Splitter, json_view, render_path, substitute
 
 if TYPE_CHECKING:
     import torch
@@ -105,46 +116,93 @@ def _member_chunks(header: bytes, layout: list[Any], stored: Mapping[str, Any]) 
         yield block
 
 
-def write_archive(
-    f: BinaryIO, manifest: Mapping[str, Any], members: Mapping[str, Mapping[str, Any]], *, progress: Progress | None = None
-) -> int:
-    """Write one archive into ``f`` (seekable, at offset 0); return its size.
+@dataclass
+class ArchivePlan:
+    """An archive ready to write: its manifest (raw and encoded) and each tensor member's layout."""
 
-    ``manifest`` holds every manifest key except ``members``, which is filled
-    in here; ``members`` maps ``model.safetensors`` (and optionally
-    ``vocoder.safetensors``) to name -> tensor mappings. Identical views are
-    stored once and recorded as aliases. ``progress(done, total)`` is called
-    as tensor bytes are written.
+    raw: dict[str, Any]
+    manifest_bytes: bytes
+    members: list[tuple[str, int, Callable[[], Iterator[bytes | memoryview]]]]  # name, size, its bytes
+
+    @property
+    def tensor_bytes(self) -> int:
+        return sum(m[1] for m in self.members)
+
+
+def plan_archive(manifest: Mapping[str, Any]) -> ArchivePlan:
+    """Encode a manifest and lay out its tensor members; nothing is written (see :func:`write_archive`).
+
+    Raises :class:`InputError` naming the path of any value that cannot be
+    stored, and for limits exceeded.
     """
-    plans = []
-    member_info: dict[str, dict[str, Any]] = {}
-    for name in TENSOR_MEMBERS:
-        if name not in members:
+    raw: dict[str, Any] = {"format": MODEL_FORMAT_MARKER, "version": SAVED_MODEL_VERSION}
+    unknown = sorted(set(manifest) - set(TOP_KEYS))
+    if unknown:
+        raise InputError(f"manifest key {unknown[0]!r} is not one of {', '.join(TOP_KEYS[2:])}", code="invalid-input")
+    splitter = Splitter()
+    for key in TOP_KEYS[2:]:
+        if key == "members":
             continue
-        stored, aliases = unique_views(members[name])
-        entries = [(tname, dtype_code(t.dtype), tuple(t.shape)) for tname, t in stored.items()]  # names and tensors checked by unique_views
-        header, layout = build_header(entries)
-        if len(header) - 8 > MAX_HEADER_BYTES or len(layout) > MAX_TENSORS:
-            raise InputError(
-                f"{name}: {len(layout)} tensors need a {len(header) - 8}-byte header; the limits are "
-                f"{MAX_TENSORS} tensors and {MAX_HEADER_BYTES} bytes (FORMAT.md §8)",
-                code="st-header-size",
-            )
-        size = len(header) + sum(info.nbytes for info in layout)
-        plans.append((name, size, header, layout, stored))
-        member_info[name] = {"size": size, "aliases": aliases}
-    full = dict(manifest)
-    full["members"] = member_info
-    mbytes = encode_manifest(full)
-    try:  # never write what our own reader would refuse
+        value = manifest.get(key)
+        raw[key] = splitter.encode(value, (key,), slot_member(key)) if key in VALUE_SLOTS else value
+    present = [zc.MODEL_NAME] + ([zc.VOCODER_NAME] if manifest.get("vocoder_state") is not None else [])
+    plans = []
+    raw["members"] = {}
+    for name in present:
+        size, chunks, aliases = plan_member(name, [c for c in splitter.claims if c.member == name])
+        plans.append((name, size, chunks))
+        raw["members"][name] = {"size": size, "aliases": aliases}
+    return ArchivePlan(raw, encode_checked(raw), plans)
+
+
+def plan_member(name: str, claims: list[Any]) -> tuple[int, Callable[[], Iterator[bytes | memoryview]], dict[str, str]]:
+    """(size, bytes, aliases) of one safetensors member holding the tensors of ``claims``."""
+    tensors = {c.name: c.tensor for c in claims}
+    kinds = {c.name: (c.kind, c.requires_grad) for c in claims}
+    stored, aliases = unique_views(tensors, kinds)
+    entries = [(tname, dtype_code(t.dtype), tuple(t.shape)) for tname, t in stored.items()]  # names and tensors checked by unique_views
+    header, layout = build_header(entries)
+    if len(header) - 8 > MAX_HEADER_BYTES or len(layout) > MAX_TENSORS:
+        raise InputError(
+            f"{name}: {len(layout)} tensors need a {len(header) - 8}-byte header; the limits are "
+            f"{MAX_TENSORS} tensors and {MAX_HEADER_BYTES} bytes (FORMAT.md §8)",
+            code="st-header-size",
+        )
+    size = len(header) + sum(info.nbytes for info in layout)
+    return size, lambda: _member_chunks(header, layout, stored), aliases
+
+
+def encode_checked(raw: dict[str, Any]) -> bytes:
+    """The manifest's bytes, after checking that our own reader accepts them (never write what it would refuse)."""
+    mbytes = encode_manifest(raw)
+    try:
         decode_manifest(mbytes)
     except ManifestError as e:
         raise InputError(f"the manifest would not be valid: {e}", code=e.code) from e
-    writer = zc.ContainerWriter(f, tick=_counter(progress, sum(p[1] for p in plans)))
+    return mbytes
+
+
+def write_archive(f: BinaryIO, manifest: Mapping[str, Any] | ArchivePlan, *, progress: Progress | None = None) -> int:
+    """Write one archive into ``f`` (seekable, at offset 0); return its size.
+
+    ``manifest`` maps every top-level manifest key except ``format``,
+    ``version`` and ``members`` (filled in here): ``latent_dim``,
+    ``metadata`` (a map of FORMAT.md §4.3, see
+    :func:`~distillgan.manifest.coerce_metadata`) and the value slots
+    (``state_dict``, ``spectrogram_config``, ``training_config``,
+    ``analysis``, ``vocoder_state``, ``extra``) as Python trees holding
+    tensors and numpy arrays anywhere (or it is a :func:`plan_archive`
+    result). Tensors under ``vocoder_state`` go to ``vocoder.safetensors``,
+    the others to ``model.safetensors``; identical views are stored once and
+    recorded as aliases. ``progress(done, total)`` is called as tensor bytes
+    are written.
+    """
+    plan = manifest if isinstance(manifest, ArchivePlan) else plan_archive(manifest)
+    writer = zc.ContainerWriter(f, tick=_counter(progress, plan.tensor_bytes))
     try:
-        writer.write_member(zc.MANIFEST_NAME, len(mbytes), [mbytes])
-        for name, size, header, layout, stored in plans:
-            writer.write_member(name, size, _member_chunks(header, layout, stored))
+        writer.write_member(zc.MANIFEST_NAME, len(plan.manifest_bytes), [plan.manifest_bytes])
+        for name, size, chunks in plan.members:
+            writer.write_member(name, size, chunks())
         return writer.finish()
     except BaseException:
         writer.abort()
@@ -167,9 +225,14 @@ class Archive:
     path: str
     source: MappedFile | RemoteSource
     members: list[zc.Member]
-    manifest: dict[str, Any]
+    decoded: Manifest
     tables: dict[str, TensorTable]
     _downloaded: dict[str, bytearray] = field(default_factory=dict)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest map as decoded from msgpack (plain data)."""
+        return self.decoded.raw
 
     @property
     def size(self) -> int:
@@ -211,11 +274,68 @@ class Archive:
             out[alias] = out[target]
         return out
 
-    def check_crcs(self, *, progress: Progress | None = None) -> None:
-        """CRC-32 of every member; two threads per member on local files."""
-        tick = _counter(progress, sum(m.size for m in self.members))
+    def values(self, *, device: Any = None, copy: bool = False) -> dict[str, Any]:
+        """Every value slot with its tensors restored (FORMAT.md §4.4), keyed by slot name.
+
+        Tensors are views of the mapping unless ``copy`` (then each owns its
+        memory and nothing keeps the file mapped) or a non-CPU ``device``
+        (then each stored tensor is copied there once). Placeholders naming
+        one stored tensor (aliases, tied weights) give one object.
+        """
+        import torch
+
+        on_cpu = device is None or torch.device(device).type == "cpu"
+        if isinstance(self.source, MappedFile) and not copy:
+            self.source.exported = True  # tensors view the mapping: it must outlive close()
+        stored: dict[tuple[str, str], Any] = {}
+        objects: dict[tuple[str, str, str, bool], Any] = {}
+
+        def base(member: str, name: str) -> Any:
+            key = (member, name)
+            if key not in stored:
+                table = self.tables[member]
+                info = self._index[member][name]
+                buf, offset = self.member_data(member)
+                if copy and isinstance(self.source, MappedFile):
+                    start = table.data_start + info.begin - offset
+                    t = tensor_from(bytearray(buf[start : start + info.nbytes]), info, -info.begin, member)
+                else:
+                    t = tensor_from(buf, info, table.data_start - offset, member)
+                if not on_cpu:
+                    t = t.to(device)
+                stored[key] = t
+            return stored[key]
+
+        def resolve(ref: Ref) -> Any:
+            name = self.manifest["members"][ref.member]["aliases"].get(ref.name, ref.name)
+            key = (ref.member, name, ref.kind, ref.requires_grad)
+            if key not in objects:
+                t = base(ref.member, name)
+                if ref.kind == "ndarray":
+                    obj = as_numpy(t if on_cpu else t.cpu())
+                elif ref.kind == "parameter":
+                    obj = torch.nn.Parameter(t, requires_grad=ref.requires_grad)
+                else:
+                    obj = t.requires_grad_(True) if ref.requires_grad else t
+                objects[key] = obj
+            return objects[key]
+
+        return {slot: substitute(self.decoded.values[slot], resolve) for slot in VALUE_SLOTS}
+
+    @property
+    def _index(self) -> dict[str, dict[str, TensorInfo]]:
+        cache = self.__dict__.get("_tensor_index")
+        if cache is None:
+            cache = {m: {t.name: t for t in table.tensors} for m, table in self.tables.items()}
+            self.__dict__["_tensor_index"] = cache
+        return cache
+
+    def check_crcs(self, *, progress: Progress | None = None, members: list[str] | None = None) -> None:
+        """CRC-32 of every member (or of the named ones); two threads per member on local files."""
+        chosen = [m for m in self.members if members is None or m.name in members]
+        tick = _counter(progress, sum(m.size for m in chosen))
         if not isinstance(self.source, MappedFile):
-            for m in self.members:
+            for m in chosen:
                 crc = 0
                 for chunk in self.source.read_stream(m.data_offset, m.size):
                     crc = zc.crc32(chunk, crc)
@@ -224,7 +344,7 @@ class Archive:
                 _check_crc(m, crc)
             return
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for m in self.members:
+            for m in chosen:
                 _check_crc(m, zc.parallel_crc32(self.source.buffer, m.data_offset, m.size, pool, 2, tick))
 
     def sha256(self) -> str:
@@ -249,24 +369,6 @@ def _check_crc(member: zc.Member, actual: int) -> None:
         )
 
 
-def _walk_placeholders(value: Any, found: list[tuple[str, str, str]], where: str) -> None:
-    if isinstance(value, dict):
-        keys = [k for k in value if k in PLACEHOLDER_KEYS]
-        if keys:
-            if len(value) != 1 or not isinstance(value[keys[0]], str):
-                raise ManifestError(
-                    f"{where}: a map with {keys[0]!r} must have that single key with a str value (FORMAT.md §4.4)",
-                    code="manifest-type",
-                )
-            found.append((keys[0], value[keys[0]], where))
-            return
-        for k, v in value.items():
-            _walk_placeholders(v, found, f"{where}.{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _walk_placeholders(v, found, f"{where}[{i}]")
-
-
 def _check_v1_members(manifest: dict[str, Any], members: list[zc.Member]) -> None:
     """The v1 member set, checked once the manifest says the file is v1 (FORMAT.md §3.1, §4.5)."""
     names = [m.name for m in members]
@@ -282,9 +384,9 @@ def _check_v1_members(manifest: dict[str, Any], members: list[zc.Member]) -> Non
         )
 
 
-def _cross_check(manifest: dict[str, Any], members: list[zc.Member], tables: dict[str, TensorTable]) -> None:
-    """Manifest versus members: sizes, aliases, analysis references (FORMAT.md §6)."""
-    declared = manifest["members"]
+def _cross_check(manifest: Manifest, members: list[zc.Member], tables: dict[str, TensorTable]) -> None:
+    """Manifest versus members: sizes, aliases, and placeholders one to one with tensors (FORMAT.md §6)."""
+    declared = manifest.raw["members"]
     for m in members[1:]:
         if declared[m.name]["size"] != m.size:
             raise ManifestError(
@@ -294,28 +396,54 @@ def _cross_check(manifest: dict[str, Any], members: list[zc.Member], tables: dic
         stored = {t.name for t in tables[m.name].tensors}
         for alias, target in declared[m.name]["aliases"].items():
             check_name(alias, f"$.members.{m.name}.aliases", ManifestError)
-            if alias in stored or target not in stored or alias.startswith(ANALYSIS_PREFIX) or target.startswith(ANALYSIS_PREFIX):
+            if alias in stored or target not in stored:
                 raise ManifestError(
-                    f"$.members.{m.name}.aliases: {alias!r} -> {target!r} must name a new tensor and a stored one, "
-                    f"neither under {ANALYSIS_PREFIX!r} (FORMAT.md §5.5)",
+                    f"$.members.{m.name}.aliases: {alias!r} -> {target!r} must name a new tensor and a stored one (FORMAT.md §5.5)",
                     code="manifest-mismatch",
                 )
-    found: list[tuple[str, str, str]] = []
-    if manifest["analysis"] is not None:
-        _walk_placeholders(manifest["analysis"], found, "$.analysis")
-    analysis_names = {t.name for t in tables[zc.MODEL_NAME].tensors if t.name.startswith(ANALYSIS_PREFIX)}
-    referenced = [name for _, name, _ in found]
-    for _, name, where in found:
-        if name not in analysis_names:
+    dtypes = {m: {t.name: t.dtype for t in table.tensors} for m, table in tables.items()}
+    claimed: dict[str, dict[str, tuple[Any, ...]]] = {m: {} for m in tables}
+    kinds: dict[tuple[str, str], tuple[str, bool]] = {}
+    for ref, path in manifest.refs:
+        where = render_path(path)
+        names = claimed[ref.member]
+        if ref.name in names:
             raise ManifestError(
-                f"{where} refers to tensor {name!r}, which is not an {ANALYSIS_PREFIX}* tensor of model.safetensors (FORMAT.md §4.4)",
+                f"{where} and {render_path(names[ref.name])} both name tensor {ref.name!r} of {ref.member}; "
+                "each tensor and alias is named by one placeholder (FORMAT.md §6)",
                 code="manifest-mismatch",
             )
-    if len(set(referenced)) != len(referenced) or set(referenced) != analysis_names:
-        raise ManifestError(
-            f"analysis tensors {sorted(analysis_names)} and analysis references {sorted(referenced)} must match one to one (FORMAT.md §4.4)",
-            code="manifest-mismatch",
-        )
+        names[ref.name] = path
+        target = declared[ref.member]["aliases"].get(ref.name, ref.name)
+        dtype = dtypes[ref.member].get(target)
+        if dtype is None:
+            raise ManifestError(
+                f"{where} names tensor {ref.name!r}, which {ref.member} does not hold (FORMAT.md §6)", code="manifest-mismatch"
+            )
+        if ref.kind == "ndarray" and dtype not in NUMPY_DTYPES:
+            raise ManifestError(
+                f"{where}: tensor {ref.name!r} is {dtype}, which has no numpy dtype; an ndarray placeholder needs one of "
+                f"{', '.join(sorted(NUMPY_DTYPES))} (FORMAT.md §4.4)",
+                code="manifest-mismatch",
+            )
+        if ref.requires_grad and dtype not in FLOAT_DTYPES:
+            raise ManifestError(
+                f"{where}: tensor {ref.name!r} is {dtype}; only floating point and complex tensors can require gradients (FORMAT.md §4.4)",
+                code="manifest-mismatch",
+            )
+        kind = (ref.kind, ref.requires_grad)
+        if kinds.setdefault((ref.member, target), kind) != kind:
+            raise ManifestError(
+                f"{where}: tensor {target!r} of {ref.member} is named by placeholders of different kinds (FORMAT.md §5.5)",
+                code="manifest-mismatch",
+            )
+    for m in members[1:]:
+        names = claimed[m.name]
+        for name in [t.name for t in tables[m.name].tensors] + list(declared[m.name]["aliases"]):
+            if name not in names:
+                raise ManifestError(
+                    f"tensor {name!r} of {m.name} is named by no placeholder of the manifest (FORMAT.md §6)", code="manifest-mismatch"
+                )
 
 
 def open_archive(path: str | os.PathLike[str]) -> Archive:
@@ -336,7 +464,7 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
         raw = src.read(m0.data_offset, m0.size)
         _check_crc(m0, zc.crc32(raw))
         manifest = decode_manifest(raw)
-        _check_v1_members(manifest, members)
+        _check_v1_members(manifest.raw, members)
         tables = {m.name: parse_header(src, m.data_offset, m.size, m.name) for m in members[1:]}
         _cross_check(manifest, members, tables)
         return Archive(os.fspath(path), src, members, manifest, tables)
@@ -370,7 +498,7 @@ def _describe(archive: Archive) -> dict[str, Any]:
             {"name": m.name, "header_offset": m.header_offset, "data_offset": m.data_offset, "size": m.size, "crc32": m.crc32}
             for m in archive.members
         ],
-        "manifest": manifest,
+        "manifest": json_view(manifest),
         "tensors": tensors,
     }
 

@@ -79,16 +79,20 @@ class RepairReport:
     reason: str = ""  # why the repair ran, when it ran by itself
 
 
-def vocoder_info(vocoder: dict[str, Any] | None) -> VocoderInfo | None:
-    """VocoderInfo from a manifest's ``vocoder`` map (unknown or mistyped stats become None)."""
-    if vocoder is None:
+def vocoder_info(vocoder_state: Any) -> VocoderInfo | None:
+    """VocoderInfo from a manifest's raw ``vocoder_state`` (absent or mistyped stats become None)."""
+    if vocoder_state is None:
         return None
-    tm = vocoder.get("training_metadata") or {}
+    if not isinstance(vocoder_state, dict):
+        return VocoderInfo(type="")
+    tm = vocoder_state.get("training_metadata")
+    tm = tm if isinstance(tm, dict) else {}
     epochs = tm.get("epochs", tm.get("epoch"))
     loss = tm.get("final_loss", tm.get("loss"))
     date = tm.get("training_date")
+    kind = vocoder_state.get("type")
     return VocoderInfo(
-        type=str(vocoder.get("type", "")),
+        type=kind if isinstance(kind, str) else "",
         epochs=epochs if type(epochs) is int else None,
         final_loss=float(loss) if isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss) else None,
         training_date=date if isinstance(date, str) else "",
@@ -97,7 +101,7 @@ def vocoder_info(vocoder: dict[str, Any] | None) -> VocoderInfo | None:
 
 def entry_from_manifest(manifest: dict[str, Any], file_name: str, size: int) -> ModelEntry:
     meta: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in manifest["metadata"].items()}
-    return ModelEntry(file_path=file_name, file_size_bytes=size, vocoder=vocoder_info(manifest.get("vocoder")), **meta)
+    return ModelEntry(file_path=file_name, file_size_bytes=size, vocoder=vocoder_info(manifest["vocoder_state"]), **meta)
 
 
 def _entry_from_json(raw: Any) -> ModelEntry:
@@ -184,7 +188,7 @@ class ModelLibrary:
             "version": INDEX_VERSION,
             "models": [asdict(e) for e in sorted(entries.values(), key=lambda e: (e.save_date, e.model_id))],
         }
-        data = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        data = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=True).encode("utf-8")
         atomic_write(self.index_path, data)
 
     def _model_files(self) -> set[str]:

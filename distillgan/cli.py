@@ -20,7 +20,7 @@ from typing import Any
 
 from . import __version__
 from .archive import file_sha256, inspect, open_archive, verify
-from .catalog import ModelLibrary, RepairReport
+from .catalog import ModelLibrary, RepairReport, vocoder_info
 from .errors import DistillganError
 
 DEFAULT_DIR = "models"
@@ -43,6 +43,8 @@ def _human_bytes(n: int) -> str:
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, dict) and value.get("$") == "float":  # a non-finite float in inspect's JSON form
+        return safe(value.get("value"))
     if isinstance(value, float):
         return f"{value:.4g}"
     return safe(value)
@@ -135,14 +137,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"tags        {', '.join(safe(t) for t in meta['tags']) or '-'}",
         f"latent dim  {_fmt(m['latent_dim'])}   analysis {'yes' if m['analysis'] is not None else 'no'}",
     ]
-    voc = m.get("vocoder")
+    voc = vocoder_info(m["vocoder_state"])
     if voc is None:
         lines.append("vocoder     none")
     else:
-        tm = voc["training_metadata"]
-        lines.append(
-            f"vocoder     {safe(voc['type'])}, {_fmt(tm.get('epochs'))} epochs, final loss {_fmt(tm.get('final_loss'))}"
-        )
+        lines.append(f"vocoder     {safe(voc.type) or '-'}, {_fmt(voc.epochs)} epochs, final loss {_fmt(voc.final_loss)}")
     lines.append("members")
     for mem in info["members"]:
         lines.append(f"  {mem['name']:<22} offset {mem['data_offset']:>12}  {mem['size']:>12} bytes  crc32 {mem['crc32']:08x}")

@@ -8,35 +8,26 @@ other save can take; then the folder's index is updated.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import os
 import re
 import tempfile
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from . import container as zc
-from .archive import Progress, open_archive, write_archive
+from .archive import ArchivePlan, Progress, encode_checked, open_archive, plan_archive, plan_member, write_archive
 from .catalog import MODEL_FILE_EXTENSION, ModelLibrary, entry_from_manifest, fsync_dir
 from .errors import InputError, LibraryError
-from .manifest import (
-    MODEL_FORMAT_MARKER,
-    NDARRAY_KEY,
-    PLACEHOLDER_KEYS,
-    SAVED_MODEL_VERSION,
-    TENSOR_KEY,
-    ModelMetadata,
-    check_metadata,
-    to_plain,
-)
-from .tensors import ANALYSIS_PREFIX, as_numpy, from_numpy, is_tensor_like
+from .manifest import ModelMetadata, coerce_metadata
+from .source import is_url
+from .values import Splitter, dataclass_to_dict
 
-VOCODER_STATE_KEYS = ("type", "state_dict", "config", "training_metadata")
 MAX_STEM_CHARS = 100
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
@@ -45,9 +36,11 @@ _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 1
 class LoadedModel:
     """Everything a ``.distillgan`` file stores, ready to use.
 
-    ``state_dict`` tensors (and the vocoder's) are on ``device``; on the CPU
-    they are copy-on-write views of the mapped file. ``model`` is the module
-    built by ``load_model``'s ``model_builder``, else None.
+    Every value comes back as it was saved (FORMAT.md §4.4): the same
+    structure, container and key types, tensors and numpy arrays at the same
+    places. Tensors are on ``device``; on the CPU they are copy-on-write views
+    of the mapped file unless ``load_model(copy=True)``. ``model`` is the
+    module built by ``load_model``'s ``model_builder``, else None.
     """
 
     state_dict: dict[str, Any]
@@ -59,6 +52,7 @@ class LoadedModel:
     device: Any
     vocoder_state: dict[str, Any] | None = None
     model: Any = None
+    extra: Any = None
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -75,67 +69,49 @@ def _sanitize_filename(name: str) -> str:
     return stem
 
 
-def _as_dict(value: Any, where: str) -> dict[str, Any]:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
+def _as_tree(value: Any, where: str, *, allow_none: bool = False) -> Any:
+    """A config, analysis or vocoder state given as a mapping, a dataclass or an object with ``to_dict()``."""
+    if value is None and allow_none:
+        return None
+    if hasattr(type(value), "__dataclass_fields__") and not isinstance(value, type):
+        return dataclass_to_dict(value)
     if isinstance(value, Mapping):
-        return dict(value)
-    raise InputError(f"{where}: expected a dict or a dataclass instance, got {type(value).__name__}", code="invalid-input")
+        return value
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return _as_tree(to_dict(), where, allow_none=allow_none)
+    raise InputError(
+        f"{where}: expected a dict, a dataclass instance or an object with to_dict(), got {type(value).__name__}", code="invalid-input"
+    )
 
 
-def _state_dict_of(model: Any, where: str) -> tuple[dict[str, Any], int | None]:
-    """(state dict, latent_dim) of an nn.Module or a mapping of names to tensors."""
+def _state_dict_of(model: Any, where: str) -> tuple[Mapping[str, Any], Any]:
+    """(state dict, latent_dim attribute or None) of an nn.Module or a mapping of names to tensors."""
     import torch
 
     if isinstance(model, torch.nn.Module):
-        latent = getattr(model, "latent_dim", None)
-        return dict(model.state_dict()), latent
+        return model.state_dict(), getattr(model, "latent_dim", None)
     if isinstance(model, Mapping):
-        return dict(model), None
+        return model, None
     raise InputError(f"{where}: expected an nn.Module or a mapping of names to tensors, got {type(model).__name__}", code="invalid-input")
 
 
-def _split_analysis(analysis: Any) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """Replace every array in the analysis with a placeholder; return (skeleton, tensors)."""
-    if analysis is None:
-        return None, {}
-    if hasattr(analysis, "to_dict") and callable(analysis.to_dict):
-        analysis = analysis.to_dict()
-    tensors: dict[str, Any] = {}
-
-    def walk(value: Any, where: str) -> Any:
-        kind = is_tensor_like(value)
-        if kind is not None:
-            name = f"{ANALYSIS_PREFIX}{len(tensors)}"
-            tensors[name] = from_numpy(value, where) if kind == "numpy" else value
-            return {NDARRAY_KEY if kind == "numpy" else TENSOR_KEY: name}
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        if isinstance(value, Mapping):
-            for key in PLACEHOLDER_KEYS:
-                if key in value:
-                    raise InputError(f"{where}: the key {key!r} is reserved in the analysis (FORMAT.md §4.4)", code="invalid-input")
-            return {k: walk(value[k], f"{where}.{k}") for k in sorted(value, key=lambda k: str(k))}
-        if isinstance(value, (list, tuple)):
-            return [walk(v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return value
-
-    skeleton = walk(_as_dict(analysis, "analysis"), "$.analysis")
-    return skeleton, tensors
+def _latent_dim(value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int and getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
+        value = value.item()  # a numpy or torch integer scalar
+    if type(value) is not int or value < 0:
+        raise InputError(f"latent_dim: expected a non-negative int or None, got {value!r}", code="invalid-input")
+    return value
 
 
-def _restore_analysis(skeleton: Any, tensors: Mapping[str, Any]) -> Any:
-    if isinstance(skeleton, dict):
-        if len(skeleton) == 1:
-            key = next(iter(skeleton))
-            if key == NDARRAY_KEY:
-                return as_numpy(tensors[skeleton[key]].cpu())
-            if key == TENSOR_KEY:
-                return tensors[skeleton[key]]
-        return {k: _restore_analysis(v, tensors) for k, v in skeleton.items()}
-    if isinstance(skeleton, list):
-        return [_restore_analysis(v, tensors) for v in skeleton]
-    return skeleton
+def _fill_in_place(metadata: Any, name: str, value: Any) -> None:
+    """Write a filled-in field back to the caller's object, as the seed app's save_model does."""
+    if isinstance(metadata, MutableMapping):
+        metadata[name] = value
+    elif hasattr(type(metadata), "__dataclass_fields__"):
+        setattr(metadata, name, value)
 
 
 def _publish(tmp: str, models_dir: Path, stem: str) -> Path:
@@ -165,87 +141,82 @@ def _publish(tmp: str, models_dir: Path, stem: str) -> Path:
     raise AssertionError("unreachable")
 
 
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _write_temporary(plan: ArchivePlan, folder: Path, stem: str, progress: Progress | None) -> tuple[str, int]:
+    """Write ``plan`` to a fresh hidden temporary file in ``folder``, fsynced; return its path and size."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a published model is an ordinary readable file
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            size = write_archive(f, plan, progress=progress)
+            os.fsync(f.fileno())
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp, size
+
+
 def _save(
     state_dict: Mapping[str, Any],
     latent_dim: Any,
     spectrogram_config: Any,
     training_config: Any,
-    metadata: ModelMetadata,
+    metadata: Any,
     models_dir: str | os.PathLike[str],
     analysis: Any,
-    vocoder_state: Mapping[str, Any] | None,
+    vocoder_state: Any,
+    extra: Any = None,
     progress: Progress | None = None,
 ) -> Path:
-    if not isinstance(metadata, ModelMetadata):
-        raise InputError(f"metadata: expected ModelMetadata, got {type(metadata).__name__}", code="invalid-input")
-    if latent_dim is not None and (type(latent_dim) is not int or latent_dim < 0):
-        raise InputError(f"latent_dim: expected a non-negative int or None, got {latent_dim!r}", code="invalid-input")
-    reserved = [k for k in state_dict if isinstance(k, str) and k.startswith(ANALYSIS_PREFIX)]
-    if reserved:
-        raise InputError(f"tensor name {reserved[0]!r} uses the reserved prefix {ANALYSIS_PREFIX!r} (FORMAT.md §4.4)", code="st-name")
-    skeleton, analysis_tensors = _split_analysis(analysis)
-    if not metadata.model_id:
-        metadata.model_id = str(uuid.uuid4())
-    if not metadata.save_date:
-        metadata.save_date = datetime.now(timezone.utc).isoformat()
-    check_metadata(dataclasses.asdict(metadata), InputError)
-    if skeleton is not None:
-        metadata.has_analysis = True
-        n_active = skeleton.get("n_active_components")
+    if is_url(os.fspath(models_dir)):
+        raise InputError(f"models_dir {os.fspath(models_dir)!r} is a URL; save_model writes to a local folder", code="invalid-input")
+    meta = coerce_metadata(metadata)
+    analysis = _as_tree(analysis, "analysis", allow_none=True)
+    if not meta["model_id"]:
+        meta["model_id"] = str(uuid.uuid4())
+        _fill_in_place(metadata, "model_id", meta["model_id"])
+    if not meta["save_date"]:
+        meta["save_date"] = datetime.now(timezone.utc).isoformat()
+        _fill_in_place(metadata, "save_date", meta["save_date"])
+    if analysis is not None:
+        meta["has_analysis"] = True
+        _fill_in_place(metadata, "has_analysis", True)
+        n_active = analysis.get("n_active_components") if isinstance(analysis, Mapping) else None
         if type(n_active) is int and n_active >= 0:
-            metadata.n_active_components = n_active
+            meta["n_active_components"] = n_active
+            _fill_in_place(metadata, "n_active_components", n_active)
     manifest: dict[str, Any] = {
-        "format": MODEL_FORMAT_MARKER,
-        "version": SAVED_MODEL_VERSION,
-        "latent_dim": latent_dim,
-        "spectrogram_config": _as_dict(spectrogram_config, "spectrogram_config"),
-        "training_config": _as_dict(training_config, "training_config"),
-        "analysis": skeleton,
-        "metadata": dataclasses.asdict(metadata),
+        "latent_dim": _latent_dim(latent_dim),
+        "metadata": meta,
+        "spectrogram_config": _as_tree(spectrogram_config, "spectrogram_config"),
+        "training_config": _as_tree(training_config, "training_config"),
+        "analysis": analysis,
+        "state_dict": state_dict,
+        "vocoder_state": _as_tree(vocoder_state, "vocoder_state", allow_none=True),
+        "extra": extra,
     }
-    members: dict[str, Mapping[str, Any]] = {zc.MODEL_NAME: {**state_dict, **analysis_tensors}}
-    if vocoder_state is not None:
-        voc = _as_dict(vocoder_state, "vocoder_state")
-        unknown = sorted(set(voc) - set(VOCODER_STATE_KEYS))
-        if unknown or "type" not in voc or "state_dict" not in voc:
-            raise InputError(
-                f"vocoder_state: expected keys {list(VOCODER_STATE_KEYS)} ('type' and 'state_dict' required); "
-                f"got {sorted(voc)}",
-                code="invalid-input",
-            )
-        if not isinstance(voc["type"], str) or not voc["type"]:
-            raise InputError(f"vocoder_state.type: expected a non-empty str, got {voc['type']!r}", code="invalid-input")
-        vsd, _ = _state_dict_of(voc["state_dict"], "vocoder_state.state_dict")
-        manifest["vocoder"] = {
-            "type": voc["type"],
-            "config": _as_dict(voc.get("config") or {}, "vocoder_state.config"),
-            "training_metadata": _as_dict(voc.get("training_metadata") or {}, "vocoder_state.training_metadata"),
-        }
-        members[zc.VOCODER_NAME] = vsd
-    to_plain(manifest, "$")  # refuse unstorable values before any file is created
-
-    models_dir = Path(models_dir)
+    models_dir = Path(os.path.expanduser(os.fspath(models_dir)))
     models_dir.mkdir(parents=True, exist_ok=True)
     library = ModelLibrary(models_dir)
-    library.check_id_free(metadata.model_id)  # fail before writing; checked again under the lock
-    stem = _sanitize_filename(metadata.name)
-    fd, tmp = tempfile.mkstemp(dir=models_dir, prefix=f".{stem}.", suffix=".tmp")
+    library.check_id_free(meta["model_id"])  # fail before writing; checked again under the lock
+    stem = _sanitize_filename(meta["name"])
+    plan = plan_archive(manifest)  # refuses unstorable values before any file is created
+    tmp, size = _write_temporary(plan, models_dir, stem, progress)
     try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a published model is an ordinary readable file
-        with os.fdopen(fd, "wb", buffering=0) as f:
-            size = write_archive(f, manifest, members, progress=progress)
-            os.fsync(f.fileno())
         final = _publish(tmp, models_dir, stem)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink_quietly(tmp)
         raise
     fsync_dir(models_dir)
-    # The manifest was round-tripped through the reader before writing, so the entry comes from it
-    # directly; the index is written once, under the lock, after re-checking the id.
-    entry = entry_from_manifest(manifest, final.name, size)
+    # The manifest was round-tripped through the reader before writing; the entry comes from it.
+    # The index is written once, under the lock, after re-checking the id.
+    entry = entry_from_manifest(plan.raw, final.name, size)
     try:
         library.add_new_entry(entry)
     except LibraryError:
@@ -261,38 +232,62 @@ def save_model(
     model: Any,
     spectrogram_config: Any,
     training_config: Any,
-    metadata: ModelMetadata,
+    metadata: Any,
     models_dir: str | os.PathLike[str],
     analysis: Any = None,
     vocoder_state: Mapping[str, Any] | None = None,
     *,
+    latent_dim: int | None = None,
+    extra: Any = None,
     progress: Progress | None = None,
 ) -> Path:
     """Save a trained model as a ``.distillgan`` file in ``models_dir`` and index it.
 
+    Every value is stored exactly (FORMAT.md §4.4): dicts with str or int
+    keys (order kept), lists, tuples, None, bool, 64-bit ints, floats
+    (NaN and ±inf included), str, bytes, and tensors, ``nn.Parameter`` and
+    numpy arrays anywhere; Enum members, numpy scalars and paths are
+    converted by the documented rules. Anything else is refused with an
+    :class:`~distillgan.InputError` naming its path, before any file is
+    created.
+
     Parameters:
-        model: an ``nn.Module`` (its ``state_dict()`` is stored and its
-            ``latent_dim`` attribute recorded when present) or a mapping of
-            names to tensors.
-        spectrogram_config, training_config: dicts or dataclass instances of
-            plain values (None, bool, int, finite float, str, lists, dicts).
-        metadata: ``ModelMetadata``; ``model_id`` and ``save_date`` are filled
-            in when empty, ``has_analysis``/``n_active_components`` from the
-            analysis (the object is updated in place, as in the seed app).
-        models_dir: the folder; created if missing.
-        analysis: the latent analysis: a dict (or dataclass, or object with
-            ``to_dict()``) whose numpy arrays and tensors are stored as tensors.
-        vocoder_state: ``{"type", "state_dict", "config", "training_metadata"}``
-            for a bundled HiFi-GAN vocoder; None stores no vocoder.
+        model: an ``nn.Module`` (its ``state_dict()`` is stored) or a
+            mapping (a state dict, or any tree holding tensors).
+        spectrogram_config, training_config: dicts or dataclass instances.
+        metadata: ``ModelMetadata``, any dataclass with its fields (the app's
+            own class), or a mapping; ``model_id`` and ``save_date`` are
+            filled in when empty, ``has_analysis``/``n_active_components``
+            from the analysis, and written back to the object in place.
+        models_dir: the folder (``~`` is expanded); created if missing.
+        analysis: the latent analysis: a dict, dataclass, or object with ``to_dict()``.
+        vocoder_state: the bundled vocoder, stored as given (any mapping:
+            for the app, ``{"type", "generator_state_dict", "config",
+            "training_metadata"[, "checkpoint"]}``); its tensors go to
+            ``vocoder.safetensors``. None stores no vocoder.
+        latent_dim: the generator's latent size; by default the module's
+            ``latent_dim`` attribute (None for a mapping).
+        extra: any further value tree to keep with the model (optimizer
+            state, metrics history…); comes back as ``LoadedModel.extra``.
         progress: called as ``progress(bytes_written, bytes_total)`` while
             tensor data is written (possibly from a worker thread).
 
     Returns the path of the new file, named after ``metadata.name`` (with
-    ``_1``, ``_2``… when taken). Raises :class:`~distillgan.InputError` for
-    values that cannot be stored, before anything is written.
+    ``_1``, ``_2``… when taken).
     """
-    state_dict, latent_dim = _state_dict_of(model, "model")
-    return _save(state_dict, latent_dim, spectrogram_config, training_config, metadata, models_dir, analysis, vocoder_state, progress)
+    state_dict, attr_latent = _state_dict_of(model, "model")
+    return _save(
+        state_dict,
+        latent_dim if latent_dim is not None else attr_latent,
+        spectrogram_config,
+        training_config,
+        metadata,
+        models_dir,
+        analysis,
+        vocoder_state,
+        extra,
+        progress,
+    )
 
 
 def load_model(
@@ -301,15 +296,22 @@ def load_model(
     *,
     model_builder: Callable[[LoadedModel], Any] | None = None,
     verify: bool = False,
+    copy: bool = False,
 ) -> LoadedModel:
-    """Load a ``.distillgan`` file: tensors, configs, analysis, metadata and vocoder.
+    """Load a ``.distillgan`` file: tensors, configs, analysis, metadata, vocoder and extra.
 
-    Nothing is unpickled. On the CPU, tensors are copy-on-write views of the
-    mapped file (modifying them never changes the file); on another device
-    they are copied there. ``model_builder(loaded)`` may build the module:
-    its ``load_state_dict`` is then called strictly and the module is moved
-    to ``device`` and put in eval mode. ``verify=True`` also checks the
-    CRC-32 of the tensor data (``verify()`` does that for a whole file).
+    Nothing is unpickled. Every value comes back as it was saved: the same
+    structure, container and key types, and tensors, parameters and numpy
+    arrays at the same places with the same dtypes and bits; tied tensors
+    are one object. On the CPU, tensors are copy-on-write views of the
+    mapped file (modifying them never changes the file) unless ``copy=True``,
+    which gives tensors that own their memory so that nothing keeps the file
+    mapped (on Windows a mapped file cannot be deleted or replaced). On
+    another device each tensor is copied there once.
+    ``model_builder(loaded)`` may build the module: its ``load_state_dict``
+    is then called strictly and the module is moved to ``device`` and put in
+    eval mode. ``verify=True`` also checks the CRC-32 of the tensor data
+    (``verify()`` does that for a whole file).
 
     Raises :class:`~distillgan.LegacyFormatError` for legacy ``.distill`` and
     pickle files, :class:`~distillgan.VersionError` for newer format
@@ -326,53 +328,99 @@ def load_model(
     try:
         if verify:
             archive.check_crcs()
-        manifest = archive.manifest
-        model_tensors = archive.tensors(zc.MODEL_NAME)
-        vocoder_tensors = archive.tensors(zc.VOCODER_NAME) if zc.VOCODER_NAME in archive.tables else None
+        raw = archive.manifest
+        values = archive.values(device=torch_device, copy=copy)
     finally:
-        archive.close()  # the mapping lives on inside the tensors that view it
-
-    moved: dict[int, Any] = {}
-
-    def to_device(t: Any) -> Any:
-        if torch_device.type == "cpu":
-            return t
-        if id(t) not in moved:  # aliases stay aliases
-            moved[id(t)] = t.to(torch_device)
-        return moved[id(t)]
-
-    analysis_tensors = {k: v for k, v in model_tensors.items() if k.startswith(ANALYSIS_PREFIX)}
-    state_dict = {k: to_device(v) for k, v in model_tensors.items() if not k.startswith(ANALYSIS_PREFIX)}
-    analysis = None
-    if manifest["analysis"] is not None:
-        analysis = _restore_analysis(manifest["analysis"], {k: to_device(v) for k, v in analysis_tensors.items()})
-    vocoder_state = None
-    if vocoder_tensors is not None:
-        voc = manifest["vocoder"]
-        vocoder_state = {
-            "type": voc["type"],
-            "state_dict": {k: to_device(v) for k, v in vocoder_tensors.items()},
-            "config": voc["config"],
-            "training_metadata": voc["training_metadata"],
-        }
+        archive.close()  # with views, the mapping lives on inside the tensors that view it
     loaded = LoadedModel(
-        state_dict=state_dict,
-        metadata=ModelMetadata(**manifest["metadata"]),
-        spectrogram_config=manifest["spectrogram_config"],
-        training_config=manifest["training_config"],
-        latent_dim=manifest["latent_dim"],
-        analysis=analysis,
+        state_dict=values["state_dict"],
+        metadata=ModelMetadata(**{k: (list(v) if k == "tags" else v) for k, v in raw["metadata"].items()}),
+        spectrogram_config=values["spectrogram_config"],
+        training_config=values["training_config"],
+        latent_dim=raw["latent_dim"],
+        analysis=values["analysis"],
         device=torch_device,
-        vocoder_state=vocoder_state,
+        vocoder_state=values["vocoder_state"],
+        extra=values["extra"],
     )
     if model_builder is not None:
         module = model_builder(loaded)
         try:
-            module.load_state_dict(state_dict)
+            module.load_state_dict(loaded.state_dict)
         except RuntimeError as e:  # torch reports missing/unexpected keys and shape mismatches so
             raise InputError(f"the stored weights do not fit the module model_builder built: {e}", code="invalid-input") from e
         loaded.model = module.to(torch_device).eval()
     return loaded
+
+
+def update_vocoder(
+    model_path: str | os.PathLike[str], vocoder_state: Mapping[str, Any] | None, *, progress: Progress | None = None
+) -> Path:
+    """Replace the bundled vocoder of a saved model (None removes it), atomically.
+
+    The model keeps its path, ``model_id``, metadata and every other value;
+    its weights are copied byte for byte (after checking their CRC-32), so
+    the file is exactly what ``save_model`` would write with the new
+    vocoder. The new file is written beside the old one, fsynced and
+    renamed over it under the folder's lock, then the index entry is
+    updated: a crash leaves the old file or the new one, never a mixture.
+    On Windows a model that is loaded as views of its file (``load_model``
+    without ``copy=True``) cannot be replaced: :class:`~distillgan.LibraryError`
+    ``file-in-use``.
+    """
+    path = Path(os.path.expanduser(os.fspath(model_path)))
+    if is_url(os.fspath(model_path)):
+        raise InputError(f"{os.fspath(model_path)!r} is a URL; update_vocoder rewrites a local file", code="invalid-input")
+    library = ModelLibrary(path.parent)
+    with library.locked():
+        archive = open_archive(path)
+        try:
+            model = next(m for m in archive.members if m.name == zc.MODEL_NAME)
+            archive.check_crcs(members=[zc.MODEL_NAME])  # never give damaged weights a fresh, valid CRC
+            raw = {k: v for k, v in archive.manifest.items() if k not in ("format", "version")}
+            splitter = Splitter()
+            raw["vocoder_state"] = splitter.encode(_as_tree(vocoder_state, "vocoder_state", allow_none=True), ("vocoder_state",), zc.VOCODER_NAME)
+            raw["members"] = {zc.MODEL_NAME: raw["members"][zc.MODEL_NAME]}
+            buf = archive.source.buffer
+
+            def model_chunks() -> Iterator[memoryview]:
+                view = memoryview(buf)
+                for start in range(model.data_offset, model.data_offset + model.size, zc._CHUNK):
+                    yield view[start : min(start + zc._CHUNK, model.data_offset + model.size)]
+
+            members: list[Any] = [(zc.MODEL_NAME, model.size, model_chunks)]
+            if vocoder_state is not None:
+                size, chunks, aliases = plan_member(zc.VOCODER_NAME, splitter.claims)
+                members.append((zc.VOCODER_NAME, size, chunks))
+                raw["members"][zc.VOCODER_NAME] = {"size": size, "aliases": aliases}
+            raw = {"format": archive.manifest["format"], "version": archive.manifest["version"], **raw}
+            plan = ArchivePlan(raw, encode_checked(raw), members)
+            tmp, size = _write_temporary(plan, path.parent, _sanitize_filename(raw["metadata"]["name"]), progress)
+        finally:
+            archive.close()
+        try:
+            _replace(tmp, path)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        fsync_dir(path.parent)
+        library.add_entry(entry_from_manifest(plan.raw, path.name, size))
+    return path
+
+
+def _replace(tmp: str, path: Path) -> None:
+    """Rename ``tmp`` over ``path``; on Windows, retry briefly while another handle has it open."""
+    for attempt in range(50):
+        try:
+            os.replace(tmp, path)
+            return
+        except PermissionError as e:
+            if os.name != "nt" or attempt == 49:
+                raise LibraryError(
+                    f"cannot replace {str(path)!r}: {e.strerror} (is it loaded? load_model(copy=True) keeps no handle on the file)",
+                    code="file-in-use",
+                ) from e
+            time.sleep(0.02)
 
 
 def delete_model(model_id: str, models_dir: str | os.PathLike[str]) -> bool:
@@ -447,6 +495,6 @@ def save_model_from_checkpoint(
         models_dir,
         ckpt.get("latent_analysis"),
         ckpt.get("vocoder_state"),
-        progress,
+        progress=progress,
     )
 

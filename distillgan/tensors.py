@@ -26,7 +26,6 @@ MAX_NAME_BYTES = 1024  # FORMAT.md §8
 MAX_RANK = 32  # FORMAT.md §8
 MAX_DIM = (1 << 63) - 1  # FORMAT.md §8: torch sizes are int64
 METADATA_KEY = "__metadata__"
-ANALYSIS_PREFIX = "__analysis__."  # FORMAT.md §4.4: reserved for analysis arrays in model.safetensors
 TENSOR_KEYS = frozenset({"dtype", "shape", "data_offsets"})
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 control characters
 
@@ -310,11 +309,11 @@ def tensor_from(buf: Any, info: TensorInfo, data_start: int, where: str) -> torc
 
 
 def as_numpy(t: torch.Tensor) -> Any:
-    """numpy array of a CPU tensor (for analysis arrays stored from numpy)."""
+    """numpy array sharing a CPU tensor's memory (for arrays stored from numpy)."""
     try:
         import numpy  # noqa: F401  (torch.Tensor.numpy needs it, and says so only as a RuntimeError)
     except ImportError as e:
-        raise InputError("this model's analysis holds numpy arrays; install numpy to load it", code="numpy-unavailable") from e
+        raise InputError("this model stores numpy arrays; install numpy to load it", code="numpy-unavailable") from e
     return t.numpy()
 
 
@@ -328,24 +327,16 @@ def from_numpy(array: Any, where: str) -> torch.Tensor:
         raise InputError(f"{where}: numpy array of dtype {array.dtype} cannot be stored as a tensor", code="unsupported-dtype") from e
 
 
-def is_tensor_like(value: Any) -> str | None:
-    """'torch' or 'numpy' for an array value in the analysis, else None (no imports)."""
-    mod = type(value).__module__
-    if mod.startswith("torch") and type(value).__name__ in ("Tensor", "Parameter"):
-        return "torch"
-    if mod == "numpy" and type(value).__name__ == "ndarray":
-        return "numpy"
-    return None
-
-
-def unique_views(tensors: Mapping[str, torch.Tensor], *, never_alias: str = ANALYSIS_PREFIX) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Split a state dict into stored tensors and aliases of identical views.
+def unique_views(
+    tensors: Mapping[str, torch.Tensor], kinds: Mapping[str, Any] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Split named tensors into stored tensors and aliases of identical views.
 
     Two names bound to the same view (same storage address, dtype, shape and
-    strides, conjugate and negative bits — tied weights) are stored once;
-    the second becomes an alias of the first in name order. Partially
-    overlapping views are stored apart, and names starting with
-    ``never_alias`` (the analysis arrays) are always stored.
+    strides, conjugate and negative bits — tied weights) and the same kind
+    (``kinds[name]``: how the value comes back, FORMAT.md §4.4) are stored
+    once; the second becomes an alias of the first in name order. Partially
+    overlapping views are stored apart.
     """
     stored: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
@@ -357,8 +348,9 @@ def unique_views(tensors: Mapping[str, torch.Tensor], *, never_alias: str = ANAL
     for name in sorted(tensors, key=lambda s: s.encode("utf-8")):
         t = tensors[name]
         check_storable(t, f"tensor {name!r}")
-        if t.numel() > 0 and not name.startswith(never_alias):
-            key = (str(t.device), t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride()), t.is_conj(), t.is_neg())
+        if t.numel() > 0:
+            kind = kinds.get(name) if kinds is not None else None
+            key = (str(t.device), t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride()), t.is_conj(), t.is_neg(), kind)
             if key in seen:
                 aliases[name] = seen[key]
                 continue

@@ -7,6 +7,7 @@ that saves a model into ``tmp_path``, and a bitwise tensor comparison.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,45 @@ def assert_same_tensor(bits: Callable[[torch.Tensor], torch.Tensor]) -> Callable
         assert torch.equal(bits(actual), bits(expected))
 
     return check
+
+
+def same_tree(actual: Any, expected: Any, path: str = "$") -> None:
+    """Assert two value trees are equal exactly: types, dict key types and order, tensor and float bits.
+
+    ``expected`` is what was saved after the documented conversions (a
+    tensor's values, not its strides); tensors and numpy arrays compare by
+    kind, dtype, shape and every byte, floats by their IEEE 754 bits.
+    """
+    if isinstance(expected, torch.Tensor):
+        assert type(actual) is type(expected), f"{path}: {type(actual).__name__} is not {type(expected).__name__}"
+        assert actual.dtype == expected.dtype and actual.shape == expected.shape, f"{path}: dtype/shape"
+        assert actual.requires_grad == expected.requires_grad, f"{path}: requires_grad"
+        a = actual.detach().resolve_conj().resolve_neg().contiguous().reshape(-1).view(torch.uint8)
+        e = expected.detach().resolve_conj().resolve_neg().contiguous().reshape(-1).view(torch.uint8)
+        assert torch.equal(a, e), f"{path}: tensor bytes differ"
+        return
+    if isinstance(expected, np.ndarray):
+        assert type(actual) is np.ndarray, f"{path}: {type(actual).__name__} is not an ndarray"
+        assert actual.dtype == expected.dtype.newbyteorder("=") and actual.shape == expected.shape, f"{path}: dtype/shape"
+        assert actual.tobytes() == expected.astype(expected.dtype.newbyteorder("=")).tobytes(), f"{path}: array bytes differ"
+        return
+    assert type(actual) is type(expected), f"{path}: {type(actual).__name__} ({actual!r:.80}) is not {type(expected).__name__}"
+    if isinstance(expected, float):
+        assert struct.pack("<d", actual) == struct.pack("<d", expected), f"{path}: {actual!r} is not {expected!r} bit for bit"
+    elif isinstance(expected, dict):
+        assert list(actual) == list(expected), f"{path}: keys {list(actual)!r:.200} are not {list(expected)!r:.200}"
+        for k in expected:
+            assert type(next(a for a in actual if a == k)) is type(k), f"{path}: key {k!r} changed type"
+            same_tree(actual[k], expected[k], f"{path}[{k!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), f"{path}: length {len(actual)} is not {len(expected)}"
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            same_tree(a, e, f"{path}[{i}]")
+    else:
+        assert actual == expected, f"{path}: {actual!r:.80} is not {expected!r:.80}"
+
+
+@pytest.fixture
+def assert_same_tree() -> Callable[[Any, Any], None]:
+    """The :func:`same_tree` check as a fixture."""
+    return same_tree

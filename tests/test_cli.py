@@ -66,7 +66,7 @@ def test_inspect_summary_and_json(models: Path) -> None:
     assert info["manifest"]["metadata"]["name"] == "Piano"
     assert info["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     expected = hashlib.sha256(torch.arange(6.0).numpy().tobytes()).hexdigest()
-    assert info["digests"]["model.safetensors"]["w"] == expected
+    assert info["digests"]["model.safetensors"]["state_dict/w"] == expected
     r = run("inspect", "--json", "--no-hash", str(path))
     assert "sha256" not in json.loads(r.stdout)
 
@@ -138,7 +138,7 @@ def test_convert_checkpoint(tmp_path: Path) -> None:
     info = json.loads(run("inspect", "--json", str(tmp_path / "m" / "from_ckpt.distillgan")).stdout)
     meta = info["manifest"]["metadata"]
     assert (meta["training_epochs"], meta["final_train_loss"], meta["final_val_loss"], meta["tags"]) == (7, 0.5, 0.25, ["x"])
-    assert [t["name"] for t in info["tensors"]["model.safetensors"]] == ["w"]
+    assert [t["name"] for t in info["tensors"]["model.safetensors"]] == ["state_dict/w"]
 
 
 def test_hostile_names_are_escaped(tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ def test_vector_codes_exist_in_the_reader() -> None:
 
 
 def test_every_reader_code_has_a_vector() -> None:
-    reader_codes = _source_codes(("container.py", "manifest.py", "tensors.py", "legacy.py", "archive.py", "source.py"))
+    reader_codes = _source_codes(("container.py", "manifest.py", "values.py", "tensors.py", "legacy.py", "archive.py", "source.py"))
     # raised only for values handed to the writer, or for the host / remote sources
     writer_only = {"invalid-input", "unsupported-dtype", "big-endian-host", "manifest-depth-input", "numpy-unavailable"}
     uncovered = reader_codes - {v["expected"]["code"] for v in INVALID} - NOT_IN_VECTORS - writer_only

@@ -423,7 +423,7 @@ def test_save_model_from_checkpoint(tmp_path: Path, generator: nn.Module, models
         assert torch.equal(loaded.state_dict[name], t)
     info = inspect(path)
     stored = {t["name"] for t in info["tensors"]["model.safetensors"]}
-    assert stored == set(generator.state_dict())  # no optimizer tensors
+    assert stored == {f"state_dict/{k}" for k in generator.state_dict()}  # no optimizer tensors
     assert "optimizer" not in json.dumps(info["manifest"])
     exp_avg = optimizer_state["state"][0]["exp_avg"]
     assert exp_avg.numel() >= 64
@@ -474,11 +474,13 @@ def _model_files(models_dir: Path) -> list[str]:
 
 def test_input_errors_before_anything_is_written(models_dir: Path, generator: nn.Module) -> None:
     with pytest.raises(InputError):
-        save_model(generator, {}, {}, {"name": "not a ModelMetadata"}, models_dir)  # type: ignore[arg-type]
+        save_model(generator, {}, {}, {"name": "x", "author": "no such field"}, models_dir)
     with pytest.raises(InputError):
-        save_model(generator, {1: "int key"}, {}, ModelMetadata(), models_dir)
+        save_model(generator, {(1, 2): "tuple key"}, {}, ModelMetadata(), models_dir)
     with pytest.raises(InputError):
-        save_model(generator, {}, {}, ModelMetadata(), models_dir, vocoder_state={"state_dict": {}})  # no type
+        save_model(generator, {}, {}, ModelMetadata(), models_dir, vocoder_state={"callback": print})
+    with pytest.raises(InputError):
+        save_model(generator, {}, {"ids": {1, 2}}, ModelMetadata(), models_dir)  # a set
     with pytest.raises(InputError):
         save_model([torch.ones(1)], {}, {}, ModelMetadata(), models_dir)  # type: ignore[arg-type]
     with pytest.raises(InputError):

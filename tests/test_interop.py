@@ -76,8 +76,8 @@ def _analysis_pairs(skeleton: Any, restored: Any) -> list[tuple[str, Any]]:
     """(tensor name, restored array) for every placeholder of the manifest's analysis."""
     out: list[tuple[str, Any]] = []
     if isinstance(skeleton, dict):
-        if len(skeleton) == 1 and next(iter(skeleton)) in ("$ndarray", "$tensor"):
-            return [(next(iter(skeleton.values())), restored)]
+        if skeleton.get("$") in ("ndarray", "tensor"):  # a placeholder (FORMAT.md §4.4)
+            return [(skeleton["name"], restored)]
         for k, v in skeleton.items():
             out += _analysis_pairs(v, restored[k])
     elif isinstance(skeleton, list):
@@ -137,16 +137,21 @@ def test_plain_readers_see_the_same_tensors_and_manifest(rich_model: Path, tmp_p
 
     loaded = load_model(rich_model)
     model_tensors = plain["tensors"]["model.safetensors"]
-    weights = {k: v for k, v in model_tensors.items() if not k.startswith("__analysis__.")}
-    assert weights == {k: _digest(t) for k, t in loaded.state_dict.items()}
-    assert "tied.second" in weights and weights["tied.second"] == weights["tied.first"]
+    # the state dict is one 'tensors' placeholder: its keys, in order, under a prefix (FORMAT.md §4.4)
+    sd = plain["manifest"]["state_dict"]
+    assert sd["$"] == "tensors" and sd["prefix"] == "state_dict/" and sd["keys"] == list(loaded.state_dict)
+    weights = {k: v for k, v in model_tensors.items() if k.startswith("state_dict/")}
+    assert weights == {f"state_dict/{k}": _digest(t) for k, t in loaded.state_dict.items()}
+    assert weights["state_dict/tied.second"] == weights["state_dict/tied.first"]
     pairs = _analysis_pairs(plain["manifest"]["analysis"], loaded.analysis)
     assert len(pairs) == 3
-    assert sorted(name for name, _ in pairs) == sorted(k for k in model_tensors if k.startswith("__analysis__."))
+    assert sorted(name for name, _ in pairs) == sorted(k for k in model_tensors if k.startswith("analysis/"))
+    assert set(model_tensors) == set(weights) | {name for name, _ in pairs}
     for name, restored in pairs:
         assert model_tensors[name] == _digest(restored), name
     vocoder = plain["tensors"]["vocoder.safetensors"]
-    assert vocoder == {k: _digest(t) for k, t in loaded.vocoder_state["state_dict"].items()}
+    prefix = plain["manifest"]["vocoder_state"]["state_dict"]["prefix"]
+    assert vocoder == {prefix + k: _digest(t) for k, t in loaded.vocoder_state["state_dict"].items()}
 
 
 def test_zipfile_accepts_the_archive(rich_model: Path) -> None:
@@ -186,15 +191,16 @@ def test_safe_open_on_extracted_members(rich_model: Path, tmp_path: Path) -> Non
     loaded = load_model(rich_model)
     with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
         names = set(f.keys())
-        assert "tied.second" not in names  # stored once, as an alias in the manifest
-        assert manifest["members"]["model.safetensors"]["aliases"] == {"tied.second": "tied.first"}
-        for name in names - {n for n in names if n.startswith("__analysis__.")}:
+        assert "state_dict/tied.second" not in names  # stored once, as an alias in the manifest
+        assert manifest["members"]["model.safetensors"]["aliases"] == {"state_dict/tied.second": "state_dict/tied.first"}
+        for name in {n for n in names if n.startswith("state_dict/")}:
             t = f.get_tensor(name)
-            assert _digest(t) == _digest(loaded.state_dict[name]), name
+            assert _digest(t) == _digest(loaded.state_dict[name.removeprefix("state_dict/")]), name
     with safe_open(str(tmp_path / "vocoder.safetensors"), framework="pt") as f:
-        assert set(f.keys()) == set(loaded.vocoder_state["state_dict"])
+        prefix = "vocoder_state/state_dict/"
+        assert set(f.keys()) == {prefix + k for k in loaded.vocoder_state["state_dict"]}
         for name in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
-            assert torch.equal(f.get_tensor(name), loaded.vocoder_state["state_dict"][name])
+            assert torch.equal(f.get_tensor(name), loaded.vocoder_state["state_dict"][name.removeprefix(prefix)])
 
 
 def test_manifest_decodes_with_msgpack_alone(saved_model: Path) -> None:
@@ -241,7 +247,6 @@ def test_magic_bytes(saved_model: Path, save: Callable[..., Path]) -> None:
         head = path.read_bytes()[:72]
         assert head[:4] == b"PK\x03\x04"
         assert head[30:46] == b"manifest.msgpack"
-        assert head[46] in (0x88, 0x89)  # fixmap: 8 keys, or 9 with "vocoder"
+        assert head[46] == 0x8B  # fixmap of the 11 top-level keys (FORMAT.md §4.3)
         assert head[47:71] == b"\xa6format\xb0distillgan_model"
         assert head[71] == 0xA7 and path.read_bytes()[72:79] == b"version"
-    assert saved_model.read_bytes()[46] == 0x89

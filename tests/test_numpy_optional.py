@@ -24,4 +24,4 @@ def test_numpy_analysis_without_numpy_is_a_clear_error(tmp_path: Path) -> None:
     )
     r = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.splitlines()[0] == "numpy-unavailable", r.stderr
-    assert "$ndarray" in r.stdout.splitlines()[1]
+    assert "'$': 'ndarray'" in r.stdout.splitlines()[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import struct
 import subprocess
 import sys
 import zipfile
@@ -111,33 +112,33 @@ def test_module_round_trip_without_vocoder(
     assert meta.training_date == "2026-01-02T03:04:05+00:00"
     assert meta.model_id and meta.save_date  # filled in by save_model
     assert meta.has_analysis is False
-    # no vocoder: no manifest key, no member
-    assert "vocoder" not in inspect(path)["manifest"]
+    # no vocoder: vocoder_state is nil, no member
+    assert inspect(path)["manifest"]["vocoder_state"] is None
     assert _member_names(path) == ["manifest.msgpack", "model.safetensors"]
 
 
 def test_round_trip_with_vocoder(
-    save: Callable[..., Path], vocoder_state: dict[str, Any], assert_same_tensor: Callable[..., None]
+    save: Callable[..., Path], vocoder_state: dict[str, Any], assert_same_tree: Callable[..., None]
 ) -> None:
     path = save(vocoder_state=vocoder_state)
     loaded = load_model(path)
-    voc = loaded.vocoder_state
-    assert voc is not None
-    assert voc["type"] == "hifigan_v2"
-    assert voc["config"] == vocoder_state["config"]
-    assert voc["training_metadata"] == vocoder_state["training_metadata"]
-    assert set(voc["state_dict"]) == set(vocoder_state["state_dict"])
-    for name, t in vocoder_state["state_dict"].items():
-        assert_same_tensor(voc["state_dict"][name], t)
-    # vocoder tensors stay out of the model's state dict
-    assert not set(voc["state_dict"]) & set(loaded.state_dict)
+    assert_same_tree(loaded.vocoder_state, vocoder_state)  # stored raw: every key, as given
     assert _member_names(path) == ["manifest.msgpack", "model.safetensors", "vocoder.safetensors"]
-    manifest = inspect(path)["manifest"]
-    assert manifest["vocoder"] == {
-        "type": "hifigan_v2",
-        "config": vocoder_state["config"],
-        "training_metadata": vocoder_state["training_metadata"],
-    }
+    info = inspect(path)
+    voc = info["manifest"]["vocoder_state"]
+    assert voc["type"] == "hifigan_v2" and voc["training_metadata"] == vocoder_state["training_metadata"]
+    # every vocoder tensor is in vocoder.safetensors, none in the model's member
+    vocoder_names = {t["name"] for t in info["tensors"]["vocoder.safetensors"]}
+    assert vocoder_names == {f"vocoder_state/state_dict/{k}" for k in vocoder_state["state_dict"]}
+    assert all(t["name"].startswith("state_dict/") for t in info["tensors"]["model.safetensors"])
+
+
+def test_vocoder_state_is_stored_raw_whatever_its_keys(save: Callable[..., Path], assert_same_tree: Callable[..., None]) -> None:
+    """No key whitelist: the app's trainer passes generator_state_dict, a checkpoint, and no state_dict at all."""
+    lin = nn.Linear(3, 2)
+    voc = {"generator_state_dict": lin.state_dict(), "anything": {"nested": [lin.weight.detach().clone(), (1, None)]}, 7: b"x"}
+    loaded = load_model(save(vocoder_state=voc))
+    assert_same_tree(loaded.vocoder_state, {"generator_state_dict": dict(lin.state_dict()), **{k: v for k, v in voc.items() if k != "generator_state_dict"}})
 
 
 def test_metadata_filled_in_place_and_stored(generator: nn.Module, models_dir: Path) -> None:
@@ -204,8 +205,8 @@ def test_tied_weights_are_stored_once_and_stay_tied(save: Callable[..., Path]) -
     assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
     assert torch.equal(a, model.embed.weight.detach())
     info = inspect(path)
-    assert [t["name"] for t in info["tensors"]["model.safetensors"]] == ["embed.weight"]
-    assert info["manifest"]["members"]["model.safetensors"]["aliases"] == {"head.weight": "embed.weight"}
+    assert [t["name"] for t in info["tensors"]["model.safetensors"]] == ["state_dict/embed.weight"]
+    assert info["manifest"]["members"]["model.safetensors"]["aliases"] == {"state_dict/head.weight": "state_dict/embed.weight"}
     assert path.read_bytes().count(weight_bytes) == 1
 
 
@@ -281,17 +282,21 @@ def test_zero_size_and_rank_zero_tensors(save: Callable[..., Path], assert_same_
     loaded = load_model(path)
     for name, t in state.items():
         assert_same_tensor(loaded.state_dict[name], t)
-    shapes = {t["name"]: t["shape"] for t in inspect(path)["tensors"]["model.safetensors"]}
+    shapes = {t["name"].removeprefix("state_dict/"): t["shape"] for t in inspect(path)["tensors"]["model.safetensors"]}
     assert shapes["empty2d"] == [3, 0] and shapes["scalar"] == [] and shapes["empty"] == [0]
 
 
-def test_parameters_with_requires_grad(save: Callable[..., Path], assert_same_tensor: Callable[..., None]) -> None:
+def test_parameters_with_requires_grad(save: Callable[..., Path], assert_same_tree: Callable[..., None]) -> None:
+    """A Parameter comes back a Parameter, and requires_grad is kept (it is part of the value, not autograd history)."""
     w = nn.Parameter(torch.randn(4, 3))
+    frozen = nn.Parameter(torch.randn(2), requires_grad=False)
     x = torch.randn(5, requires_grad=True)
-    loaded = load_model(save({"w": w, "x": x}))
-    assert_same_tensor(loaded.state_dict["w"], w.detach())
-    assert_same_tensor(loaded.state_dict["x"], x.detach())
-    assert not loaded.state_dict["w"].requires_grad  # a state dict holds data, not autograd state
+    state = {"w": w, "frozen": frozen, "x": x, "plain": torch.randn(2)}
+    loaded = load_model(save(state))
+    assert_same_tree(loaded.state_dict, state)
+    assert type(loaded.state_dict["w"]) is nn.Parameter and loaded.state_dict["w"].requires_grad
+    assert type(loaded.state_dict["frozen"]) is nn.Parameter and not loaded.state_dict["frozen"].requires_grad
+    assert loaded.state_dict["x"].requires_grad and loaded.state_dict["x"].is_leaf
 
 
 def test_bool_tensor_with_non_canonical_bytes_is_refused_or_normalised(save: Callable[..., Path], models_dir: Path) -> None:
@@ -446,8 +451,8 @@ def test_tensors_from_open_archive_match_load_model(saved_model: Path) -> None:
     with open_archive(saved_model) as archive:
         tensors = archive.tensors("model.safetensors")
     for name, t in loaded.state_dict.items():
-        assert torch.equal(tensors[name], t)
-    assert set(tensors) == set(loaded.state_dict) | {n for n in tensors if n.startswith("__analysis__.")}
+        assert torch.equal(tensors[f"state_dict/{name}"], t)
+    assert set(tensors) == {f"state_dict/{n}" for n in loaded.state_dict} | {n for n in tensors if n.startswith("analysis/")}
 
 
 def _run_isolated(script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -582,11 +587,12 @@ def test_analysis_with_a_read_only_numpy_array(tmp_path: Path) -> None:
     assert r.stdout.strip() == "ok"
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), -0.0], ids=["nan", "inf", "-inf", "-0"])
 @pytest.mark.parametrize("where", ["analysis", "spectrogram_config", "training_config", "nested-list"])
-def test_non_finite_floats_in_the_manifest_are_refused(
-    bad: float, where: str, save: Callable[..., Path], models_dir: Path
+def test_non_finite_floats_round_trip_exactly(
+    bad: float, where: str, save: Callable[..., Path], assert_same_tree: Callable[..., None]
 ) -> None:
+    """NaN losses and NaN correlations are what the app produces: stored bit for bit, never refused."""
     kwargs: dict[str, Any] = {}
     if where == "analysis":
         kwargs["analysis"] = {"threshold": bad, "ok": np.array([bad])}
@@ -594,23 +600,30 @@ def test_non_finite_floats_in_the_manifest_are_refused(
         kwargs["analysis"] = {"thresholds": [[0.0, {"x": bad}]]}
     else:
         kwargs[where] = {"f_min": bad}
+    loaded = load_model(save(**kwargs))
+    for key, value in kwargs.items():
+        assert_same_tree(getattr(loaded, key), value)
+
+
+def test_nan_payload_and_sign_survive(save: Callable[..., Path]) -> None:
+    nan = struct.unpack("<d", bytes.fromhex("0100000000f8ffff"))[0]  # negative, with a payload
+    got = load_model(save(training_config={"nan": nan})).training_config["nan"]
+    assert struct.pack("<d", got).hex() == "0100000000f8ffff"
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+def test_non_finite_losses_in_metadata_round_trip(loss: float, save: Callable[..., Path], models_dir: Path) -> None:
+    path = save(final_val_loss=loss, final_train_loss=loss)
+    meta = load_model(path).metadata
+    assert struct.pack("<d", meta.final_val_loss) == struct.pack("<d", loss)
+    entry = distillgan.ModelLibrary(models_dir).list_all()[0]
+    assert struct.pack("<d", entry.final_train_loss) == struct.pack("<d", loss)
+
+
+def test_other_non_finite_metadata_is_refused(save: Callable[..., Path]) -> None:
     with pytest.raises(InputError) as e:
-        save(**kwargs)
-    assert e.value.code == "manifest-value"
-    assert not models_dir.exists() or not list(models_dir.glob("*.distillgan"))
-
-
-def test_non_finite_loss_in_metadata_is_refused(save: Callable[..., Path]) -> None:
-    with pytest.raises(InputError) as e:
-        save(final_val_loss=float("nan"))
-    assert e.value.code == "manifest-value"
-    assert "final_val_loss" in str(e.value)
-
-
-def test_reserved_analysis_prefix_in_state_dict_is_refused(save: Callable[..., Path]) -> None:
-    with pytest.raises(InputError) as e:
-        save({"__analysis__.0": torch.ones(1)})
-    assert e.value.code == "st-name"
+        save(dataset_total_duration_s=float("inf"))
+    assert e.value.code == "manifest-value" and "dataset_total_duration_s" in str(e.value)
 
 
 # --- determinism ----------------------------------------------------------------------------
@@ -650,20 +663,27 @@ def test_same_inputs_give_byte_identical_files(
     assert a.read_bytes() == b.read_bytes()
 
 
-def test_insertion_order_does_not_change_the_bytes(tmp_path: Path, generator: nn.Module, vocoder_state: dict[str, Any]) -> None:
-    state = generator.state_dict()
+def test_insertion_order_is_kept_and_only_it_changes_the_bytes(
+    tmp_path: Path, generator: nn.Module, vocoder_state: dict[str, Any], assert_same_tree: Callable[..., None]
+) -> None:
+    """Dict order is part of a value (FORMAT.md §4.4): it round-trips, so two orders give two files."""
+    state = dict(generator.state_dict())
     tied = torch.randn(3)
     forward = {**state, "tied.a": tied, "tied.b": tied}
     backward = dict(reversed(list(forward.items())))
-    assert list(forward) != list(backward)
-    voc_rev = {**vocoder_state, "state_dict": dict(reversed(list(vocoder_state["state_dict"].items())))}
     spec = {"a": 1, "b": [1, 2], "c": {"x": 1.5, "y": None}}
     spec_rev = {"c": {"y": None, "x": 1.5}, "b": [1, 2], "a": 1}
-    ana = {"z": np.ones(2), "a": torch.zeros(3), "m": {"q": np.arange(3), "p": 1}}
-    ana_rev = {"m": {"p": 1, "q": np.arange(3)}, "a": torch.zeros(3), "z": np.ones(2)}
-    a = save_model(forward, spec, spec, _fixed_meta(), tmp_path / "a", analysis=ana, vocoder_state=vocoder_state)
-    b = save_model(backward, spec_rev, spec_rev, _fixed_meta(), tmp_path / "b", analysis=ana_rev, vocoder_state=voc_rev)
-    assert a.read_bytes() == b.read_bytes()
+    a = save_model(forward, spec, spec, _fixed_meta(), tmp_path / "a", vocoder_state=vocoder_state)
+    b = save_model(backward, spec_rev, spec_rev, _fixed_meta(), tmp_path / "b", vocoder_state=vocoder_state)
+    assert a.read_bytes() != b.read_bytes()
+    la, lb = load_model(a), load_model(b)
+    assert_same_tree(la.state_dict, forward)
+    assert_same_tree(lb.state_dict, backward)
+    assert la.state_dict["tied.a"] is la.state_dict["tied.b"] and lb.state_dict["tied.a"] is lb.state_dict["tied.b"]
+    assert list(lb.spectrogram_config) == ["c", "b", "a"] and list(lb.spectrogram_config["c"]) == ["y", "x"]
+    # the tensor data are the same bytes: only the manifest differs
+    with open_archive(a) as x, open_archive(b) as y:
+        assert x.tables["model.safetensors"].tensors == y.tables["model.safetensors"].tensors
 
 
 def test_different_content_gives_different_bytes(tmp_path: Path) -> None:

@@ -33,11 +33,11 @@ def test_every_cited_section_exists() -> None:
 
 
 def test_limits_in_the_spec_match_the_code() -> None:
-    from distillgan import container, manifest, source, tensors
+    from distillgan import container, manifest, source, tensors, values
 
-    assert "| `MAX_MANIFEST_BYTES` (manifest) | 2²⁰ B (1 MiB)" in SPEC and manifest.MAX_MANIFEST_BYTES == 1 << 20
+    assert "| `MAX_MANIFEST_BYTES` (manifest) | 8 × 2²⁰ B (8 MiB)" in SPEC and manifest.MAX_MANIFEST_BYTES == 8 << 20
     assert "| `MAX_HEADER_BYTES` (tensors) | 4 × 2²⁰ B (4 MiB)" in SPEC and tensors.MAX_HEADER_BYTES == 4 << 20
-    assert "| `MAX_DEPTH` (manifest) | 32 |" in SPEC and manifest.MAX_DEPTH == 32
+    assert "| `MAX_DEPTH` (values) | 64 |" in SPEC and values.MAX_DEPTH == 64
     assert "| `MAX_MEMBERS` (container) | 16 " in SPEC and container.MAX_MEMBERS == 16
     assert "| `MAX_FILE_BYTES` (source) | 2⁴⁰ B (1 TiB)" in SPEC and source.MAX_FILE_BYTES == 1 << 40
     assert "0x6764" in SPEC and container.PADDING_EXTRA_ID == 0x6764
