@@ -76,6 +76,15 @@ class TensorTable:
     metadata: dict[str, str] | None
 
 
+def valid_name(name: str) -> bool:
+    """True when ``name`` passes :func:`check_name`."""
+    try:
+        check_name(name, "", InputError)
+    except InputError:
+        return False
+    return True
+
+
 def check_name(name: str, where: str, error: type[DistillganError] = TensorError) -> None:
     """Tensor names: 1..MAX_NAME_BYTES bytes of UTF-8, no control characters (FORMAT.md §5.4)."""
     try:
@@ -260,7 +269,10 @@ def check_storable(t: Any, where: str) -> None:
             f"{where}: {t.layout}, quantized and meta tensors cannot be stored; convert to a dense tensor first",
             code="invalid-input",
         )
-    dtype_code(t.dtype)
+    try:
+        dtype_code(t.dtype)
+    except InputError as e:
+        raise InputError(f"{where}: {e}", code=e.code) from e
     if t.dim() > MAX_RANK:
         raise InputError(f"{where}: rank {t.dim()} is over the limit of {MAX_RANK} (FORMAT.md §8)", code="st-shape")
 

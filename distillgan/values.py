@@ -50,6 +50,7 @@ from pathlib import PurePath
 from typing import Any
 
 from .errors import InputError, ManifestError
+from .tensors import valid_name
 
 TAG = "$"  # FORMAT.md §4.4: a map with this key is a tagged value
 MAX_DEPTH = 64  # FORMAT.md §8: nesting of msgpack arrays and maps (the manifest map is depth 0)
@@ -71,6 +72,7 @@ NUMPY_DTYPES = frozenset({"F64", "F32", "F16", "C64", "I64", "I32", "I16", "I8",
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "C64"})
 
 _INT_TEXT = re.compile(r"-?(0|[1-9][0-9]*)\Z")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 # --- paths ------------------------------------------------------------------------------
@@ -91,15 +93,19 @@ def tensor_name(path: tuple[Any, ...]) -> str:
     """The tensor name a writer gives the value at ``path`` (FORMAT.md §4.4, naming rule).
 
     Segments are joined with ``/``; in a str segment ``~`` becomes ``~0`` and
-    ``/`` becomes ``~1`` (as in JSON Pointer), and a str that reads as a
-    decimal integer gets the prefix ``~2`` so it cannot meet the int key or
-    index of the same number. Ints (map keys, list and tuple indices) are
-    written in decimal. The rule is injective, so names never collide.
+    ``/`` becomes ``~1`` (as in JSON Pointer), a control character (U+0000–
+    U+001F, U+007F–U+009F, which tensor names cannot hold) becomes ``~u``
+    and four hex digits, and a str that reads as a decimal integer gets the
+    prefix ``~2`` so it cannot meet the int key or index of the same number.
+    Ints (map keys, list and tuple indices) are written in decimal. The rule
+    is injective, so names never collide.
     """
     parts = []
     for seg in path:
         if isinstance(seg, str):
             s = seg.replace("~", "~0").replace("/", "~1")
+            if _CONTROL.search(s):
+                s = _CONTROL.sub(lambda m: f"~u{ord(m.group()):04x}", s)
             parts.append("~2" + s if _INT_TEXT.match(seg) else s)
         else:
             parts.append(str(seg))
@@ -272,7 +278,9 @@ class Splitter:
             and all(type(k) is str for k in keys)
         ):
             self._depth(path, depth + 2)  # the keys inside the "keys" array
-            return self._enc_flat(keys, values, path, member)  # type: ignore[arg-type]
+            flat = self._enc_flat(keys, values, path, member)  # type: ignore[arg-type]
+            if flat is not None:
+                return flat
         if TAG in keys:
             self._depth(path, depth + 3)  # keys and values inside [key, value] pairs inside "items"
             return {
@@ -281,17 +289,22 @@ class Splitter:
             }
         return {k: self._enc(x, (*path, k), depth + 1, member) for k, x in zip(keys, values, strict=True)}
 
-    def _enc_flat(self, keys: list[str], values: list[Any], path: tuple[Any, ...], member: str) -> dict[str, Any]:
-        """A dict of plain tensors (a state dict): one placeholder for all, names ``prefix + key``."""
-        from .tensors import check_name, check_storable
+    def _enc_flat(self, keys: list[str], values: list[Any], path: tuple[Any, ...], member: str) -> dict[str, Any] | None:
+        """A dict of plain tensors (a state dict): one placeholder for all, names ``prefix + key``.
+
+        None when a key would make an invalid tensor name (a control character,
+        over 1024 bytes): the caller then writes one placeholder per tensor,
+        whose names escape what a key cannot hold.
+        """
+        from .tensors import check_storable
 
         prefix = tensor_name(path) + "/"
-        for k, t in zip(keys, values, strict=True):
-            name = prefix + k
-            where = render_path((*path, k))
-            check_storable(t, where)
-            check_name(name, where, InputError)
-            self.claims.append(Claim(member, name, t, "tensor", False, (*path, k)))
+        names = [prefix + k for k in keys]
+        if not all(valid_name(n) for n in names):
+            return None
+        for k, t, name in zip(keys, values, names, strict=True):
+            check_storable(t, render_path((*path, k)))
+        self.claims.extend(Claim(member, name, t, "tensor", False, (*path, k)) for k, t, name in zip(keys, values, names, strict=True))
         return {TAG: "tensors", "prefix": prefix, "keys": keys}
 
     def _enc_tensor(self, v: Any, path: tuple[Any, ...], member: str) -> dict[str, Any]:
