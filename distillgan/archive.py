@@ -405,11 +405,10 @@ def _cross_check(manifest: Manifest, members: list[zc.Member], tables: dict[str,
     claimed: dict[str, dict[str, tuple[Any, ...]]] = {m: {} for m in tables}
     kinds: dict[tuple[str, str], tuple[str, bool]] = {}
     for ref, path in manifest.refs:
-        where = render_path(path)
         names = claimed[ref.member]
         if ref.name in names:
             raise ManifestError(
-                f"{where} and {render_path(names[ref.name])} both name tensor {ref.name!r} of {ref.member}; "
+                f"{render_path(path)} and {render_path(names[ref.name])} both name tensor {ref.name!r} of {ref.member}; "
                 "each tensor and alias is named by one placeholder (FORMAT.md §6)",
                 code="manifest-mismatch",
             )
@@ -418,23 +417,23 @@ def _cross_check(manifest: Manifest, members: list[zc.Member], tables: dict[str,
         dtype = dtypes[ref.member].get(target)
         if dtype is None:
             raise ManifestError(
-                f"{where} names tensor {ref.name!r}, which {ref.member} does not hold (FORMAT.md §6)", code="manifest-mismatch"
+                f"{render_path(path)} names tensor {ref.name!r}, which {ref.member} does not hold (FORMAT.md §6)", code="manifest-mismatch"
             )
         if ref.kind == "ndarray" and dtype not in NUMPY_DTYPES:
             raise ManifestError(
-                f"{where}: tensor {ref.name!r} is {dtype}, which has no numpy dtype; an ndarray placeholder needs one of "
+                f"{render_path(path)}: tensor {ref.name!r} is {dtype}, which has no numpy dtype; an ndarray placeholder needs one of "
                 f"{', '.join(sorted(NUMPY_DTYPES))} (FORMAT.md §4.4)",
                 code="manifest-mismatch",
             )
         if ref.requires_grad and dtype not in FLOAT_DTYPES:
             raise ManifestError(
-                f"{where}: tensor {ref.name!r} is {dtype}; only floating point and complex tensors can require gradients (FORMAT.md §4.4)",
+                f"{render_path(path)}: tensor {ref.name!r} is {dtype}; only floating point and complex tensors can require gradients (FORMAT.md §4.4)",
                 code="manifest-mismatch",
             )
         kind = (ref.kind, ref.requires_grad)
         if kinds.setdefault((ref.member, target), kind) != kind:
             raise ManifestError(
-                f"{where}: tensor {target!r} of {ref.member} is named by placeholders of different kinds (FORMAT.md §5.5)",
+                f"{render_path(path)}: tensor {target!r} of {ref.member} is named by placeholders of different kinds (FORMAT.md §5.5)",
                 code="manifest-mismatch",
             )
     for m in members[1:]:

@@ -129,11 +129,13 @@ def build_header(entries: list[tuple[str, str, tuple[int, ...]]]) -> tuple[bytes
 
 
 def _no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise TensorError(f"duplicate key {k!r} in a safetensors header (FORMAT.md §5.1)", code="st-duplicate-key")
-        out[k] = v
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise TensorError(f"duplicate key {k!r} in a safetensors header (FORMAT.md §5.1)", code="st-duplicate-key")
+            seen.add(k)
     return out
 
 
@@ -150,8 +152,14 @@ def _utf8(s: str) -> bool:
     return True
 
 
-def _is_uint(v: Any) -> bool:
-    return type(v) is int and v >= 0
+def _bad_shape(where: str, name: str, shape: Any) -> TensorError:
+    return TensorError(
+        f"{where}: tensor {name!r}: shape {shape!r} must be at most {MAX_RANK} ints in 0..{MAX_DIM} (FORMAT.md §5.1)", code="st-shape"
+    )
+
+
+def _bad_offsets(where: str, name: str, offsets: Any) -> TensorError:
+    return TensorError(f"{where}: tensor {name!r}: data_offsets {offsets!r} must be [begin, end] with 0 <= begin <= end", code="st-offsets")
 
 
 def parse_header(src: Any, offset: int, size: int, where: str) -> TensorTable:
@@ -187,34 +195,46 @@ def parse_header(src: Any, offset: int, size: int, where: str) -> TensorTable:
         raise TensorError(f"{where}: {len(header)} tensors; the limit is {MAX_TENSORS} (FORMAT.md §8)", code="st-header-size")
     data_size = size - 8 - n
     infos = []
+    sizes = {code: size for code, (size, _) in DTYPES.items()}
     for name, spec in header.items():
         check_name(name, where)
-        tw = f"{where}: tensor {name!r}"
-        if not isinstance(spec, dict) or set(spec) != TENSOR_KEYS:
-            raise TensorError(f"{tw}: expected an object with exactly dtype, shape, data_offsets (FORMAT.md §5.1)", code="st-header-json")
-        dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
-        if not isinstance(dtype, str) or dtype not in DTYPES:
-            raise TensorError(f"{tw}: dtype {dtype!r} is not one of {', '.join(DTYPES)} (FORMAT.md §5.3)", code="st-dtype")
-        if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(_is_uint(d) and d <= MAX_DIM for d in shape):
+        if type(spec) is not dict or len(spec) != 3 or spec.keys() != TENSOR_KEYS:
             raise TensorError(
-                f"{tw}: shape {shape!r} must be at most {MAX_RANK} ints in 0..{MAX_DIM} (FORMAT.md §5.1)", code="st-shape"
+                f"{where}: tensor {name!r}: expected an object with exactly dtype, shape, data_offsets (FORMAT.md §5.1)",
+                code="st-header-json",
             )
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets) and offsets[0] <= offsets[1]):
-            raise TensorError(f"{tw}: data_offsets {offsets!r} must be [begin, end] with 0 <= begin <= end", code="st-offsets")
+        dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+        itemsize = sizes.get(dtype) if type(dtype) is str else None
+        if itemsize is None:
+            raise TensorError(
+                f"{where}: tensor {name!r}: dtype {dtype!r} is not one of {', '.join(DTYPES)} (FORMAT.md §5.3)", code="st-dtype"
+            )
+        if type(shape) is not list or len(shape) > MAX_RANK:
+            raise _bad_shape(where, name, shape)
+        expected = itemsize
         elements = 1
         for d in shape:
-            elements *= max(d, 1)  # zero dims count as 1: torch computes strides from the others
-        if elements > MAX_DIM:
-            raise TensorError(f"{tw}: shape {shape!r} has more than {MAX_DIM} elements (zero dimensions counted as 1; FORMAT.md §5.1)", code="st-shape")
-        expected = DTYPES[dtype][0]
-        for d in shape:
+            if type(d) is not int or d < 0 or d > MAX_DIM:
+                raise _bad_shape(where, name, shape)
             expected *= d  # Python ints: no overflow
-        if expected != offsets[1] - offsets[0]:
+            if d:
+                elements *= d  # zero dims count as 1: torch computes strides from the others
+        if type(offsets) is not list or len(offsets) != 2:
+            raise _bad_offsets(where, name, offsets)
+        begin, end = offsets
+        if type(begin) is not int or type(end) is not int or begin < 0 or begin > end:
+            raise _bad_offsets(where, name, offsets)
+        if elements > MAX_DIM:
             raise TensorError(
-                f"{tw}: shape {shape} of {dtype} needs {expected} bytes; data_offsets give {offsets[1] - offsets[0]} (FORMAT.md §5.1)",
+                f"{where}: tensor {name!r}: shape {shape!r} has more than {MAX_DIM} elements (zero dimensions counted as 1; FORMAT.md §5.1)",
                 code="st-shape",
             )
-        infos.append(TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1]))
+        if expected != end - begin:
+            raise TensorError(
+                f"{where}: tensor {name!r}: shape {shape} of {dtype} needs {expected} bytes; data_offsets give {end - begin} (FORMAT.md §5.1)",
+                code="st-shape",
+            )
+        infos.append(TensorInfo(name, dtype, tuple(shape), begin, end))
     infos.sort(key=lambda t: (t.begin, t.end))
     pos = 0
     for t in infos:
@@ -234,21 +254,39 @@ def parse_header(src: Any, offset: int, size: int, where: str) -> TensorTable:
 # --- torch ------------------------------------------------------------------------
 
 
+_STRIDED: list[Any] = []
+
+
 def _torch() -> Any:
     import torch
 
+    if not _STRIDED:
+        _STRIDED.append(torch.strided)
     if sys.byteorder != "little":
         raise InputError("distillgan stores little-endian tensors and needs a little-endian host", code="big-endian-host")
     return torch
 
 
+_CODES: dict[Any, str] = {}  # torch dtype -> safetensors code, filled on first use (torch is imported lazily)
+
+
 def dtype_code(dtype: torch.dtype) -> str:
     """safetensors code of a torch dtype; InputError for dtypes safetensors cannot hold."""
-    name = str(dtype).removeprefix("torch.")
-    for code, (_, tname) in DTYPES.items():
-        if tname == name:
-            return code
-    raise InputError(f"dtype {dtype} cannot be stored in safetensors (supported: {', '.join(DTYPES)})", code="unsupported-dtype")
+    if not _CODES:
+        torch = _torch()
+        _CODES.update({getattr(torch, tname): code for code, (_, tname) in DTYPES.items() if hasattr(torch, tname)})
+    code = _CODES.get(dtype)
+    if code is None:
+        raise InputError(f"dtype {dtype} cannot be stored in safetensors (supported: {', '.join(DTYPES)})", code="unsupported-dtype")
+    return code
+
+
+def storable(t: Any) -> bool:
+    """The fast path of :func:`check_storable` for a tensor: True when it passes (False: call it for the error)."""
+    if not _CODES:
+        dtype_code(t.dtype)  # fills the table (or raises for an unsupported dtype)
+    # quantized dtypes are not in _CODES, so the dtype test covers them
+    return t.dtype in _CODES and t.layout is _STRIDED[0] and not t.is_meta and t.dim() <= MAX_RANK
 
 
 def torch_dtype(code: str) -> torch.dtype:

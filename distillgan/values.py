@@ -50,7 +50,7 @@ from pathlib import PurePath
 from typing import Any
 
 from .errors import InputError, ManifestError
-from .tensors import valid_name
+from .tensors import MAX_NAME_BYTES, check_name, check_storable, storable, valid_name
 
 TAG = "$"  # FORMAT.md §4.4: a map with this key is a tagged value
 MAX_DEPTH = 64  # FORMAT.md §8: nesting of msgpack arrays and maps (the manifest map is depth 0)
@@ -66,6 +66,7 @@ TAGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "tensors": (("prefix", "keys"), ()),
 }
 KINDS = ("tensor", "parameter", "ndarray")  # what a placeholder restores
+_TAG_KEYS = {tag: (frozenset({"$", *req}), frozenset({"$", *req, *opt})) for tag, (req, opt) in TAGS.items()}
 
 # numpy dtypes a stored tensor can come back as (FORMAT.md §5.3); BF16 and float8 have no numpy dtype
 NUMPY_DTYPES = frozenset({"F64", "F32", "F16", "C64", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL"})
@@ -89,6 +90,16 @@ def render_path(path: tuple[Any, ...]) -> str:
     return "".join(out)
 
 
+def _segment(seg: Any) -> str:
+    """One path segment of :func:`tensor_name`."""
+    if not isinstance(seg, str):
+        return str(seg)
+    s = seg.replace("~", "~0").replace("/", "~1")
+    if _CONTROL.search(s):
+        s = _CONTROL.sub(lambda m: f"~u{ord(m.group()):04x}", s)
+    return "~2" + s if _INT_TEXT.match(seg) else s
+
+
 def tensor_name(path: tuple[Any, ...]) -> str:
     """The tensor name a writer gives the value at ``path`` (FORMAT.md §4.4, naming rule).
 
@@ -100,16 +111,7 @@ def tensor_name(path: tuple[Any, ...]) -> str:
     Ints (map keys, list and tuple indices) are written in decimal. The rule
     is injective, so names never collide.
     """
-    parts = []
-    for seg in path:
-        if isinstance(seg, str):
-            s = seg.replace("~", "~0").replace("/", "~1")
-            if _CONTROL.search(s):
-                s = _CONTROL.sub(lambda m: f"~u{ord(m.group()):04x}", s)
-            parts.append("~2" + s if _INT_TEXT.match(seg) else s)
-        else:
-            parts.append(str(seg))
-    return "/".join(parts)
+    return "/".join(map(_segment, path))
 
 
 # --- what the codec hands to the layers around it ----------------------------------------
@@ -167,6 +169,7 @@ class Splitter:
 
     def __init__(self) -> None:
         self.claims: list[Claim] = []
+        self._names: dict[tuple[Any, ...], str] = {}  # tensor_name of each path seen, built from its parent's
         torch = sys.modules.get("torch")  # no tensor can exist unless torch was imported
         self._tensor_type = torch.Tensor if torch is not None else None
         self._parameter_type = torch.nn.Parameter if torch is not None else None
@@ -176,6 +179,13 @@ class Splitter:
             return self._enc(value, path, len(path), member)
         except RecursionError as e:  # a cycle (a list that contains itself) or absurd nesting
             raise InputError(f"{render_path(path)}: nested deeper than {MAX_DEPTH} levels (FORMAT.md §8)", code="manifest-depth") from e
+
+    def _name(self, path: tuple[Any, ...]) -> str:
+        name = self._names.get(path)
+        if name is None:
+            name = _segment(path[0]) if len(path) == 1 else f"{self._name(path[:-1])}/{_segment(path[-1])}"
+            self._names[path] = name
+        return name
 
     def _depth(self, path: tuple[Any, ...], depth: int) -> None:
         if depth > MAX_DEPTH:
@@ -264,19 +274,18 @@ class Splitter:
         )
 
     def _enc_dict(self, v: dict[Any, Any], path: tuple[Any, ...], depth: int, member: str) -> Any:
-        keys = [self._key(k, path) for k in v]
-        if len(set(keys)) != len(keys):
-            seen: set[Any] = set()
-            dup = next(k for k in keys if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-            raise InputError(f"{render_path(path)}: two keys become {dup!r} after conversion (FORMAT.md §4.4)", code="manifest-type")
+        keys = list(v)
+        all_str = all(type(k) is str for k in keys)
+        if not all_str:
+            keys = [self._key(k, path) for k in keys]
+            all_str = all(type(k) is str for k in keys)
+            if len(set(keys)) != len(keys):  # conversion can make two keys one (an Enum and its value)
+                seen: set[Any] = set()
+                dup = next(k for k in keys if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+                raise InputError(f"{render_path(path)}: two keys become {dup!r} after conversion (FORMAT.md §4.4)", code="manifest-type")
         values = list(v.values())
         tensor_type = self._tensor_type
-        if (
-            values
-            and tensor_type is not None
-            and all(type(x) is tensor_type and not x.requires_grad for x in values)
-            and all(type(k) is str for k in keys)
-        ):
+        if values and all_str and tensor_type is not None and all(type(x) is tensor_type and not x.requires_grad for x in values):
             self._depth(path, depth + 2)  # the keys inside the "keys" array
             flat = self._enc_flat(keys, values, path, member)  # type: ignore[arg-type]
             if flat is not None:
@@ -296,47 +305,53 @@ class Splitter:
         over 1024 bytes): the caller then writes one placeholder per tensor,
         whose names escape what a key cannot hold.
         """
-        from .tensors import check_storable
-
-        prefix = tensor_name(path) + "/"
+        prefix = self._name(path) + "/"
         names = [prefix + k for k in keys]
-        if not all(valid_name(n) for n in names):
+        # one check of all names at once (control characters, lone surrogates, length), then each only if needed
+        joined = "".join(names)
+        try:
+            joined.encode("utf-8")
+            clean = not _CONTROL.search(joined) and len(prefix) + 4 * max(map(len, keys)) <= MAX_NAME_BYTES
+        except UnicodeEncodeError:
+            clean = False
+        if not clean and not all(valid_name(n) for n in names):
             return None
-        for k, t, name in zip(keys, values, names, strict=True):
-            check_storable(t, render_path((*path, k)))
+        for k, t in zip(keys, values, strict=True):
+            if not storable(t):
+                check_storable(t, render_path((*path, k)))
         self.claims.extend(Claim(member, name, t, "tensor", False, (*path, k)) for k, t, name in zip(keys, values, names, strict=True))
         return {TAG: "tensors", "prefix": prefix, "keys": keys}
 
     def _enc_tensor(self, v: Any, path: tuple[Any, ...], member: str) -> dict[str, Any]:
-        from .tensors import check_name, check_storable
-
-        where = render_path(path)
         t = type(v)
         if t is not self._tensor_type and t is not self._parameter_type:
             raise InputError(
-                f"{where}: tensor subclass {t.__module__}.{t.__qualname__} cannot be stored; pass a plain tensor (FORMAT.md §4.4)",
+                f"{render_path(path)}: tensor subclass {t.__module__}.{t.__qualname__} cannot be stored; pass a plain tensor (FORMAT.md §4.4)",
                 code="manifest-type",
             )
-        check_storable(v, where)
-        name = tensor_name(path)
-        check_name(name, where, InputError)
+        if not storable(v):
+            check_storable(v, render_path(path))
+        name = self._name(path)
+        if not valid_name(name):
+            check_name(name, render_path(path), InputError)
+        grad = bool(v.requires_grad)
         if t is self._parameter_type:
-            self.claims.append(Claim(member, name, v, "parameter", bool(v.requires_grad), path))
-            return {TAG: "parameter", "name": name, "requires_grad": bool(v.requires_grad)}
-        self.claims.append(Claim(member, name, v, "tensor", bool(v.requires_grad), path))
-        if v.requires_grad:
+            self.claims.append(Claim(member, name, v, "parameter", grad, path))
+            return {TAG: "parameter", "name": name, "requires_grad": grad}
+        self.claims.append(Claim(member, name, v, "tensor", grad, path))
+        if grad:
             return {TAG: "tensor", "name": name, "requires_grad": True}
         return {TAG: "tensor", "name": name}
 
     def _enc_ndarray(self, v: Any, path: tuple[Any, ...], member: str) -> dict[str, Any]:
-        from .tensors import check_name, check_storable, from_numpy
+        from .tensors import from_numpy
 
         where = render_path(path)
         if v.dtype.byteorder == ">":
             v = v.astype(v.dtype.newbyteorder("<"))  # documented: values kept, byte order not
         tensor = from_numpy(v, where)
         check_storable(tensor, where)
-        name = tensor_name(path)
+        name = self._name(path)
         check_name(name, where, InputError)
         self.claims.append(Claim(member, name, tensor, "ndarray", False, path))
         return {TAG: "ndarray", "name": name}
@@ -409,9 +424,10 @@ class Decoder:
         tag = raw[TAG]
         if type(tag) is not str or tag not in TAGS:
             raise _bad(path, f"tag {tag!r} is not one of {', '.join(TAGS)}", code="manifest-tag")
-        required, optional = TAGS[tag]
-        keys = set(raw)
-        if keys - {TAG} - set(required) - set(optional) or not set(required) <= keys:
+        required, allowed = _TAG_KEYS[tag]
+        keys = raw.keys()
+        if not (required <= keys <= allowed):
+            required, optional = TAGS[tag]
             raise _bad(path, f"a {tag!r} tagged map has keys {sorted(map(str, raw))}; expected '$', {', '.join(required + optional)}", code="manifest-tag")
         if depth + 1 > MAX_DEPTH:
             raise _bad(path, f"nested deeper than {MAX_DEPTH} levels", code="manifest-depth")
