@@ -396,3 +396,16 @@ def test_every_unstorable_value_is_refused_with_its_path(path: list[Any], bad: A
     e = refused(extra=tree)
     assert e.code in ("manifest-type", "manifest-value")
     assert f"$.extra{rendered}:" in str(e)
+
+
+def test_metadata_takes_numpy_and_torch_scalars_and_tuples(tmp_path: Any) -> None:
+    """The app fills metadata from tensors and numpy reductions: they are numbers, stored as such."""
+    from distillgan import load_model, save_model
+
+    meta = {"name": "scalars", "final_train_loss": np.float32(0.25), "final_val_loss": torch.tensor(float("nan")),
+            "training_epochs": torch.tensor(12), "dataset_file_count": np.int64(3), "tags": ("a", np.str_("b")),
+            "dataset_total_duration_s": np.float64(1.5)}  # fmt: skip
+    got = load_model(save_model({"w": torch.ones(1)}, {}, {}, meta, tmp_path)).metadata
+    assert (got.final_train_loss, got.training_epochs, got.dataset_file_count, got.tags) == (0.25, 12, 3, ["a", "b"])
+    assert math.isnan(got.final_val_loss) and type(got.training_epochs) is int and got.dataset_total_duration_s == 1.5
+    assert meta["model_id"]  # a mapping is filled in place too

@@ -601,10 +601,17 @@ def valid_vectors() -> list[tuple[str, bytes, str, str]]:
         "param": param,
         "grad": grad,
     }
-    data = write_with_distillgan(py_manifest(model, training_config={"filters": anywhere},
+    data_anywhere = write_with_distillgan(py_manifest(model, training_config={"filters": anywhere},
                                              vocoder_state={**vocoder_py(vocoder), "checkpoint": {"optim_g": opt_state, "epoch": 3}},
                                              extra={"param_again": param}))
-    out.append(("tensors-anywhere", data, "§4.4",
+    deep: Any = 0
+    for _ in range(62):  # training_config is depth 1, "deep" depth 2: the innermost 0 sits at depth 64, the limit
+        deep = [deep]
+    data = write_with_distillgan(py_manifest(model, training_config={"deep": deep}))
+    out.append(("depth-at-limit", data, "§8",
+                "training_config.deep nests 62 arrays: the innermost value is at depth 64, the deepest a reader accepts "
+                "(manifest-too-deep is one level more)."))
+    out.append(("tensors-anywhere", data_anywhere, "§4.4",
                 ("Tensors, a Parameter (requires_grad) and a tensor requiring grad, numpy arrays and 0-d tensors inside configs, "
                  "lists and tuples, an optimizer state with int keys and a tuple in the vocoder_state, and a Parameter named twice "
                  "(an alias with the same placeholder kind).")))
