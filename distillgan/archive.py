@@ -219,7 +219,8 @@ class Archive:
     ``source`` is a :class:`~distillgan.source.MappedFile` for local paths
     (tensors are views of its copy-on-write mapping) or a
     :class:`~distillgan.source.RemoteSource` for URLs (tensor members are
-    downloaded whole, CRC-checked on the way, when first needed).
+    downloaded whole, CRC-checked on the way, when first needed, and kept:
+    the bytes checked are the bytes used; FORMAT.md §12).
     """
 
     path: str
@@ -227,7 +228,7 @@ class Archive:
     members: list[zc.Member]
     decoded: Manifest
     tables: dict[str, TensorTable]
-    _downloaded: dict[str, bytearray] = field(default_factory=dict)
+    _downloaded: dict[str, Any] = field(default_factory=dict)  # remote: member name -> its bytes, CRC-checked
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -241,18 +242,18 @@ class Archive:
     def _member(self, name: str) -> zc.Member:
         return next(m for m in self.members if m.name == name)
 
-    def member_data(self, name: str) -> tuple[Any, int]:
-        """(buffer, file offset of its first byte) holding member ``name``'s bytes."""
+    def member_data(self, name: str, *, tick: Callable[[int], None] | None = None) -> tuple[Any, int]:
+        """(buffer, file offset of its first byte) holding member ``name``'s bytes.
+
+        Remotely the member is downloaded once (concurrent ranges straight
+        into its buffer, the header bytes validated at open taken from the
+        source's cache), its CRC-32 checked, and kept for every later use.
+        """
         if isinstance(self.source, MappedFile):
             return self.source.buffer, 0
         if name not in self._downloaded:
             m = self._member(name)
-            data = bytearray(m.size)
-            pos, crc = 0, 0
-            for chunk in self.source.read_stream(m.data_offset, m.size):
-                data[pos : pos + len(chunk)] = chunk
-                crc = zc.crc32(chunk, crc)
-                pos += len(chunk)
+            data, crc = self.source.download(m.data_offset, m.size, tick=tick)
             _check_crc(m, crc)  # the data came over the network anyway: hashing it is nearly free
             self._downloaded[name] = data
         return self._downloaded[name], self._member(name).data_offset
@@ -331,17 +332,22 @@ class Archive:
         return cache
 
     def check_crcs(self, *, progress: Progress | None = None, members: list[str] | None = None) -> None:
-        """CRC-32 of every member (or of the named ones); two threads per member on local files."""
+        """CRC-32 of every member (or of the named ones); two threads per member on local files.
+
+        Remotely each tensor member is downloaded and kept (:meth:`member_data`),
+        so the tensors made afterwards are made of the bytes checked here,
+        and the manifest's bytes are those decoded at open.
+        """
         chosen = [m for m in self.members if members is None or m.name in members]
         tick = _counter(progress, sum(m.size for m in chosen))
-        if not isinstance(self.source, MappedFile):
+        if isinstance(self.source, RemoteSource):
             for m in chosen:
-                crc = 0
-                for chunk in self.source.read_stream(m.data_offset, m.size):
-                    crc = zc.crc32(chunk, crc)
+                if m.name in TENSOR_MEMBERS:
+                    self.member_data(m.name, tick=tick)
+                else:
+                    _check_crc(m, zc.crc32(self.source.read(m.data_offset, m.size)))  # from the cache: the bytes decoded
                     if tick is not None:
-                        tick(len(chunk))
-                _check_crc(m, crc)
+                        tick(m.size)
             return
         with ThreadPoolExecutor(max_workers=2) as pool:
             for m in chosen:
@@ -518,7 +524,11 @@ def _check_bools(archive: Archive) -> None:
     for member, table in archive.tables.items():
         for t in table.tensors:
             if t.dtype == "BOOL" and t.nbytes and bytes(archive.tensor_bytes(member, t)).translate(None, b"\x00\x01"):
-                raise TensorError(f"{member}: tensor {t.name!r} holds bool bytes other than 0 and 1 (FORMAT.md §5.3)", code="st-bool")
+                raise _bool_error(member, t)
+
+
+def _bool_error(member: str, t: TensorInfo) -> TensorError:
+    return TensorError(f"{member}: tensor {t.name!r} holds bool bytes other than 0 and 1 (FORMAT.md §5.3)", code="st-bool")
 
 
 def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
@@ -531,6 +541,8 @@ def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress:
     """
     with open_archive(path) as archive:
         info = _describe(archive)
+        if isinstance(archive.source, RemoteSource):
+            return _verify_remote(archive, info, sha256, progress)
         if sha256 is not None:
             want = sha256.strip().lower()
             with ThreadPoolExecutor(max_workers=1) as pool:
@@ -546,6 +558,55 @@ def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress:
         return info
 
 
+def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, progress: Progress | None) -> dict[str, Any]:
+    """:func:`verify` of a URL: one pass over the whole file gives the SHA-256, every CRC-32 and the bool bytes.
+
+    The pass takes the bytes validated at open from the source's cache and
+    fetches each other byte once, so the digest is of exactly the bytes
+    whose structure was validated and whose checksums were checked (a
+    server cannot show the digest one file and the validator another;
+    FORMAT.md §12). Failures come in the order of the local verify: CRC-32,
+    then SHA-256, then bool bytes.
+    """
+    src = archive.source
+    assert isinstance(src, RemoteSource)
+    digest = hashlib.sha256() if sha256 is not None else None
+    crcs = [0] * len(archive.members)
+    spans = [(m.data_offset, m.data_offset + m.size) for m in archive.members]
+    bools = [
+        (table.data_start + t.begin, table.data_start + t.end, member, t)
+        for member, table in archive.tables.items()
+        for t in table.tensors
+        if t.dtype == "BOOL" and t.nbytes
+    ]
+    bad_bool: TensorError | None = None
+    tick = _counter(progress, src.size)
+    pos = 0
+    for chunk in src.stream(0, src.size):
+        end = pos + len(chunk)
+        if digest is not None:
+            digest.update(chunk)
+        for i, (a, b) in enumerate(spans):
+            if a < end and pos < b:
+                crcs[i] = zc.crc32(chunk[max(a, pos) - pos : min(b, end) - pos], crcs[i])
+        for a, b, member, t in bools:
+            if bad_bool is None and a < end and pos < b and bytes(chunk[max(a, pos) - pos : min(b, end) - pos]).translate(None, b"\x00\x01"):
+                bad_bool = _bool_error(member, t)
+        if tick is not None:
+            tick(len(chunk))
+        pos = end
+    for m, crc in zip(archive.members, crcs):
+        _check_crc(m, crc)
+    if digest is not None and sha256 is not None:
+        want, got = sha256.strip().lower(), digest.hexdigest()
+        if got != want:
+            raise IntegrityError(f"SHA-256 of the file is {got}; expected {want}", code="sha256-mismatch")
+        info["sha256"] = got
+    if bad_bool is not None:
+        raise bad_bool
+    return info
+
+
 def _sha256_of(src: MappedFile | RemoteSource) -> str:
     h = hashlib.sha256()
     if isinstance(src, MappedFile):
@@ -556,7 +617,7 @@ def _sha256_of(src: MappedFile | RemoteSource) -> str:
         finally:
             view.release()
     else:
-        for chunk in src.read_stream(0, src.size):
+        for chunk in src.stream(0, src.size):  # each byte once; those already read come from the cache
             h.update(chunk)
     return h.hexdigest()
 
