@@ -34,6 +34,7 @@ from .errors import ContainerError, FileAccessError, InputError
 
 MAX_FILE_BYTES = 1 << 40  # FORMAT.md §8
 REMOTE_TAIL_BYTES = 16 << 10  # first request: the end records and central directory (ours is < 1 KiB)
+REMOTE_HEAD_BYTES = 64 << 10  # the first read from offset 0: local header, manifest and, for hundreds of tensors, the model's header
 REMOTE_BLOCK_BYTES = 32 << 10  # later requests read at least this much, so a header usually arrives in one go
 REMOTE_STREAM_BYTES = 8 << 20  # one range request of tensor data or of a whole-file stream
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
@@ -607,7 +608,8 @@ class RemoteSource:
     so no size request is needed over HTTP); the file size is the
     transport's (``Content-Range`` total, ``Content-Length``, or the
     backend's ``info()``), never what the end records imply. Small reads
-    fetch at least REMOTE_BLOCK_BYTES of what is not cached yet and keep it;
+    fetch at least REMOTE_BLOCK_BYTES (REMOTE_HEAD_BYTES from offset 0) of
+    what is not cached yet and keep it;
     :meth:`download` and :meth:`stream` fetch tensor data and whole files
     with REMOTE_CONNECTIONS concurrent range requests of REMOTE_STREAM_BYTES,
     taking the bytes already read from the cache. ``http(s)`` URLs (and the
@@ -705,7 +707,7 @@ class RemoteSource:
         if gaps:
             start, stop = gaps[-1]
             if stop == offset + n:  # read ahead from the last gap, up to REMOTE_BLOCK_BYTES from offset or the next cached byte
-                reach = min(self.size, offset + max(n, REMOTE_BLOCK_BYTES))
+                reach = min(self.size, offset + max(n, REMOTE_HEAD_BYTES if offset == 0 else REMOTE_BLOCK_BYTES))
                 gaps[-1] = (start, max(stop, min(reach, next((s for s, _ in self._cache if s >= stop), self.size))))
             for start, stop in gaps:
                 block = bytearray(stop - start)

@@ -70,6 +70,16 @@ def test_inspect_of_a_256_mib_archive_takes_three_small_requests(server: Server,
     assert server.bytes_sent - _header_bytes(info) <= 128 << 10, (server.bytes_sent, _header_bytes(info))
 
 
+def test_inspect_takes_three_requests_when_the_model_header_crosses_32_kib(server: Server, tmp_path: Path) -> None:
+    sd = {f"decoder.blocks.{i}.attention.out_proj.weight": torch.full((4, 4), float(i)) for i in range(400)}
+    meta = ModelMetadata(name="many", model_id="many", save_date="2026-11-28T00:00:00+00:00")
+    path = save_model(sd, {"n_mels": 80}, {}, meta, tmp_path)
+    info = inspect(path)
+    assert info["tensors"]["model.safetensors"][0]["data_offset"] > 40 << 10  # header ends past a 32 KiB first read
+    assert inspect(server.add("/many.distillgan", path.read_bytes())) == info
+    assert len(server.requests) == 2, server.requests  # no vocoder: the tail, then the head
+
+
 def test_remote_load_and_verify_equal_local_reading_each_byte_once(server: Server, tmp_path: Path) -> None:
     path = _model(tmp_path, "small", 4)
     data = path.read_bytes()
