@@ -80,7 +80,8 @@ def etag_of(data: Data) -> str:
 
 
 class Server:
-    def __init__(self) -> None:
+    def __init__(self, *, tls: tuple[str, str] | None = None) -> None:
+        """``tls``: (certificate, key) PEM files to serve HTTPS instead."""
         self.files: dict[str, Data] = {}
         self.hook: Callable[[Request], bool] | None = None
         self.etags = True
@@ -106,6 +107,14 @@ class Server:
 
         self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="test-http", daemon=True)
         self.thread.start()
 
@@ -116,7 +125,7 @@ class Server:
         return self.url(path)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}{path}"
 
     @property
     def requests(self) -> list[str]:

@@ -318,6 +318,87 @@ def test_a_silent_server_meets_the_stall_timeout(server: Server, tmp_path: Path,
     assert len(calls) == 1
 
 
+def test_a_hung_fsspec_backend_meets_the_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    release = threading.Event()
+
+    class HungFileSystem(MemoryFileSystem):  # a real fsspec backend whose reads never answer (for 20 s at most)
+        protocol = "hungmem"
+
+        @classmethod
+        def _strip_protocol(cls, path: str) -> str:
+            return MemoryFileSystem._strip_protocol(path.replace("hungmem://", "memory://", 1))
+
+        def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: object) -> bytes:
+            release.wait(20)
+            return super().cat_file(path, start, end, **kwargs)
+
+    fsspec.register_implementation("hungmem", HungFileSystem, clobber=True)
+    HungFileSystem().pipe("/m.distillgan", _model(tmp_path, "genuine", mib=1))
+    monkeypatch.setenv("DISTILLGAN_REMOTE_TIMEOUT_S", "0.5")
+    try:
+        with pytest.raises(DistillganError) as exc:
+            inspect("hungmem:///m.distillgan")
+        assert exc.value.code == "remote-timeout", exc.value
+    finally:
+        release.set()
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (openssl's command line), trusted through SSL_CERT_FILE by the tests using it."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def test_https_reads_and_never_redirects_to_http(tls: tuple[str, str], server: Server, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", tls[0])
+    genuine = _model(tmp_path, "genuine", mib=1)
+    plain = server.add("/m.distillgan", genuine)
+    secure = Server(tls=tls)
+    try:
+        url = secure.add("/m.distillgan", genuine)
+        secure.add("/drip.distillgan", genuine)
+        assert verify(url, sha256=hashlib.sha256(genuine).hexdigest())["sha256"] == hashlib.sha256(genuine).hexdigest()
+        assert load_model(url).state_dict["w"].shape == (1 << 18,)
+
+        def hook(req: Request) -> bool:
+            if req.path == "/down.distillgan":
+                raw_response(req.handler, 302, {"Location": plain, "Content-Length": "0"})
+                return True
+            if req.path == "/drip.distillgan":
+                start, end = req.range or (0, len(genuine))
+                drip(req.handler, {"Content-Range": f"bytes {start}-{end - 1}/{len(genuine)}", "Content-Length": str(end - start)},
+                     every_s=0.05, limit_s=20)
+                return True
+            return False
+
+        secure.hook = hook
+        with pytest.raises(DistillganError) as exc:
+            inspect(secure.url("/down.distillgan"))
+        assert exc.value.code == "remote-redirect", exc.value
+        assert len(server.log) == 0  # the plain server was never asked
+        monkeypatch.setenv("DISTILLGAN_REMOTE_TIMEOUT_S", "1")
+        monkeypatch.setenv("DISTILLGAN_REMOTE_STALL_S", "0.5")
+        with pytest.raises(DistillganError) as exc:
+            inspect(secure.url("/drip.distillgan"))  # the deadline also wakes a read blocked inside TLS
+        assert exc.value.code == "remote-timeout", exc.value
+    finally:
+        secure.close()
+
+
 # --- 11.10 the same verdict locally and remotely ----------------------------------------------
 
 VECTORS = conformance.default_vectors_dir()
