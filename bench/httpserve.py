@@ -3,8 +3,10 @@
 It serves registered files from disk, with ``Range`` support
 (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``), HTTP/1.1 keep-alive,
 ``TCP_NODELAY``, one thread per connection, and the body sent with ``socket.sendfile`` (no copy
-through Python). It counts the requests and the body bytes it sends
-(the response headers are not counted).
+through Python). Like nginx it sends an ``ETag`` made of the file's mtime and size and a
+``Last-Modified``, and answers a failed ``If-Match`` with 412, so a reader's validator checks
+cost what they cost against a real server. It counts the requests, the body bytes it sends
+(the response headers are not counted) and the most requests in flight at once.
 
 ``GET /_stats`` returns the counters as JSON and is not counted itself. A
 child process uses it to read the figures of exactly one ``inspect``.
@@ -21,6 +23,7 @@ import json
 import os
 import re
 import threading
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -35,6 +38,8 @@ class RangeServer:
         self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.bytes_sent = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -59,13 +64,24 @@ class RangeServer:
                 rng = self.headers.get("Range")
                 rec: dict[str, Any] = {"method": self.command, "path": self.path, "range": rng}
                 sent = 0
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
                     fpath = server.files.get(self.path)
                     if fpath is None:
                         rec["status"] = 404
                         self.send_error(404)
                         return
-                    size = os.path.getsize(fpath)
+                    st = os.stat(fpath)
+                    size = st.st_size
+                    etag = f'"{int(st.st_mtime):x}-{size:x}"'  # nginx's form
+                    if self.headers.get("If-Match") not in (None, etag):
+                        rec["status"] = 412
+                        self.send_response(412)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                     start, end, status = 0, size, 200  # end exclusive
                     if rng:
                         m = _RANGE.match(rng.strip())
@@ -91,6 +107,8 @@ class RangeServer:
                     self.send_header("Content-Length", str(end - start))
                     self.send_header("Accept-Ranges", "bytes")
                     self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("ETag", etag)
+                    self.send_header("Last-Modified", formatdate(st.st_mtime, usegmt=True))
                     self.end_headers()
                     if head or end == start:
                         return
@@ -99,6 +117,7 @@ class RangeServer:
                 finally:
                     rec["bytes"] = sent
                     with server._lock:
+                        server.in_flight -= 1
                         server.requests.append(rec)
                         server.bytes_sent += sent
 
@@ -127,11 +146,12 @@ class RangeServer:
         with self._lock:
             self.requests = []
             self.bytes_sent = 0
+            self.max_in_flight = 0
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             reqs = list(self.requests)
-            return {"requests": len(reqs), "bytes_sent": self.bytes_sent, "log": reqs}
+            return {"requests": len(reqs), "bytes_sent": self.bytes_sent, "max_in_flight": self.max_in_flight, "log": reqs}
 
     def close(self) -> None:
         self.httpd.shutdown()

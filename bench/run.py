@@ -72,6 +72,8 @@ INSPECT_WARM_MS = 20.0
 VERIFY_VS_ZLIB = 0.8
 REMOTE_INSPECT_REQUESTS = 3
 REMOTE_INSPECT_BYTES = 128 << 10
+REMOTE_LOAD_BPS = 1.5e9  # remote load_model over loopback HTTP, 1 GiB model: at least this many bytes per second
+REMOTE_LOAD_RSS_SLACK = 64 * MiB  # remote load peak RSS Δ ≤ tensor bytes + this
 
 
 def parse_size(s: str) -> int:
@@ -327,7 +329,8 @@ def phase_remote(model: dict[str, Any], reps: int, server: Any) -> dict[str, Any
         for op in REMOTE_OPS:
             for c in rotate(REMOTE_CONTENDERS, r):
                 server.reset()
-                res = run_child({"op": REMOTE_JOB[op], "contender": c, "target": targets[c], "stats_url": stats_url})
+                res = run_child({"op": REMOTE_JOB[op], "contender": c, "target": targets[c], "stats_url": stats_url,
+                                 "file_bytes": model["file_bytes"]["distillgan"]})
                 if c == "http":
                     res["server_total"] = {k: v for k, v in server.stats().items() if k != "log"}
                 samples[op][c].append(res)
@@ -338,8 +341,8 @@ def phase_remote(model: dict[str, Any], reps: int, server: Any) -> dict[str, Any
                 )
     keys = {
         "inspect": ("time_s", "warm_median_s", "requests", "bytes_sent", "import_remote_s"),
-        "load+touch": ("time_s", "open_s", "touch_s", "requests", "bytes_sent"),
-        "verify": ("time_s", "requests", "bytes_sent"),
+        "load+touch": ("time_s", "open_s", "touch_s", "requests", "bytes_sent", "load_Bps", "max_in_flight", "touched_bytes"),
+        "verify": ("time_s", "requests", "bytes_sent", "verify_Bps", "max_in_flight"),
     }
     out: dict[str, Any] = {"url": url, "file_bytes": model["file_bytes"]["distillgan"]}
     for op in REMOTE_OPS:
@@ -450,6 +453,10 @@ def tables(res: dict[str, Any]) -> str:
                         notes.append(f"first call in a fresh process; warm in-process {fmt_time(med(row, 'warm_median_s'))}")
                     if op == "load+touch":
                         notes.append(f"call {fmt_time(med(row, 'open_s'))} + touch {fmt_time(med(row, 'touch_s'))}")
+                        if med(row, "load_Bps") is not None:
+                            notes.append(f"load {med(row, 'load_Bps') / 1e9:.2f} GB/s")
+                    if op == "verify" and med(row, "verify_Bps") is not None:
+                        notes.append(f"{med(row, 'verify_Bps') / 1e9:.2f} GB/s")
                     if op == "inspect" and any(x.get("torch_imported") for x in row["samples"] if "error" not in x):
                         notes.append("torch imported: YES")
                     if c == "http":
@@ -461,9 +468,11 @@ def tables(res: dict[str, Any]) -> str:
                                 else f"{req:.0f} requests, {sent / MiB:.1f} MiB sent"
                             )
                         if op == "inspect" and med(row, "import_remote_s") is not None:
-                            notes.append(f"fsspec+aiohttp import {fmt_time(med(row, 'import_remote_s'))} (untimed setup)")
+                            notes.append(f"fsspec import {fmt_time(med(row, 'import_remote_s'))} (untimed setup)")
                         if op == "load+touch" and med(row, "rss_delta") is not None:
                             notes.append(f"ΔRSS − tensor bytes = {fmt_mib(med(row, 'rss_delta') - mdl['model_bytes'])}")
+                        if med(row, "max_in_flight") is not None:
+                            notes.append(f"{med(row, 'max_in_flight'):.0f} requests in flight at most")
                     if row["errors"]:
                         notes.append(f"ERRORS: {len(row['errors'])}")
                     out.append(
@@ -605,6 +614,21 @@ def evaluate(res: dict[str, Any]) -> list[dict[str, Any]]:
                 None if req is None or sent is None else req <= REMOTE_INSPECT_REQUESTS and sent <= REMOTE_INSPECT_BYTES,
             )
             L = R["load+touch"]
+            bps = med(L["http"], "load_Bps")
+            add(
+                f"remote load_model ≥ {REMOTE_LOAD_BPS / 1e9:.1f} GB/s (loopback HTTP; the target is for 1 GiB)",
+                label,
+                f"{'—' if bps is None else f'{bps / 1e9:.2f}'} GB/s ({fmt_time(med(L['http'], 'open_s'))} for {fmt_mib(R['file_bytes'])}); "
+                f"local {fmt_time(med(L['local'], 'open_s'))}",
+                None if bps is None else bps >= REMOTE_LOAD_BPS,
+            )
+            rss, tb = med(L["http"], "rss_delta"), med(L["http"], "touched_bytes")
+            add(
+                "remote load peak RSS Δ ≤ tensor bytes + 64 MiB",
+                label,
+                f"{fmt_mib(rss)} vs limit {fmt_mib(None if tb is None else tb + REMOTE_LOAD_RSS_SLACK)} (local {fmt_mib(med(L['local'], 'rss_delta'))})",
+                None if rss is None or tb is None else rss <= tb + REMOTE_LOAD_RSS_SLACK,
+            )
             r = ratio(med(L["http"]), med(L["local"]))
             add(
                 "remote load+touch vs local (information)",
