@@ -8,6 +8,7 @@ A ``.distillgan`` file is a strict zip of ``manifest.msgpack``,
 
 from .archive import Archive, file_sha256, inspect, open_archive, verify, write_archive
 from .catalog import MODEL_FILE_EXTENSION, ModelEntry, ModelLibrary, RepairReport, VocoderInfo
+from .convert import Checkpoint, convert_checkpoint, export_safetensors, read_checkpoint
 from .errors import (
     ContainerError,
     DistillganError,
@@ -30,6 +31,7 @@ __all__ = [
     "MODEL_FORMAT_MARKER",
     "SAVED_MODEL_VERSION",
     "Archive",
+    "Checkpoint",
     "ContainerError",
     "DistillganError",
     "FileAccessError",
@@ -47,11 +49,14 @@ __all__ = [
     "VersionError",
     "VocoderInfo",
     "__version__",
+    "convert_checkpoint",
     "delete_model",
+    "export_safetensors",
     "file_sha256",
     "inspect",
     "load_model",
     "open_archive",
+    "read_checkpoint",
     "save_model",
     "save_model_from_checkpoint",
     "update_vocoder",

@@ -445,6 +445,14 @@ def _cross_check(manifest: Manifest, members: list[zc.Member], tables: dict[str,
                 )
 
 
+def _looks_like_safetensors(src: MappedFile | RemoteSource) -> bool:
+    """FORMAT.md §7: a little-endian u64 header length N with 8 + N within the file, then '{'."""
+    if src.size < 10:
+        return False
+    head = src.read(0, 9)
+    return head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= src.size
+
+
 def open_archive(path: str | os.PathLike[str]) -> Archive:
     """Open and validate every layer of an archive (a path or an fsspec URL); tensor data is not read.
 
@@ -454,7 +462,16 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
     src = open_source(path)
     try:
         check_not_legacy(src)
-        members = zc.read_container(src)
+        try:
+            members = zc.read_container(src)
+        except ContainerError as e:
+            if e.code == "not-zip" and _looks_like_safetensors(src):
+                raise ContainerError(
+                    f"{os.fspath(path)!r} is a plain safetensors file, not a .distillgan archive; "
+                    "make a model of it with `distillgan convert FILE` (FORMAT.md §7)",
+                    code="safetensors-file",
+                ) from e
+            raise
         m0 = members[0]
         if m0.size > MAX_MANIFEST_BYTES:
             raise ManifestError(

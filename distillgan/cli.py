@@ -242,16 +242,25 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_checkpoint
     from .manifest import ModelMetadata
-    from .persistence import save_model_from_checkpoint
 
-    meta = ModelMetadata(name=args.name, description=args.description or "", tags=list(args.tag or []))
-    bar = ProgressBar(f"converting {args.checkpoint}")
+    meta = ModelMetadata(description=args.description or "", tags=list(args.tag or []))
+    bar = ProgressBar(f"converting {args.file}")
     try:
-        path = save_model_from_checkpoint(args.checkpoint, meta, args.dir, progress=bar)
+        path = convert_checkpoint(args.file, args.dir, name=args.name, metadata=meta, key=args.key, strip_prefix=args.strip_prefix,
+                                  progress=bar)
     finally:
         bar.close()
-    print(f"saved {safe(path)} (id {safe(meta.model_id)})")
+    print(f"saved {safe(path)} (id {safe(meta.model_id)}, name {safe(meta.name)})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .convert import export_safetensors
+
+    out = export_safetensors(args.file, args.out, vocoder=args.vocoder, overwrite=args.force)
+    print(f"wrote {safe(out)}")
     return 0
 
 
@@ -325,15 +334,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR})")
     p.set_defaults(func=cmd_delete)
 
-    p = sub.add_parser("convert", help="turn a training .pt checkpoint into a .distillgan model",
-                       description="Read a training checkpoint with torch.load(weights_only=True) and save its model "
-                       "(optimizer and scheduler state dropped) as a .distillgan file.")
-    p.add_argument("checkpoint", help="a .pt training checkpoint holding model_state_dict")
-    p.add_argument("--name", required=True, help="model name (also the file name, sanitised)")
+    p = sub.add_parser(
+        "convert",
+        help="make a .distillgan model of a checkpoint, an old pickle .distillgan or a .safetensors file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read a file without running anything in it (pickles are read by distillgan's own restricted "
+        "reader, never torch.load) and save its content as a .distillgan model. Nothing is dropped: what has no "
+        "place of its own (optimizer and scheduler state, metrics history...) is kept as the model's `extra`.",
+        epilog="""accepted files, recognised in this order:
+  *.safetensors          tensors become the state dict; __metadata__ is kept (an export of
+                         distillgan gives back its metadata and configs too)
+  app .distillgan        the app's own torch.save files (format "distillgan_model"): weights,
+                         configs, analysis, metadata with its model id and name, vocoder state
+  app checkpoint         training checkpoints (model_state_dict + optimizer_state_dict/epoch):
+                         weights, configs, analysis, latent_dim, epoch and losses (inf kept)
+  --key K                any dict: the state dict is file[K], the rest goes to extra
+  common checkpoints     the first of model_state_dict, state_dict (Lightning .ckpt),
+                         generator (HiFi-GAN g_* files), model holding a dict
+  bare state dict        a dict of names to tensors
+A legacy .distill model stays refused ("retrain"): conversion is no way around that.
+
+examples:
+  distillgan convert checkpoints/checkpoint_epoch0100.pt --name "Field recordings"
+  distillgan convert old_models/piano.distillgan --dir models
+  distillgan convert lightning.ckpt --strip-prefix model.
+  distillgan convert g_02500000 --name "HiFi-GAN universal"
+""",
+    )
+    p.add_argument("file", help="the file to convert (.pt, .ckpt, .pth, an old pickle .distillgan, .safetensors, ...)")
+    p.add_argument("--name", help="model name (default: the name the file carries, else the file's stem)")
     p.add_argument("--description", help="model description")
     p.add_argument("--tag", action="append", help="a tag (repeatable)")
+    p.add_argument("--key", help="the top-level key holding the state dict, when none of the usual ones does")
+    p.add_argument("--strip-prefix", metavar="P", help="remove P from the start of state-dict keys (e.g. 'model.' or 'module.')")
     p.add_argument("--dir", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR})")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
+        "export",
+        help="write a model's weights as a plain .safetensors file",
+        description="Write the state dict (or, with --vocoder, the bundled vocoder's weights) as a plain safetensors "
+        "file that safetensors.torch.load_model/load_file accept: tied weights stored once under the name "
+        "safetensors keeps, analysis arrays left out, the manifest as JSON in __metadata__ (key distillgan.manifest).",
+    )
+    p.add_argument("file", help="a .distillgan file")
+    p.add_argument("out", help="the .safetensors file to write")
+    p.add_argument("--vocoder", action="store_true",
+                   help="export the vocoder's weights (vocoder_state's generator_state_dict, or state_dict)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("repair", help="rebuild a folder's index from its model files",
                        description="Rebuild model_library.json from the manifests of the *.distillgan files "

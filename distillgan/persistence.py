@@ -450,51 +450,20 @@ def delete_model(model_id: str, models_dir: str | os.PathLike[str]) -> bool:
 
 def save_model_from_checkpoint(
     checkpoint_path: str | os.PathLike[str],
-    metadata: ModelMetadata,
+    metadata: Any,
     models_dir: str | os.PathLike[str],
     *,
     progress: Progress | None = None,
 ) -> Path:
-    """Convert a training ``.pt`` checkpoint into a ``.distillgan`` model.
+    """Convert a training checkpoint (or any file :func:`~distillgan.read_checkpoint` knows) into a model.
 
-    The checkpoint is read with ``torch.load(weights_only=True)`` (never
-    ``weights_only=False``), so it cannot run code. It must be a dict with
-    ``model_state_dict``; ``spectrogram_config``, ``training_config``,
-    ``latent_dim``, ``latent_analysis`` and ``vocoder_state`` are used when
-    present, ``epoch``/``train_loss``/``val_loss`` fill the metadata, and
-    optimizer and scheduler state are dropped.
+    The checkpoint is read without running anything in it (never ``torch.load``), and nothing is
+    dropped: weights, configs, analysis and ``latent_dim`` go to their places, the epoch and
+    losses (inf and NaN kept) also into the metadata, and the optimizer, scheduler, metrics
+    history and every other key into ``extra``. ``metadata``'s non-default fields win over the
+    file's; the object is filled in place (``model_id``, ``save_date``, ``training_epochs``,
+    losses), as in the seed app.
     """
-    import torch
+    from .convert import convert_checkpoint
 
-    try:
-        ckpt = torch.load(os.fspath(checkpoint_path), map_location="cpu", weights_only=True)
-    except FileNotFoundError as e:
-        raise InputError(f"no such checkpoint: {os.fspath(checkpoint_path)!r}", code="not-found") from e
-    except Exception as e:  # torch reports unsafe or damaged pickles with several types
-        raise InputError(
-            f"cannot read checkpoint {os.fspath(checkpoint_path)!r} with torch.load(weights_only=True): {e}",
-            code="bad-checkpoint",
-        ) from e
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_state_dict"), Mapping):
-        raise InputError("checkpoint is not a dict with a 'model_state_dict' mapping", code="bad-checkpoint")
-    if isinstance(ckpt.get("epoch"), int):
-        metadata.training_epochs = ckpt["epoch"]
-    for key, attr in (("train_loss", "final_train_loss"), ("val_loss", "final_val_loss")):
-        value = ckpt.get(key)
-        if value is not None:
-            try:
-                setattr(metadata, attr, float(value))
-            except (TypeError, ValueError) as e:
-                raise InputError(f"checkpoint {key!r} is not a number: {value!r}", code="bad-checkpoint") from e
-    return _save(
-        dict(ckpt["model_state_dict"]),
-        ckpt.get("latent_dim"),
-        ckpt.get("spectrogram_config") or {},
-        ckpt.get("training_config") or {},
-        metadata,
-        models_dir,
-        ckpt.get("latent_analysis"),
-        ckpt.get("vocoder_state"),
-        progress=progress,
-    )
-
+    return convert_checkpoint(checkpoint_path, models_dir, metadata=metadata, progress=progress)

@@ -16,7 +16,7 @@ import distillgan
 from distillgan import ModelMetadata, save_model
 
 SCRIPT = Path(sys.executable).parent / ("distillgan.exe" if os.name == "nt" else "distillgan")
-COMMANDS = ["inspect", "verify", "list", "delete", "convert", "repair", "demo"]
+COMMANDS = ["inspect", "verify", "list", "delete", "convert", "export", "repair", "demo"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -47,7 +47,7 @@ def test_version_and_help_on_every_command() -> None:
         assert r.stdout.startswith("usage: distillgan " + command), command
 
 
-@pytest.mark.parametrize("args", [[], ["frobnicate"], ["inspect"], ["verify", "--bogus", "x"], ["convert", "ckpt.pt"]])
+@pytest.mark.parametrize("args", [[], ["frobnicate"], ["inspect"], ["verify", "--bogus", "x"], ["export", "only-one-path.distillgan"]])
 def test_usage_errors_exit_2(args: list[str]) -> None:
     r = run(*args)
     assert r.returncode == 2, r

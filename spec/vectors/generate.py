@@ -1281,6 +1281,8 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
         "A raw pickle (protocol 4) holding the v1 marker.")
     add("pickle-protocol-0", pickle.dumps({"weights": [0.5]}, protocol=0), "not-zip", "§7",
         "A protocol 0 pickle has no magic: refused as not a zip.")
+    add("safetensors-plain", st_canonical([("w", "F32", [2], f32(1.0, 2.0))]), "safetensors-file", "§7",
+        "A plain safetensors file, not a .distillgan archive: recognised so that the message can point to `distillgan convert`.")
     # GLOBAL builtins.print + REDUCE: a reader that unpickles this prints a line (and the audit-hook test sees find_class).
     add("pickle-reduce-global", b"\x80\x02cbuiltins\nprint\nX\x2a\x00\x00\x00PICKLE EXECUTED: this reader unpickles files\x85R.",
         "pickle", "§7", "A protocol 2 pickle calling builtins.print through GLOBAL and REDUCE (never run by a conforming reader).")
