@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import appshapes as app
+from expected import saved_form
 import pytest
 import safetensors.torch
 import torch
@@ -24,21 +25,6 @@ from torch import nn
 import distillgan
 from distillgan import InputError, LegacyFormatError, convert_checkpoint, export_safetensors, load_model, read_checkpoint
 from distillgan.legacy import V1_MESSAGE
-
-
-def saved_form(value: Any) -> Any:
-    """What a value read from a pickle comes back as after conversion (the Enum becomes its value)."""
-    import enum
-
-    if isinstance(value, enum.Enum):
-        return saved_form(value.value)
-    if isinstance(value, dict):
-        return {saved_form(k): saved_form(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return tuple(saved_form(v) for v in value)
-    if isinstance(value, list):
-        return [saved_form(v) for v in value]
-    return value
 
 
 # --- the app's files -----------------------------------------------------------------------------
