@@ -228,6 +228,7 @@ class Archive:
     decoded: Manifest
     tables: dict[str, TensorTable]
     _downloaded: dict[str, bytearray] = field(default_factory=dict)
+    _verified: set[str] = field(default_factory=set)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -241,27 +242,46 @@ class Archive:
     def _member(self, name: str) -> zc.Member:
         return next(m for m in self.members if m.name == name)
 
-    def member_data(self, name: str) -> tuple[Any, int]:
-        """(buffer, file offset of its first byte) holding member ``name``'s bytes."""
-        if isinstance(self.source, MappedFile):
-            return self.source.buffer, 0
-        if name not in self._downloaded:
-            m = self._member(name)
-            data = bytearray(m.size)
-            pos, crc = 0, 0
-            for chunk in self.source.read_stream(m.data_offset, m.size):
-                data[pos : pos + len(chunk)] = chunk
-                crc = zc.crc32(chunk, crc)
-                pos += len(chunk)
-            _check_crc(m, crc)  # the data came over the network anyway: hashing it is nearly free
-            self._downloaded[name] = data
-        return self._downloaded[name], self._member(name).data_offset
+    def member_data(self, name: str, *, private: bool = False, verify: bool = False) -> tuple[Any, int]:
+        """(buffer, file offset of its first byte) holding member ``name``'s bytes.
 
-    def tensor_bytes(self, member: str, info: TensorInfo) -> memoryview:
-        """A read-only view of one stored tensor's bytes (no torch needed)."""
+        For a local file without ``private`` or ``verify``: the copy-on-write mapping (zero copy).
+        Otherwise the member read once into memory of its own — through the file descriptor, so a
+        concurrent truncation is an error and not a crash — with its CRC-32 checked on exactly
+        those bytes when ``verify`` (always for a remote source): the bytes validated are the
+        bytes used, and a later rewrite of the file cannot change them.
+        """
+        m = self._member(name)
+        if isinstance(self.source, MappedFile) and not private and not verify:
+            return self.source.buffer, 0
+        if name not in self._downloaded or (verify and name not in self._verified):
+            data = bytearray(m.size)
+            if isinstance(self.source, MappedFile):
+                self.source.readinto(m.data_offset, memoryview(data))
+                if verify:
+                    with ThreadPoolExecutor(max_workers=2) as pool:
+                        _check_crc(m, zc.parallel_crc32(data, 0, m.size, pool, 2))
+            else:
+                pos, crc = 0, 0
+                for chunk in self.source.read_stream(m.data_offset, m.size):
+                    data[pos : pos + len(chunk)] = chunk
+                    crc = zc.crc32(chunk, crc)
+                    pos += len(chunk)
+                _check_crc(m, crc)  # the data came over the network anyway: hashing it is nearly free
+                verify = True
+            self._downloaded[name] = data
+            if verify:
+                self._verified.add(name)
+        return self._downloaded[name], m.data_offset
+
+    def tensor_chunks(self, member: str, info: TensorInfo) -> Iterator[bytes | memoryview]:
+        """One stored tensor's bytes, in chunks read through the descriptor (no torch, bounded memory)."""
+        start = self.tables[member].data_start + info.begin
+        if isinstance(self.source, MappedFile):
+            yield from self.source.read_stream(start, info.nbytes)
+            return
         buf, base = self.member_data(member)
-        start = self.tables[member].data_start + info.begin - base
-        return memoryview(buf).toreadonly()[start : start + info.nbytes]
+        yield memoryview(buf).toreadonly()[start - base : start - base + info.nbytes]
 
     def tensors(self, member: str) -> dict[str, torch.Tensor]:
         """Tensors of one member as views of the mapping (or download); aliases share their target."""
@@ -274,18 +294,20 @@ class Archive:
             out[alias] = out[target]
         return out
 
-    def values(self, *, device: Any = None, copy: bool = False) -> dict[str, Any]:
+    def values(self, *, device: Any = None, copy: bool = False, verify: bool = False) -> dict[str, Any]:
         """Every value slot with its tensors restored (FORMAT.md §4.4), keyed by slot name.
 
-        Tensors are views of the mapping unless ``copy`` (then each owns its
-        memory and nothing keeps the file mapped) or a non-CPU ``device``
-        (then each stored tensor is copied there once). Placeholders naming
-        one stored tensor (aliases, tied weights) give one object.
+        Tensors are views of the file's mapping unless ``copy`` or ``verify``: then each member is
+        read once into memory of its own (its CRC-32 checked on those bytes when ``verify``) and
+        the tensors view that, so nothing keeps the file mapped and nothing another process does
+        to the file afterwards reaches them. On a non-CPU ``device`` each stored tensor is copied
+        there once. Placeholders naming one stored tensor (aliases, tied weights) give one object.
         """
         import torch
 
         on_cpu = device is None or torch.device(device).type == "cpu"
-        if isinstance(self.source, MappedFile) and not copy:
+        private = copy or verify
+        if isinstance(self.source, MappedFile) and not private:
             self.source.exported = True  # tensors view the mapping: it must outlive close()
         stored: dict[tuple[str, str], Any] = {}
         objects: dict[tuple[str, str, str, bool], Any] = {}
@@ -295,12 +317,8 @@ class Archive:
             if key not in stored:
                 table = self.tables[member]
                 info = self._index[member][name]
-                buf, offset = self.member_data(member)
-                if copy and isinstance(self.source, MappedFile):
-                    start = table.data_start + info.begin - offset
-                    t = tensor_from(bytearray(buf[start : start + info.nbytes]), info, -info.begin, member)
-                else:
-                    t = tensor_from(buf, info, table.data_start - offset, member)
+                buf, offset = self.member_data(member, private=private, verify=verify)
+                t = tensor_from(buf, info, table.data_start - offset, member)
                 if not on_cpu:
                     t = t.to(device)
                 stored[key] = t
@@ -336,16 +354,15 @@ class Archive:
         tick = _counter(progress, sum(m.size for m in chosen))
         if not isinstance(self.source, MappedFile):
             for m in chosen:
-                crc = 0
-                for chunk in self.source.read_stream(m.data_offset, m.size):
-                    crc = zc.crc32(chunk, crc)
-                    if tick is not None:
-                        tick(len(chunk))
-                _check_crc(m, crc)
+                _check_crc(m, _stream_crc(self.source, m.data_offset, m.size, tick))
             return
+        # through the descriptor, two threads per member: a file truncated meanwhile is an error, not a SIGBUS
         with ThreadPoolExecutor(max_workers=2) as pool:
             for m in chosen:
-                _check_crc(m, zc.parallel_crc32(self.source.buffer, m.data_offset, m.size, pool, 2, tick))
+                half = m.size // 2 if m.size >= 2 * zc._SPLIT else 0
+                first = pool.submit(_stream_crc, self.source, m.data_offset, half, tick)
+                rest = _stream_crc(self.source, m.data_offset + half, m.size - half, tick)
+                _check_crc(m, zc.crc32_combine(first.result(), rest, m.size - half) if half else rest)
 
     def sha256(self) -> str:
         """SHA-256 of the whole file, hex."""
@@ -359,6 +376,15 @@ class Archive:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _stream_crc(src: MappedFile | RemoteSource, offset: int, size: int, tick: Callable[[int], None] | None) -> int:
+    crc = 0
+    for chunk in src.read_stream(offset, size):
+        crc = zc.crc32(chunk, crc)
+        if tick is not None:
+            tick(len(chunk))
+    return crc
 
 
 def _check_crc(member: zc.Member, actual: int) -> None:
@@ -532,9 +558,10 @@ def inspect(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _check_bools(archive: Archive) -> None:
+    """Every BOOL byte is 0 or 1 (FORMAT.md §5.3), read in bounded chunks (a 1 GiB BOOL tensor costs 8 MiB)."""
     for member, table in archive.tables.items():
         for t in table.tensors:
-            if t.dtype == "BOOL" and t.nbytes and bytes(archive.tensor_bytes(member, t)).translate(None, b"\x00\x01"):
+            if t.dtype == "BOOL" and any(bytes(chunk).translate(None, b"\x00\x01") for chunk in archive.tensor_chunks(member, t)):
                 raise TensorError(f"{member}: tensor {t.name!r} holds bool bytes other than 0 and 1 (FORMAT.md §5.3)", code="st-bool")
 
 
@@ -565,16 +592,8 @@ def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress:
 
 def _sha256_of(src: MappedFile | RemoteSource) -> str:
     h = hashlib.sha256()
-    if isinstance(src, MappedFile):
-        view = memoryview(src.buffer)
-        try:
-            for start in range(0, len(view), zc._CHUNK):
-                h.update(view[start : start + zc._CHUNK])  # hashlib releases the GIL on large updates
-        finally:
-            view.release()
-    else:
-        for chunk in src.read_stream(0, src.size):
-            h.update(chunk)
+    for chunk in src.read_stream(0, src.size):  # hashlib releases the GIL on large updates
+        h.update(chunk)
     return h.hexdigest()
 
 

@@ -102,7 +102,10 @@ def tensor_digests(path: str) -> dict[str, dict[str, str]]:
         for member, table in archive.tables.items():
             out[member] = {}
             for t in table.tensors:
-                out[member][t.name] = hashlib.sha256(archive.tensor_bytes(member, t)).hexdigest()
+                h = hashlib.sha256()
+                for chunk in archive.tensor_chunks(member, t):
+                    h.update(chunk)
+                out[member][t.name] = h.hexdigest()
     return out
 
 

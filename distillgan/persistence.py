@@ -23,7 +23,7 @@ from typing import Any
 from . import container as zc
 from .archive import ArchivePlan, Progress, encode_checked, open_archive, plan_archive, plan_member, write_archive
 from .catalog import MODEL_FILE_EXTENSION, ModelLibrary, entry_from_manifest, fsync_dir
-from .errors import InputError, LibraryError
+from .errors import InputError, IntegrityError, LibraryError
 from .manifest import ModelMetadata, coerce_metadata
 from .source import is_url
 from .values import Splitter, dataclass_to_dict
@@ -326,10 +326,8 @@ def load_model(
         raise InputError(f"device {device!r} is not a torch device: {e}", code="invalid-input") from e
     archive = open_archive(model_path)
     try:
-        if verify:
-            archive.check_crcs()
         raw = archive.manifest
-        values = archive.values(device=torch_device, copy=copy)
+        values = archive.values(device=torch_device, copy=copy, verify=verify)
     finally:
         archive.close()  # with views, the mapping lives on inside the tensors that view it
     loaded = LoadedModel(
@@ -376,17 +374,25 @@ def update_vocoder(
         archive = open_archive(path)
         try:
             model = next(m for m in archive.members if m.name == zc.MODEL_NAME)
-            archive.check_crcs(members=[zc.MODEL_NAME])  # never give damaged weights a fresh, valid CRC
             raw = {k: v for k, v in archive.manifest.items() if k not in ("format", "version")}
             splitter = Splitter()
             raw["vocoder_state"] = splitter.encode(_as_tree(vocoder_state, "vocoder_state", allow_none=True), ("vocoder_state",), zc.VOCODER_NAME)
             raw["members"] = {zc.MODEL_NAME: raw["members"][zc.MODEL_NAME]}
-            buf = archive.source.buffer
-
-            def model_chunks() -> Iterator[memoryview]:
-                view = memoryview(buf)
-                for start in range(model.data_offset, model.data_offset + model.size, zc._CHUNK):
-                    yield view[start : min(start + zc._CHUNK, model.data_offset + model.size)]
+            def model_chunks() -> Iterator[bytes]:
+                """The weights byte for byte, their CRC-32 checked on exactly the bytes written: damaged
+                weights never get a fresh, valid CRC (the write is aborted), and a rewrite of the file
+                meanwhile cannot slip in."""
+                crc = 0
+                for view in archive.source.read_stream(model.data_offset, model.size):
+                    chunk = bytes(view)  # the writer keeps chunks a while (CRC on a worker); the stream reuses its buffer
+                    crc = zc.crc32(chunk, crc)
+                    yield chunk
+                if crc != model.crc32:
+                    raise IntegrityError(
+                        f"{str(path)!r}: model.safetensors has CRC-32 0x{crc:08x}; the directory records 0x{model.crc32:08x}: "
+                        "the weights are damaged, the vocoder was not replaced (FORMAT.md §6)",
+                        code="crc-mismatch",
+                    )
 
             members: list[Any] = [(zc.MODEL_NAME, model.size, model_chunks)]
             if vocoder_state is not None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import mmap
 import os
+import platform
 import re
 import stat
+import sys
+import threading
 from typing import Any, Protocol
 
 from .errors import ContainerError, FileAccessError
@@ -44,13 +47,36 @@ def _short(path: str, offset: int, n: int, size: int) -> ContainerError:
     )
 
 
+_MAP_NORESERVE_LINUX = 0x4000  # <sys/mman.h> on x86, Arm, RISC-V (Python 3.11 does not export it)
+_NORESERVE_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "aarch64", "arm64", "armv7l", "riscv64"})
+STREAM_CHUNK = 8 << 20  # bytes read per call when streaming a member (verify, hashing, private copies)
+
+
+def _file_changed(path: str, offset: int, n: int, got: int) -> FileAccessError:
+    return FileAccessError(
+        f"{path!r}: {n} bytes at offset {offset} could not be read ({got} arrived): the file was truncated or "
+        "replaced while it was being read (FORMAT.md §6)",
+        code="file-changed",
+    )
+
+
 class MappedFile:
-    """A regular local file mapped copy-on-write from one descriptor."""
+    """A regular local file, read through one descriptor; mapped copy-on-write only when tensors view it.
+
+    Every read that validates (headers, manifest, CRCs, hashes, private copies) goes through the
+    descriptor with ``pread``, so a file truncated by another process gives a ``file-changed``
+    error, never a SIGBUS, and the bytes validated are the bytes used. The mapping — the
+    zero-copy path of ``load_model`` — is made from the same descriptor on first use of
+    :attr:`buffer`; on Linux without reserving swap for it (``MAP_NORESERVE``), so a file larger
+    than RAM still maps. A mapped file truncated later can still fault when a tensor viewing it
+    is touched: FORMAT.md §6 says so, and ``load_model(copy=True)`` or ``verify=True`` avoid it.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self.exported = False  # set once tensors view the mapping: then never unmap explicitly
-        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+        self._map: mmap.mmap | None = None
+        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(self.path, flags)  # O_NONBLOCK: a FIFO must not block open()
         except FileNotFoundError as e:
@@ -70,22 +96,93 @@ class MappedFile:
                 raise FileAccessError(
                     f"file is {self.size} bytes; the limit is {MAX_FILE_BYTES} (FORMAT.md §8)", code="file-too-large"
                 )
-            self.buffer: mmap.mmap | bytes = b""
-            if self.size:
-                try:  # private: tensors viewing it may be written without touching the file
-                    self.buffer = mmap.mmap(fd, self.size, access=mmap.ACCESS_COPY)
-                except (OSError, ValueError) as e:
-                    raise FileAccessError(f"cannot map {self.path!r}: {e}", code="io-error") from e
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        self._fd: int | None = fd
+        self._lock = threading.Lock()  # Windows has no pread: seek + read under a lock
+
+    def _pread(self, n: int, offset: int) -> bytes:
+        if self._fd is None:
+            raise FileAccessError(f"{self.path!r} is closed", code="io-error")
+        try:
+            if hasattr(os, "pread"):
+                return os.pread(self._fd, n, offset)
+            with self._lock:
+                os.lseek(self._fd, offset, os.SEEK_SET)
+                return os.read(self._fd, n)
+        except OSError as e:
+            raise FileAccessError(f"cannot read {self.path!r}: {e.strerror}", code="io-error") from e
 
     def read(self, offset: int, n: int) -> bytes:
         if offset < 0 or n < 0 or offset + n > self.size:
             raise _short(self.path, offset, n, self.size)
-        return self.buffer[offset : offset + n]
+        data = self._pread(n, offset)
+        while len(data) < n:  # a regular file returns short reads only at its (new) end
+            more = self._pread(n - len(data), offset + len(data))
+            if not more:
+                raise _file_changed(self.path, offset, n, len(data))
+            data += more
+        return data
+
+    def readinto(self, offset: int, view: memoryview) -> None:
+        """Fill ``view`` with the bytes at ``offset`` (``file-changed`` if the file got shorter)."""
+        n = view.nbytes
+        if offset < 0 or offset + n > self.size:
+            raise _short(self.path, offset, n, self.size)
+        done = 0
+        preadv = getattr(os, "preadv", None)
+        while done < n:
+            step = min(STREAM_CHUNK, n - done)
+            if preadv is not None and self._fd is not None:
+                try:
+                    got = preadv(self._fd, [view[done : done + step]], offset + done)
+                except OSError as e:
+                    raise FileAccessError(f"cannot read {self.path!r}: {e.strerror}", code="io-error") from e
+            else:
+                chunk = self._pread(step, offset + done)
+                got = len(chunk)
+                view[done : done + got] = chunk
+            if got == 0:
+                raise _file_changed(self.path, offset, n, done)
+            done += got
+
+    def read_stream(self, offset: int, n: int) -> Any:
+        """Yield ``n`` bytes from ``offset`` in chunks of at most STREAM_CHUNK, read through the descriptor.
+
+        Each chunk is a view of one buffer that is reused for the next chunk (fresh 8 MiB
+        allocations would cost a page fault per 4 KiB): use it before asking for the next.
+        """
+        buf = bytearray(min(STREAM_CHUNK, n))
+        view = memoryview(buf)
+        end = offset + n
+        while offset < end:
+            step = min(STREAM_CHUNK, end - offset)
+            self.readinto(offset, view[:step])
+            yield view[:step]
+            offset += step
+
+    @property
+    def buffer(self) -> mmap.mmap | bytes:
+        """The file mapped privately (copy-on-write: tensors viewing it may be written without touching the file)."""
+        if self._map is None:
+            if self.size == 0:
+                return b""
+            if self._fd is None:
+                raise FileAccessError(f"{self.path!r} is closed", code="io-error")
+            try:
+                if sys.platform.startswith("linux") and platform.machine().lower() in _NORESERVE_MACHINES:
+                    self._map = mmap.mmap(
+                        self._fd, self.size, flags=mmap.MAP_PRIVATE | _MAP_NORESERVE_LINUX, prot=mmap.PROT_READ | mmap.PROT_WRITE
+                    )
+                else:
+                    self._map = mmap.mmap(self._fd, self.size, access=mmap.ACCESS_COPY)
+            except (OSError, ValueError) as e:
+                raise FileAccessError(f"cannot map {self.path!r}: {e}", code="io-error") from e
+        return self._map
 
     def close(self) -> None:
-        """Unmap, unless tensors were made from the mapping.
+        """Close the descriptor; unmap unless tensors were made from the mapping.
 
         ``torch.frombuffer`` keeps a reference to the mmap object but no
         buffer export, so ``mmap.close()`` would succeed and leave those
@@ -93,11 +190,15 @@ class MappedFile:
         mapping is left to the garbage collector, which frees it with the
         last tensor.
         """
-        if isinstance(self.buffer, mmap.mmap) and not self.exported:
+        if self._map is not None and not self.exported:
             try:
-                self.buffer.close()
+                self._map.close()
             except BufferError:
                 pass  # a memoryview is still open; the mapping dies with it
+        self._map = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> MappedFile:
         return self
