@@ -31,6 +31,7 @@ from .manifest import (
     slot_member,
 )
 from .tensors import (
+    DTYPES,
     MAX_HEADER_BYTES,
     MAX_TENSORS,
     TensorInfo,
@@ -395,6 +396,17 @@ def _check_crc(member: zc.Member, actual: int) -> None:
         )
 
 
+MAX_NUMPY_BYTES = (1 << 63) - 1  # FORMAT.md §4.4: numpy refuses arrays whose nominal size exceeds this
+
+
+def _numpy_extent(info: TensorInfo) -> int:
+    """What numpy computes for an array's size: the dimensions, zeros counted as 1, times the element size."""
+    n = DTYPES[info.dtype][0]
+    for d in info.shape:
+        n *= max(d, 1)
+    return n
+
+
 def _check_v1_members(manifest: dict[str, Any], members: list[zc.Member]) -> None:
     """The v1 member set, checked once the manifest says the file is v1 (FORMAT.md §3.1, §4.5)."""
     names = [m.name for m in members]
@@ -428,6 +440,7 @@ def _cross_check(manifest: Manifest, members: list[zc.Member], tables: dict[str,
                     code="manifest-mismatch",
                 )
     dtypes = {m: {t.name: t.dtype for t in table.tensors} for m, table in tables.items()}
+    infos = {m: {t.name: t for t in table.tensors} for m, table in tables.items()}
     claimed: dict[str, dict[str, tuple[Any, ...]]] = {m: {} for m in tables}
     kinds: dict[tuple[str, str], tuple[str, bool]] = {}
     for ref, path in manifest.refs:
@@ -449,6 +462,12 @@ def _cross_check(manifest: Manifest, members: list[zc.Member], tables: dict[str,
             raise ManifestError(
                 f"{render_path(path)}: tensor {ref.name!r} is {dtype}, which has no numpy dtype; an ndarray placeholder needs one of "
                 f"{', '.join(sorted(NUMPY_DTYPES))} (FORMAT.md §4.4)",
+                code="manifest-mismatch",
+            )
+        if ref.kind == "ndarray" and _numpy_extent(infos[ref.member][target]) > MAX_NUMPY_BYTES:
+            raise ManifestError(
+                f"{render_path(path)}: tensor {ref.name!r} of shape {list(infos[ref.member][target].shape)} cannot be a numpy "
+                "array: its dimensions, zeros counted as 1, times its element size exceed 2**63 - 1 bytes (FORMAT.md §4.4)",
                 code="manifest-mismatch",
             )
         if ref.requires_grad and dtype not in FLOAT_DTYPES:
