@@ -21,6 +21,7 @@ from .errors import (
     TensorError,
     VersionError,
 )
+from .files import SafeOpen, TensorSlice, load_file, safe_open, save_file
 from .manifest import MODEL_FORMAT_MARKER, SAVED_MODEL_VERSION, ModelMetadata
 from .persistence import LoadedModel, delete_model, load_model, save_model, save_model_from_checkpoint, update_vocoder
 
@@ -45,7 +46,9 @@ __all__ = [
     "ModelLibrary",
     "ModelMetadata",
     "RepairReport",
+    "SafeOpen",
     "TensorError",
+    "TensorSlice",
     "VersionError",
     "VocoderInfo",
     "__version__",
@@ -54,9 +57,12 @@ __all__ = [
     "export_safetensors",
     "file_sha256",
     "inspect",
+    "load_file",
     "load_model",
     "open_archive",
     "read_checkpoint",
+    "safe_open",
+    "save_file",
     "save_model",
     "save_model_from_checkpoint",
     "update_vocoder",

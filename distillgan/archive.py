@@ -295,7 +295,7 @@ class Archive:
             out[alias] = out[target]
         return out
 
-    def values(self, *, device: Any = None, copy: bool = False, verify: bool = False) -> dict[str, Any]:
+    def values(self, *, device: Any = None, copy: bool = False, verify: bool = False, progress: Progress | None = None) -> dict[str, Any]:
         """Every value slot with its tensors restored (FORMAT.md §4.4), keyed by slot name.
 
         Tensors are views of the file's mapping unless ``copy`` or ``verify``: then each member is
@@ -303,6 +303,7 @@ class Archive:
         the tensors view that, so nothing keeps the file mapped and nothing another process does
         to the file afterwards reaches them. On a non-CPU ``device`` each stored tensor is copied
         there once. Placeholders naming one stored tensor (aliases, tied weights) give one object.
+        ``progress(done, total)`` counts the bytes of the stored tensors as each is made available.
         """
         import torch
 
@@ -312,6 +313,7 @@ class Archive:
             self.source.exported = True  # tensors view the mapping: it must outlive close()
         stored: dict[tuple[str, str], Any] = {}
         objects: dict[tuple[str, str, str, bool], Any] = {}
+        tick = _counter(progress, sum(t.nbytes for table in self.tables.values() for t in table.tensors))
 
         def base(member: str, name: str) -> Any:
             key = (member, name)
@@ -323,6 +325,8 @@ class Archive:
                 if not on_cpu:
                     t = t.to(device)
                 stored[key] = t
+                if tick is not None:
+                    tick(info.nbytes)
             return stored[key]
 
         def resolve(ref: Ref) -> Any:

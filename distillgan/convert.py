@@ -297,7 +297,7 @@ def export_safetensors(
     import safetensors.torch
 
     from .archive import _describe, open_archive
-    from .persistence import _replace, _unlink_quietly
+    from .persistence import _os_errors, _replace, _unlink_quietly
 
     out = Path(os.path.expanduser(os.fspath(out_path)))
     if out.exists() and not overwrite:
@@ -324,10 +324,11 @@ def export_safetensors(
         seen[id(t)] = name
         unique[name] = t.detach().contiguous()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        safetensors.torch.save_file(unique, str(tmp), metadata={"format": "pt", EXPORT_MANIFEST_KEY: manifest_json})
-        _replace(str(tmp), out)
-    except BaseException:
-        _unlink_quietly(str(tmp))
-        raise
+    with _os_errors("write a safetensors file", out):
+        try:
+            safetensors.torch.save_file(unique, str(tmp), metadata={"format": "pt", EXPORT_MANIFEST_KEY: manifest_json})
+            _replace(str(tmp), out)
+        except BaseException:
+            _unlink_quietly(str(tmp))
+            raise
     return out
