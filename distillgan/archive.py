@@ -7,11 +7,9 @@ copy-on-write mapping; ``inspect`` and ``verify`` work without torch.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -260,6 +258,8 @@ class Archive:
             if isinstance(self.source, MappedFile):
                 self.source.readinto(m.data_offset, memoryview(data))
                 if verify:
+                    from concurrent.futures import ThreadPoolExecutor
+
                     with ThreadPoolExecutor(max_workers=2) as pool:
                         _check_crc(m, zc.parallel_crc32(data, 0, m.size, pool, 2))
             else:
@@ -362,6 +362,8 @@ class Archive:
                 _check_crc(m, _stream_crc(self.source, m.data_offset, m.size, tick))
             return
         # through the descriptor, two threads per member: a file truncated meanwhile is an error, not a SIGBUS
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=2) as pool:
             for m in chosen:
                 half = m.size // 2 if m.size >= 2 * zc._SPLIT else 0
@@ -600,6 +602,8 @@ def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress:
         info = _describe(archive)
         if sha256 is not None:
             want = sha256.strip().lower()
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(max_workers=1) as pool:
                 digest_future = pool.submit(archive.sha256)
                 archive.check_crcs(progress=progress)
@@ -614,6 +618,8 @@ def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress:
 
 
 def _sha256_of(src: MappedFile | RemoteSource) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     for chunk in src.read_stream(0, src.size):  # hashlib releases the GIL on large updates
         h.update(chunk)

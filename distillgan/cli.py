@@ -9,20 +9,19 @@ before it reaches the terminal.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import json
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .archive import file_sha256, inspect, open_archive, verify
-from .catalog import ModelLibrary, RepairReport, vocoder_info
 from .errors import DistillganError, LibraryError
+
+if TYPE_CHECKING:  # imported where a command needs them: `distillgan --version` and `inspect` start small
+    from .catalog import RepairReport
 
 DEFAULT_DIR = "models"
 
@@ -98,6 +97,10 @@ def _err(e: DistillganError, where: str | None = None) -> None:
 
 def tensor_digests(path: str) -> dict[str, dict[str, str]]:
     """SHA-256 of each stored tensor's bytes, per member (reads tensor data; no torch)."""
+    import hashlib
+
+    from .archive import open_archive
+
     out: dict[str, dict[str, str]] = {}
     with open_archive(path) as archive:
         for member, table in archive.tables.items():
@@ -111,6 +114,8 @@ def tensor_digests(path: str) -> dict[str, dict[str, str]]:
 
 
 def _describe_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
+    from .archive import file_sha256, inspect, verify
+
     # --digests reads every tensor byte anyway, so it checks CRCs and bool bytes as verify does;
     # verify returns the same description as inspect, so the file is validated once, not twice.
     info = verify(path) if (args.verify or args.digests) else inspect(path)
@@ -147,6 +152,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _vocoder_line(state: Any) -> str:
+    """The vocoder of inspect's summary, from the JSON form of ``vocoder_state`` (FORMAT.md §4.3, informative keys)."""
+    if state is None:
+        return "none"
+    tm = state.get("training_metadata") if isinstance(state, dict) else None
+    tm = tm if isinstance(tm, dict) else {}
+    kind = state.get("type") if isinstance(state, dict) else None
+    epochs = tm.get("epochs", tm.get("epoch"))
+    loss = tm.get("final_loss", tm.get("loss"))
+    return (f"{safe(kind) if isinstance(kind, str) and kind else '-'}, {_fmt(epochs if type(epochs) is int else None)} epochs, "
+            f"final loss {_fmt(loss if isinstance(loss, (int, float, dict)) and not isinstance(loss, bool) else None)}")
+
+
 def _summary(path: str, info: dict[str, Any], args: argparse.Namespace) -> str:
     m = info["manifest"]
     meta = m["metadata"]
@@ -171,11 +189,7 @@ def _summary(path: str, info: dict[str, Any], args: argparse.Namespace) -> str:
         f"latent dim  {_fmt(m['latent_dim'])}   analysis {'yes' if m['analysis'] is not None else 'no'}   "
         f"extra {'yes' if m['extra'] is not None else 'no'}",
     ]
-    voc = vocoder_info(m["vocoder_state"])
-    if voc is None:
-        lines.append("vocoder     none")
-    else:
-        lines.append(f"vocoder     {safe(voc.type) or '-'}, {_fmt(voc.epochs)} epochs, final loss {_fmt(voc.final_loss)}")
+    lines.append(f"vocoder     {_vocoder_line(m['vocoder_state'])}")
     lines.append("members")
     for mem in info["members"]:
         lines.append(f"  {mem['name']:<22} offset {mem['data_offset']:>12}  {mem['size']:>12} bytes  crc32 {mem['crc32']:08x}")
@@ -201,6 +215,8 @@ def _summary(path: str, info: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from .archive import verify
+
     if args.sha256 and len(args.files) != 1:
         print("distillgan: error [usage]: --sha256 checks one file", file=sys.stderr)
         return 2
@@ -238,6 +254,8 @@ def _entry_json(e: Any) -> dict[str, Any]:
 
 def _folder(args: argparse.Namespace) -> str:
     """The models folder of a command: --dir (or the legacy positional), which must exist — never created here."""
+    from pathlib import Path
+
     folder = args.folder if getattr(args, "folder", None) else args.dir
     if not Path(folder).expanduser().is_dir():
         what = "is not a folder" if Path(folder).expanduser().exists() else "does not exist"
@@ -246,6 +264,8 @@ def _folder(args: argparse.Namespace) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from .catalog import ModelLibrary
+
     args.dir = _folder(args)
     library = ModelLibrary(args.dir)
     entries = library.list_all()
@@ -279,7 +299,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    from .catalog import ModelLibrary
     from .persistence import delete_model
+
+    from pathlib import Path
 
     folder = _folder(args)
     entries = ModelLibrary(folder).list_all()
@@ -343,6 +366,8 @@ def _print_repair(report: RepairReport, stream: Any) -> None:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
+    from .catalog import ModelLibrary
+
     args.dir = _folder(args)
     report = ModelLibrary(args.dir).repair_index()
     if args.json:
@@ -356,6 +381,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .demo import run_demo
 
     run_demo(Path(args.dir))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import platform
 import re
 import stat
 import sys
@@ -171,6 +170,8 @@ class MappedFile:
             if self._fd is None:
                 raise FileAccessError(f"{self.path!r} is closed", code="io-error")
             try:
+                import platform
+
                 if sys.platform.startswith("linux") and platform.machine().lower() in _NORESERVE_MACHINES:
                     self._map = mmap.mmap(
                         self._fd, self.size, flags=mmap.MAP_PRIVATE | _MAP_NORESERVE_LINUX, prot=mmap.PROT_READ | mmap.PROT_WRITE
