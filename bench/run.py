@@ -53,8 +53,19 @@ SAVE_PEER = {
     "safetensors.save_file": "safetensors.save_file",
     "torch.save": "safetensors.save_file",
 }
-LOAD_CONTENDERS = ["distillgan.load_model", "safetensors.load_file", "torch.load(weights_only)", "torch.load(mmap,weights_only)"]
+LOAD_CONTENDERS = [
+    "distillgan.load_model",
+    "safetensors.load_file",
+    "torch.load(weights_only)",
+    "torch.load(mmap,weights_only)",
+    "distillgan.load_model(meta module, assign)",
+    "safetensors.load_model(module)",
+]
 LOAD_PEER = "safetensors.load_file"
+LOAD_PEERS = {  # into a module: the generator alone, built on meta + assign vs built on the CPU + safetensors.load_model
+    "distillgan.load_model(meta module, assign)": "safetensors.load_model(module)",
+    "safetensors.load_model(module)": "safetensors.load_model(module)",
+}
 VERIFY_CONTENDERS = ["distillgan.verify", "zlib.crc32(in-memory)", "zlib.crc32(mmap)"]
 VERIFY_PEER = "zlib.crc32(in-memory)"
 REMOTE_OPS = ["inspect", "load+touch", "verify"]  # each: local path vs the same file over loopback HTTP
@@ -284,7 +295,8 @@ def phase_verify(model: dict[str, Any], reps: int) -> dict[str, Any]:
 
 def phase_inspect(small: dict[str, Any], big: dict[str, Any], reps: int, warm_calls: int) -> dict[str, Any]:
     targets = {"small": small, "big": big}
-    samples: dict[str, dict[str, list[dict[str, Any]]]] = {k: {"child": [], "proc": [], "import_only": []} for k in targets}
+    samples: dict[str, dict[str, list[dict[str, Any]]]] = {k: {"child": [], "proc": [], "import_only": [], "cli": []} for k in targets}
+    script = os.path.join(os.path.dirname(sys.executable), "distillgan")  # the console script, as a user runs it
     warm([small["files"]["distillgan"], big["files"]["distillgan"]])
     cmd_inspect = "import sys, distillgan; distillgan.inspect(sys.argv[1])"
     for r in range(reps):
@@ -296,6 +308,10 @@ def phase_inspect(small: dict[str, Any], big: dict[str, Any], reps: int, warm_ca
                 t0 = time.perf_counter()
                 subprocess.run([sys.executable, "-c", code, path], check=True, env=CHILD_ENV)
                 samples[k][kind].append({"time_s": time.perf_counter() - t0})
+            if os.path.exists(script):
+                t0 = time.perf_counter()
+                subprocess.run([script, "inspect", "--no-tensors", path], check=True, env=CHILD_ENV, stdout=subprocess.DEVNULL)
+                samples[k]["cli"].append({"time_s": time.perf_counter() - t0})
             progress(
                 f"  inspect {k:5s} rep {r + 1}/{reps}: first {fmt_time(res.get('time_s'))}, warm median {fmt_time(res.get('warm_median_s'))}"
             )
@@ -312,6 +328,7 @@ def phase_inspect(small: dict[str, Any], big: dict[str, Any], reps: int, warm_ca
             "child": summarize(samples[k]["child"], ("time_s", "warm_median_s", "warm_p10_s", "warm_p90_s")),
             "process_wall": summarize(samples[k]["proc"]),
             "import_only_wall": summarize(samples[k]["import_only"]),
+            "cli_wall": summarize(samples[k]["cli"]),
             "cold": summarize(cold[k], ("time_s", "bytes_brought_in")),
         }
     return out
@@ -426,9 +443,10 @@ def tables(res: dict[str, Any]) -> str:
                 note = f"call {fmt_time(med(row, 'open_s'))} + touch {fmt_time(med(row, 'touch_s'))}"
                 if row["errors"]:
                     note += f" ERRORS: {len(row['errors'])}"
+                peer = LOAD_PEERS.get(c, LOAD_PEER)
                 out.append(
                     f"| load+touch | {c} | {fmt_time(med(row))} | {fmt_time(t and t['min'])} … {fmt_time(t and t['max'])} | "
-                    f"{fmt_ratio(ratio(med(row), med(s['load'][LOAD_PEER])))} ({LOAD_PEER}) | {fmt_mib(med(row, 'rss_delta'))} | {note} |"
+                    f"{fmt_ratio(ratio(med(row), med(s['load'][peer])))} ({peer}) | {fmt_mib(med(row, 'rss_delta'))} | {note} |"
                 )
         if "verify" in s:
             for c in VERIFY_CONTENDERS:
@@ -485,16 +503,17 @@ def tables(res: dict[str, Any]) -> str:
         out.append("### inspect (distillgan.inspect, no torch)\n")
         out.append(
             "| archive | file | warm in-process median [p10…p90] | fresh-process first call | process wall (start+import+inspect) "
-            "| process wall, import only | peak RSS Δ (first call) | evicted-cache call: time, bytes read |"
+            "| process wall, import only | `distillgan inspect` CLI wall | peak RSS Δ (first call) | evicted-cache call: time, bytes read |"
         )
-        out.append("|---|---:|---:|---:|---:|---:|---:|---|")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for k in ("small", "big"):
             row = ins[k]
             ch = row["child"]
             out.append(
                 f"| {row['label']} | {fmt_mib(row['file_bytes'])} | {fmt_time(med(ch, 'warm_median_s'))} "
                 f"[{fmt_time(med(ch, 'warm_p10_s'))}…{fmt_time(med(ch, 'warm_p90_s'))}] | {fmt_time(med(ch))} | "
-                f"{fmt_time(med(row['process_wall']))} | {fmt_time(med(row['import_only_wall']))} | {fmt_mib(med(ch, 'rss_delta'))} | "
+                f"{fmt_time(med(row['process_wall']))} | {fmt_time(med(row['import_only_wall']))} | "
+                f"{fmt_time(med(row.get('cli_wall')))} | {fmt_mib(med(ch, 'rss_delta'))} | "
                 f"{fmt_time(med(row['cold']))}, {(med(row['cold'], 'bytes_brought_in') or 0) / 1024:.0f} KiB |"
             )
         torch_seen = any(

@@ -7,11 +7,9 @@ copy-on-write mapping; ``inspect`` and ``verify`` work without torch.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -31,6 +29,7 @@ from .manifest import (
     slot_member,
 )
 from .tensors import (
+    DTYPES,
     MAX_HEADER_BYTES,
     MAX_TENSORS,
     TensorInfo,
@@ -228,7 +227,8 @@ class Archive:
     members: list[zc.Member]
     decoded: Manifest
     tables: dict[str, TensorTable]
-    _downloaded: dict[str, Any] = field(default_factory=dict)  # remote: member name -> its bytes, CRC-checked
+    _downloaded: dict[str, Any] = field(default_factory=dict)  # member name -> its bytes, read once (remote: downloaded)
+    _verified: set[str] = field(default_factory=set)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -242,27 +242,49 @@ class Archive:
     def _member(self, name: str) -> zc.Member:
         return next(m for m in self.members if m.name == name)
 
-    def member_data(self, name: str, *, tick: Callable[[int], None] | None = None) -> tuple[Any, int]:
+    def member_data(
+        self, name: str, *, private: bool = False, verify: bool = False, tick: Callable[[int], None] | None = None
+    ) -> tuple[Any, int]:
         """(buffer, file offset of its first byte) holding member ``name``'s bytes.
 
-        Remotely the member is downloaded once (concurrent ranges straight
-        into its buffer, the header bytes validated at open taken from the
-        source's cache), its CRC-32 checked, and kept for every later use.
-        """
-        if isinstance(self.source, MappedFile):
-            return self.source.buffer, 0
-        if name not in self._downloaded:
-            m = self._member(name)
-            data, crc = self.source.download(m.data_offset, m.size, tick=tick)
-            _check_crc(m, crc)  # the data came over the network anyway: hashing it is nearly free
-            self._downloaded[name] = data
-        return self._downloaded[name], self._member(name).data_offset
 
-    def tensor_bytes(self, member: str, info: TensorInfo) -> memoryview:
-        """A read-only view of one stored tensor's bytes (no torch needed)."""
+        For a local file without ``private`` or ``verify``: the copy-on-write mapping (zero copy).
+        Otherwise the member read once into memory of its own — through the file descriptor, so a
+        concurrent truncation is an error and not a crash — with its CRC-32 checked on exactly
+        those bytes when ``verify`` (always for a remote source): the bytes validated are the
+        bytes used, and a later rewrite of the file cannot change them. Remotely the member is
+        downloaded once, in concurrent ranges straight into reserved memory, the header bytes
+        validated at open taken from the source's cache (FORMAT.md §12.1).
+        """
+        m = self._member(name)
+        if isinstance(self.source, MappedFile) and not private and not verify:
+            return self.source.buffer, 0
+        if name not in self._downloaded or (verify and name not in self._verified):
+            if isinstance(self.source, MappedFile):
+                data: Any = bytearray(m.size)
+                self.source.readinto(m.data_offset, memoryview(data))
+                if verify:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    with ThreadPoolExecutor(max_workers=2) as pool:
+                        _check_crc(m, zc.parallel_crc32(data, 0, m.size, pool, 2))
+            else:
+                data, crc = self.source.download(m.data_offset, m.size, tick=tick)
+                _check_crc(m, crc)  # the data came over the network anyway: hashing it is nearly free
+                verify = True
+            self._downloaded[name] = data
+            if verify:
+                self._verified.add(name)
+        return self._downloaded[name], m.data_offset
+
+    def tensor_chunks(self, member: str, info: TensorInfo) -> Iterator[bytes | memoryview]:
+        """One stored tensor's bytes, in chunks read through the descriptor (no torch, bounded memory)."""
+        start = self.tables[member].data_start + info.begin
+        if isinstance(self.source, MappedFile):
+            yield from self.source.read_stream(start, info.nbytes)
+            return
         buf, base = self.member_data(member)
-        start = self.tables[member].data_start + info.begin - base
-        return memoryview(buf).toreadonly()[start : start + info.nbytes]
+        yield memoryview(buf).toreadonly()[start - base : start - base + info.nbytes]
 
     def tensors(self, member: str) -> dict[str, torch.Tensor]:
         """Tensors of one member as views of the mapping (or download); aliases share their target."""
@@ -275,36 +297,38 @@ class Archive:
             out[alias] = out[target]
         return out
 
-    def values(self, *, device: Any = None, copy: bool = False) -> dict[str, Any]:
+    def values(self, *, device: Any = None, copy: bool = False, verify: bool = False, progress: Progress | None = None) -> dict[str, Any]:
         """Every value slot with its tensors restored (FORMAT.md §4.4), keyed by slot name.
 
-        Tensors are views of the mapping unless ``copy`` (then each owns its
-        memory and nothing keeps the file mapped) or a non-CPU ``device``
-        (then each stored tensor is copied there once). Placeholders naming
-        one stored tensor (aliases, tied weights) give one object.
+        Tensors are views of the file's mapping unless ``copy`` or ``verify``: then each member is
+        read once into memory of its own (its CRC-32 checked on those bytes when ``verify``) and
+        the tensors view that, so nothing keeps the file mapped and nothing another process does
+        to the file afterwards reaches them. On a non-CPU ``device`` each stored tensor is copied
+        there once. Placeholders naming one stored tensor (aliases, tied weights) give one object.
+        ``progress(done, total)`` counts the bytes of the stored tensors as each is made available.
         """
         import torch
 
         on_cpu = device is None or torch.device(device).type == "cpu"
-        if isinstance(self.source, MappedFile) and not copy:
+        private = copy or verify
+        if isinstance(self.source, MappedFile) and not private:
             self.source.exported = True  # tensors view the mapping: it must outlive close()
         stored: dict[tuple[str, str], Any] = {}
         objects: dict[tuple[str, str, str, bool], Any] = {}
+        tick = _counter(progress, sum(t.nbytes for table in self.tables.values() for t in table.tensors))
 
         def base(member: str, name: str) -> Any:
             key = (member, name)
             if key not in stored:
                 table = self.tables[member]
                 info = self._index[member][name]
-                buf, offset = self.member_data(member)
-                if copy and isinstance(self.source, MappedFile):
-                    start = table.data_start + info.begin - offset
-                    t = tensor_from(bytearray(buf[start : start + info.nbytes]), info, -info.begin, member)
-                else:
-                    t = tensor_from(buf, info, table.data_start - offset, member)
+                buf, offset = self.member_data(member, private=private, verify=verify)
+                t = tensor_from(buf, info, table.data_start - offset, member)
                 if not on_cpu:
                     t = t.to(device)
                 stored[key] = t
+                if tick is not None:
+                    tick(info.nbytes)
             return stored[key]
 
         def resolve(ref: Ref) -> Any:
@@ -343,15 +367,21 @@ class Archive:
         if isinstance(self.source, RemoteSource):
             for m in chosen:
                 if m.name in TENSOR_MEMBERS:
-                    self.member_data(m.name, tick=tick)
+                    self.member_data(m.name, verify=True, tick=tick)  # kept: the tensors made later are these bytes
                 else:
                     _check_crc(m, zc.crc32(self.source.read(m.data_offset, m.size)))  # from the cache: the bytes decoded
                     if tick is not None:
                         tick(m.size)
             return
+        # through the descriptor, two threads per member: a file truncated meanwhile is an error, not a SIGBUS
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=2) as pool:
             for m in chosen:
-                _check_crc(m, zc.parallel_crc32(self.source.buffer, m.data_offset, m.size, pool, 2, tick))
+                half = m.size // 2 if m.size >= 2 * zc._SPLIT else 0
+                first = pool.submit(_stream_crc, self.source, m.data_offset, half, tick)
+                rest = _stream_crc(self.source, m.data_offset + half, m.size - half, tick)
+                _check_crc(m, zc.crc32_combine(first.result(), rest, m.size - half) if half else rest)
 
     def sha256(self) -> str:
         """SHA-256 of the whole file, hex."""
@@ -367,12 +397,32 @@ class Archive:
         self.close()
 
 
+def _stream_crc(src: MappedFile | RemoteSource, offset: int, size: int, tick: Callable[[int], None] | None) -> int:
+    crc = 0
+    for chunk in src.read_stream(offset, size):
+        crc = zc.crc32(chunk, crc)
+        if tick is not None:
+            tick(len(chunk))
+    return crc
+
+
 def _check_crc(member: zc.Member, actual: int) -> None:
     if actual != member.crc32:
         raise IntegrityError(
             f"member {member.name!r}: CRC-32 is 0x{actual:08x}; the directory records 0x{member.crc32:08x} (FORMAT.md §6)",
             code="crc-mismatch",
         )
+
+
+MAX_NUMPY_BYTES = (1 << 63) - 1  # FORMAT.md §4.4: numpy refuses arrays whose nominal size exceeds this
+
+
+def _numpy_extent(info: TensorInfo) -> int:
+    """What numpy computes for an array's size: the dimensions, zeros counted as 1, times the element size."""
+    n = DTYPES[info.dtype][0]
+    for d in info.shape:
+        n *= max(d, 1)
+    return n
 
 
 def _check_v1_members(manifest: dict[str, Any], members: list[zc.Member]) -> None:
@@ -408,6 +458,7 @@ def _cross_check(manifest: Manifest, members: list[zc.Member], tables: dict[str,
                     code="manifest-mismatch",
                 )
     dtypes = {m: {t.name: t.dtype for t in table.tensors} for m, table in tables.items()}
+    infos = {m: {t.name: t for t in table.tensors} for m, table in tables.items()}
     claimed: dict[str, dict[str, tuple[Any, ...]]] = {m: {} for m in tables}
     kinds: dict[tuple[str, str], tuple[str, bool]] = {}
     for ref, path in manifest.refs:
@@ -431,6 +482,12 @@ def _cross_check(manifest: Manifest, members: list[zc.Member], tables: dict[str,
                 f"{', '.join(sorted(NUMPY_DTYPES))} (FORMAT.md §4.4)",
                 code="manifest-mismatch",
             )
+        if ref.kind == "ndarray" and _numpy_extent(infos[ref.member][target]) > MAX_NUMPY_BYTES:
+            raise ManifestError(
+                f"{render_path(path)}: tensor {ref.name!r} of shape {list(infos[ref.member][target].shape)} cannot be a numpy "
+                "array: its dimensions, zeros counted as 1, times its element size exceed 2**63 - 1 bytes (FORMAT.md §4.4)",
+                code="manifest-mismatch",
+            )
         if ref.requires_grad and dtype not in FLOAT_DTYPES:
             raise ManifestError(
                 f"{render_path(path)}: tensor {ref.name!r} is {dtype}; only floating point and complex tensors can require gradients (FORMAT.md §4.4)",
@@ -451,6 +508,14 @@ def _cross_check(manifest: Manifest, members: list[zc.Member], tables: dict[str,
                 )
 
 
+def _looks_like_safetensors(src: MappedFile | RemoteSource) -> bool:
+    """FORMAT.md §7: a little-endian u64 header length N with 8 + N within the file, then '{'."""
+    if src.size < 10:
+        return False
+    head = src.read(0, 9)
+    return head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= src.size
+
+
 def open_archive(path: str | os.PathLike[str]) -> Archive:
     """Open and validate every layer of an archive (a path or an fsspec URL); tensor data is not read.
 
@@ -460,7 +525,16 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
     src = open_source(path)
     try:
         check_not_legacy(src)
-        members = zc.read_container(src)
+        try:
+            members = zc.read_container(src)
+        except ContainerError as e:
+            if e.code == "not-zip" and _looks_like_safetensors(src):
+                raise ContainerError(
+                    f"{os.fspath(path)!r} is a plain safetensors file, not a .distillgan archive; "
+                    "make a model of it with `distillgan convert FILE` (FORMAT.md §7)",
+                    code="safetensors-file",
+                ) from e
+            raise
         m0 = members[0]
         if m0.size > MAX_MANIFEST_BYTES:
             raise ManifestError(
@@ -521,9 +595,10 @@ def inspect(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _check_bools(archive: Archive) -> None:
+    """Every BOOL byte is 0 or 1 (FORMAT.md §5.3), read in bounded chunks (a 1 GiB BOOL tensor costs 8 MiB)."""
     for member, table in archive.tables.items():
         for t in table.tensors:
-            if t.dtype == "BOOL" and t.nbytes and bytes(archive.tensor_bytes(member, t)).translate(None, b"\x00\x01"):
+            if t.dtype == "BOOL" and any(bytes(chunk).translate(None, b"\x00\x01") for chunk in archive.tensor_chunks(member, t)):
                 raise _bool_error(member, t)
 
 
@@ -545,6 +620,8 @@ def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress:
             return _verify_remote(archive, info, sha256, progress)
         if sha256 is not None:
             want = sha256.strip().lower()
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(max_workers=1) as pool:
                 digest_future = pool.submit(archive.sha256)
                 archive.check_crcs(progress=progress)
@@ -568,6 +645,8 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
     FORMAT.md §12). Failures come in the order of the local verify: CRC-32,
     then SHA-256, then bool bytes.
     """
+    import hashlib
+
     src = archive.source
     assert isinstance(src, RemoteSource)
     digest = hashlib.sha256() if sha256 is not None else None
@@ -582,7 +661,7 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
     bad_bool: TensorError | None = None
     tick = _counter(progress, src.size)
     pos = 0
-    for chunk in src.stream(0, src.size):
+    for chunk in src.read_stream(0, src.size):
         end = pos + len(chunk)
         if digest is not None:
             digest.update(chunk)
@@ -608,17 +687,11 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
 
 
 def _sha256_of(src: MappedFile | RemoteSource) -> str:
+    import hashlib
+
     h = hashlib.sha256()
-    if isinstance(src, MappedFile):
-        view = memoryview(src.buffer)
-        try:
-            for start in range(0, len(view), zc._CHUNK):
-                h.update(view[start : start + zc._CHUNK])  # hashlib releases the GIL on large updates
-        finally:
-            view.release()
-    else:
-        for chunk in src.stream(0, src.size):  # each byte once; those already read come from the cache
-            h.update(chunk)
+    for chunk in src.read_stream(0, src.size):  # hashlib releases the GIL; remotely each byte once, cached ones from the cache
+        h.update(chunk)
     return h.hexdigest()
 
 

@@ -9,19 +9,19 @@ before it reaches the terminal.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import os
 import json
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .archive import file_sha256, inspect, open_archive, verify
-from .catalog import ModelLibrary, RepairReport, vocoder_info
-from .errors import DistillganError
+from .errors import DistillganError, LibraryError
+
+if TYPE_CHECKING:  # imported where a command needs them: `distillgan --version` and `inspect` start small
+    from .catalog import RepairReport
 
 DEFAULT_DIR = "models"
 
@@ -97,35 +97,86 @@ def _err(e: DistillganError, where: str | None = None) -> None:
 
 def tensor_digests(path: str) -> dict[str, dict[str, str]]:
     """SHA-256 of each stored tensor's bytes, per member (reads tensor data; no torch)."""
+    import hashlib
+
+    from .archive import open_archive
+
     out: dict[str, dict[str, str]] = {}
     with open_archive(path) as archive:
         for member, table in archive.tables.items():
             out[member] = {}
             for t in table.tensors:
-                out[member][t.name] = hashlib.sha256(archive.tensor_bytes(member, t)).hexdigest()
+                h = hashlib.sha256()
+                for chunk in archive.tensor_chunks(member, t):
+                    h.update(chunk)
+                out[member][t.name] = h.hexdigest()
     return out
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
+def _describe_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
+    from .archive import file_sha256, inspect, verify
+
     # --digests reads every tensor byte anyway, so it checks CRCs and bool bytes as verify does;
     # verify returns the same description as inspect, so the file is validated once, not twice.
-    info = verify(args.file) if args.digests else inspect(args.file)
+    info = verify(path) if (args.verify or args.digests) else inspect(path)
     if args.digests:
-        info["digests"] = tensor_digests(args.file)
-    if not args.no_hash:
-        info["sha256"] = file_sha256(args.file)
-    if args.json:
-        print(json.dumps(info, indent=2, ensure_ascii=True))
-        return 0
+        info["digests"] = tensor_digests(path)
+    if args.sha256:
+        info["sha256"] = file_sha256(path)
+    if args.no_tensors:
+        info.pop("tensors", None)
+    return info
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    failed = 0
+    described: list[dict[str, Any]] = []
+    for path in args.files:
+        try:
+            info = _describe_file(path, args)
+        except DistillganError as e:
+            failed += 1
+            if args.json and len(args.files) > 1:
+                described.append({"file": path, "ok": False, "code": e.code, "error": str(e)})
+            _err(e, path if len(args.files) > 1 else None)
+            continue
+        if args.json:
+            described.append({"file": path, **info} if len(args.files) > 1 else info)
+        else:
+            if len(args.files) > 1 and described:
+                print()
+            described.append(info)
+            print(_summary(path, info, args))
+    if args.json and described:
+        print(json.dumps(described if len(args.files) > 1 else described[0], indent=2, ensure_ascii=True))
+    return 1 if failed else 0
+
+
+def _vocoder_line(state: Any) -> str:
+    """The vocoder of inspect's summary, from the JSON form of ``vocoder_state`` (FORMAT.md §4.3, informative keys)."""
+    if state is None:
+        return "none"
+    tm = state.get("training_metadata") if isinstance(state, dict) else None
+    tm = tm if isinstance(tm, dict) else {}
+    kind = state.get("type") if isinstance(state, dict) else None
+    epochs = tm.get("epochs", tm.get("epoch"))
+    loss = tm.get("final_loss", tm.get("loss"))
+    return (f"{safe(kind) if isinstance(kind, str) and kind else '-'}, {_fmt(epochs if type(epochs) is int else None)} epochs, "
+            f"final loss {_fmt(loss if isinstance(loss, (int, float, dict)) and not isinstance(loss, bool) else None)}")
+
+
+def _summary(path: str, info: dict[str, Any], args: argparse.Namespace) -> str:
     m = info["manifest"]
     meta = m["metadata"]
     lines = [
-        f"file        {safe(args.file)}",
+        f"file        {safe(path)}",
         f"format      {safe(info['format'])} version {info['version']}",
         f"size        {info['file_size']} bytes ({_human_bytes(info['file_size'])})",
     ]
     if "sha256" in info:
         lines.append(f"sha256      {info['sha256']}")
+    if args.verify or args.digests:
+        lines.append("verified    every CRC-32 and BOOL byte")
     lines += [
         f"name        {safe(meta['name'])}",
         f"model id    {safe(meta['model_id'])}",
@@ -135,16 +186,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"dataset     {safe(meta['dataset_name']) or '-'} ({meta['dataset_file_count']} files, "
         f"{_fmt(meta['dataset_total_duration_s'])} s)",
         f"tags        {', '.join(safe(t) for t in meta['tags']) or '-'}",
-        f"latent dim  {_fmt(m['latent_dim'])}   analysis {'yes' if m['analysis'] is not None else 'no'}",
+        f"latent dim  {_fmt(m['latent_dim'])}   analysis {'yes' if m['analysis'] is not None else 'no'}   "
+        f"extra {'yes' if m['extra'] is not None else 'no'}",
     ]
-    voc = vocoder_info(m["vocoder_state"])
-    if voc is None:
-        lines.append("vocoder     none")
-    else:
-        lines.append(f"vocoder     {safe(voc.type) or '-'}, {_fmt(voc.epochs)} epochs, final loss {_fmt(voc.final_loss)}")
+    lines.append(f"vocoder     {_vocoder_line(m['vocoder_state'])}")
     lines.append("members")
     for mem in info["members"]:
         lines.append(f"  {mem['name']:<22} offset {mem['data_offset']:>12}  {mem['size']:>12} bytes  crc32 {mem['crc32']:08x}")
+    if "tensors" not in info:
+        counts = ", ".join(f"{safe(name)} {len(tables['aliases'])} aliases" for name, tables in m["members"].items())
+        lines.append(f"tensors     not listed (--no-tensors); {counts}")
+        return "\n".join(lines)
     for member, tensors in info["tensors"].items():
         aliases = m["members"][member]["aliases"]
         lines.append(f"tensors in {member} ({len(tensors)} stored, {len(aliases)} aliases)")
@@ -156,14 +208,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             lines.append(line)
         for alias, target in aliases.items():
             lines.append(f"  {safe(alias):<40} = {safe(target)}")
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines)
 
 
 # --- verify ------------------------------------------------------------------------------
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from .archive import verify
+
     if args.sha256 and len(args.files) != 1:
         print("distillgan: error [usage]: --sha256 checks one file", file=sys.stderr)
         return 2
@@ -199,7 +252,21 @@ def _entry_json(e: Any) -> dict[str, Any]:
     return dataclasses.asdict(e)
 
 
+def _folder(args: argparse.Namespace) -> str:
+    """The models folder of a command: --dir (or the legacy positional), which must exist — never created here."""
+    from pathlib import Path
+
+    folder = args.folder if getattr(args, "folder", None) else args.dir
+    if not Path(folder).expanduser().is_dir():
+        what = "is not a folder" if Path(folder).expanduser().exists() else "does not exist"
+        raise LibraryError(f"models folder {folder!r} {what} (give the folder with --dir)", code="not-found")
+    return str(Path(folder).expanduser())
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    from .catalog import ModelLibrary
+
+    args.dir = _folder(args)
     library = ModelLibrary(args.dir)
     entries = library.list_all()
     if args.json:
@@ -232,26 +299,56 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    from .catalog import ModelLibrary
     from .persistence import delete_model
 
-    if delete_model(args.id, args.dir):
-        print(f"deleted {safe(args.id)}")
+    from pathlib import Path
+
+    folder = _folder(args)
+    entries = ModelLibrary(folder).list_all()
+    what = args.model
+    matches = [e for e in entries if e.model_id == what]
+    if not matches:  # a file: the path given, or its name inside the folder
+        p = Path(what).expanduser()
+        name = p.name if (p.parent == Path(folder) or p.parent.resolve() == Path(folder).resolve() or str(p.parent) == ".") else None
+        matches = [e for e in entries if name is not None and e.file_path == name]
+    if not matches:
+        matches = [e for e in entries if e.name == what]
+    if not matches:
+        print(f"distillgan: error [not-found]: no model with id, file or name {safe(what)} in {safe(folder)}", file=sys.stderr)
+        return 1
+    if len(matches) > 1:
+        listing = "; ".join(f"{safe(e.model_id)} ({safe(e.file_path)})" for e in matches)
+        print(f"distillgan: error [ambiguous]: {len(matches)} models are named {safe(what)}: {listing}; delete by id", file=sys.stderr)
+        return 1
+    entry = matches[0]
+    if delete_model(entry.model_id, folder):
+        print(f"deleted {safe(entry.name)} ({safe(entry.model_id)}, {safe(entry.file_path)})")
         return 0
-    print(f"distillgan: error [not-found]: no model with id {safe(args.id)} in {safe(args.dir)}", file=sys.stderr)
+    print(f"distillgan: error [not-found]: model {safe(entry.model_id)} is no longer in {safe(folder)}", file=sys.stderr)
     return 1
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_checkpoint
     from .manifest import ModelMetadata
-    from .persistence import save_model_from_checkpoint
 
-    meta = ModelMetadata(name=args.name, description=args.description or "", tags=list(args.tag or []))
-    bar = ProgressBar(f"converting {args.checkpoint}")
+    meta = ModelMetadata(description=args.description or "", tags=list(args.tag or []))
+    bar = ProgressBar(f"converting {args.file}")
     try:
-        path = save_model_from_checkpoint(args.checkpoint, meta, args.dir, progress=bar)
+        path = convert_checkpoint(args.file, args.dir, name=args.name, metadata=meta, key=args.key, strip_prefix=args.strip_prefix,
+                                  progress=bar)
     finally:
         bar.close()
-    print(f"saved {safe(path)} (id {safe(meta.model_id)})")
+    print(f"saved {safe(path)} (id {safe(meta.model_id)}, name {safe(meta.name)})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .convert import export_safetensors
+
+    out = export_safetensors(args.file, args.out, vocoder=args.vocoder, overwrite=args.force)
+    print(f"wrote {safe(out)}")
     return 0
 
 
@@ -269,6 +366,9 @@ def _print_repair(report: RepairReport, stream: Any) -> None:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
+    from .catalog import ModelLibrary
+
+    args.dir = _folder(args)
     report = ModelLibrary(args.dir).repair_index()
     if args.json:
         import dataclasses
@@ -281,6 +381,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .demo import run_demo
 
     run_demo(Path(args.dir))
@@ -288,6 +390,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --- parser --------------------------------------------------------------------------------
+
+
+def _dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR}); it must exist")
+    p.add_argument("folder", nargs="?", help=argparse.SUPPRESS)  # the folder as a positional, as before --dir was everywhere
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,14 +405,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"distillgan {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("inspect", help="show what a model file holds (no torch, no tensor data read)",
-                       description="Show format, metadata, vocoder, members and tensors of a .distillgan file. "
-                       "Reads only headers, the manifest and (for the SHA-256 line) the file's bytes; never imports torch.")
-    p.add_argument("file", help="a .distillgan file")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a summary")
+    p = sub.add_parser("inspect", help="show what model files hold (no torch; no tensor data read unless asked)",
+                       description="Show format, metadata, vocoder, members and tensors of .distillgan files. Reads only "
+                       "the end records, the manifest and the tensor headers — a few KiB, whatever the file size — and "
+                       "never imports torch. --sha256, --verify and --digests read the data they need.")
+    p.add_argument("files", nargs="+", metavar="FILE", help=".distillgan files (or URLs, with distillgan[remote])")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON (FORMAT.md §4.6 for the manifest): one object for one file, a list for several")
+    p.add_argument("--no-tensors", action="store_true", help="leave out the tensor tables (large models have thousands)")
+    p.add_argument("--sha256", action="store_true", help="add the SHA-256 of the whole file (reads every byte)")
+    p.add_argument("--verify", action="store_true", help="also check every CRC-32 and BOOL byte, as `distillgan verify` does")
     p.add_argument("--digests", action="store_true",
-                   help="add the SHA-256 of each tensor's bytes (reads all tensor data, so also checks every CRC-32 like verify)")
-    p.add_argument("--no-hash", action="store_true", help="skip the SHA-256 of the whole file (faster on large files)")
+                   help="add the SHA-256 of each stored tensor's bytes (reads all tensor data, so it also verifies)")
+    p.add_argument("--no-hash", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("verify", help="check structure and every CRC-32; exit 1 if any file fails",
@@ -315,30 +427,73 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("list", help="list the models of a folder", description="List the models indexed in a folder.")
-    p.add_argument("dir", nargs="?", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR})")
+    p = sub.add_parser("list", help="list the models of a folder",
+                       description="List the models of a folder (read-only: works on folders you cannot write).")
+    _dir_option(p)
     p.add_argument("--json", action="store_true", help="print the entries as JSON")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("delete", help="delete a model file and its index entry", description="Delete a model by id.")
-    p.add_argument("id", help="model id (see `distillgan list`)")
-    p.add_argument("--dir", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR})")
+    p = sub.add_parser("delete", help="delete a model file and its index entry",
+                       description="Delete one model of a folder, named by its id, its file (name or path) or its name "
+                       "(when no other model has that name).")
+    p.add_argument("model", metavar="MODEL", help="model id, file name or path, or model name (see `distillgan list`)")
+    _dir_option(p)
     p.set_defaults(func=cmd_delete)
 
-    p = sub.add_parser("convert", help="turn a training .pt checkpoint into a .distillgan model",
-                       description="Read a training checkpoint with torch.load(weights_only=True) and save its model "
-                       "(optimizer and scheduler state dropped) as a .distillgan file.")
-    p.add_argument("checkpoint", help="a .pt training checkpoint holding model_state_dict")
-    p.add_argument("--name", required=True, help="model name (also the file name, sanitised)")
+    p = sub.add_parser(
+        "convert",
+        help="make a .distillgan model of a checkpoint, an old pickle .distillgan or a .safetensors file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read a file without running anything in it (pickles are read by distillgan's own restricted "
+        "reader, never torch.load) and save its content as a .distillgan model. Nothing is dropped: what has no "
+        "place of its own (optimizer and scheduler state, metrics history...) is kept as the model's `extra`.",
+        epilog="""accepted files, recognised in this order:
+  *.safetensors          tensors become the state dict; __metadata__ is kept (an export of
+                         distillgan gives back its metadata and configs too)
+  app .distillgan        the app's own torch.save files (format "distillgan_model"): weights,
+                         configs, analysis, metadata with its model id and name, vocoder state
+  app checkpoint         training checkpoints (model_state_dict + optimizer_state_dict/epoch):
+                         weights, configs, analysis, latent_dim, epoch and losses (inf kept)
+  --key K                any dict: the state dict is file[K], the rest goes to extra
+  common checkpoints     the first of model_state_dict, state_dict (Lightning .ckpt),
+                         generator (HiFi-GAN g_* files), model holding a dict
+  bare state dict        a dict of names to tensors
+A legacy .distill model stays refused ("retrain"): conversion is no way around that.
+
+examples:
+  distillgan convert checkpoints/checkpoint_epoch0100.pt --name "Field recordings"
+  distillgan convert old_models/piano.distillgan --dir models
+  distillgan convert lightning.ckpt --strip-prefix model.
+  distillgan convert g_02500000 --name "HiFi-GAN universal"
+""",
+    )
+    p.add_argument("file", help="the file to convert (.pt, .ckpt, .pth, an old pickle .distillgan, .safetensors, ...)")
+    p.add_argument("--name", help="model name (default: the name the file carries, else the file's stem)")
     p.add_argument("--description", help="model description")
     p.add_argument("--tag", action="append", help="a tag (repeatable)")
+    p.add_argument("--key", help="the top-level key holding the state dict, when none of the usual ones does")
+    p.add_argument("--strip-prefix", metavar="P", help="remove P from the start of state-dict keys (e.g. 'model.' or 'module.')")
     p.add_argument("--dir", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR})")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
+        "export",
+        help="write a model's weights as a plain .safetensors file",
+        description="Write the state dict (or, with --vocoder, the bundled vocoder's weights) as a plain safetensors "
+        "file that safetensors.torch.load_model/load_file accept: tied weights stored once under the name "
+        "safetensors keeps, analysis arrays left out, the manifest as JSON in __metadata__ (key distillgan.manifest).",
+    )
+    p.add_argument("file", help="a .distillgan file")
+    p.add_argument("out", help="the .safetensors file to write")
+    p.add_argument("--vocoder", action="store_true",
+                   help="export the vocoder's weights (vocoder_state's generator_state_dict, or state_dict)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("repair", help="rebuild a folder's index from its model files",
                        description="Rebuild model_library.json from the manifests of the *.distillgan files "
                        "(no tensor data read); reports invalid and ignored files.")
-    p.add_argument("dir", nargs="?", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR})")
+    _dir_option(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_repair)
 
@@ -358,12 +513,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DistillganError as e:
         _err(e)
         return 1
-    except BrokenPipeError:
-        try:
-            sys.stdout.close()
-        except OSError:
-            pass
-        return 1
+    except BrokenPipeError:  # `distillgan list | head`: the reader has what it wanted; end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain
+        return 0
     except KeyboardInterrupt:
         print("distillgan: interrupted", file=sys.stderr)
         return 130

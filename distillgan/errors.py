@@ -89,3 +89,32 @@ class InputError(DistillganError):
 
 class LibraryError(DistillganError):
     """The model folder or its index cannot be used as asked."""
+
+
+_OS_CODES = {
+    "EACCES": ("permission-denied", "you have no permission to {action} at {path}; check the folder's permissions or choose another folder"),
+    "EPERM": ("permission-denied", "you have no permission to {action} at {path}; check the folder's permissions or choose another folder"),
+    "EROFS": ("read-only", "{path} is on a read-only file system, so you cannot {action} there; choose a writable folder"),
+    "ENOSPC": ("no-space", "no space left on the device of {path} to {action}; free some space or choose another disk"),
+    "EDQUOT": ("no-space", "your disk quota is exhausted on the device of {path}, so you cannot {action}; free some space"),
+    "EFBIG": ("no-space", "{path} would grow beyond the largest file allowed here (a file size limit), so you cannot {action}"),
+    "ENOTDIR": ("not-a-directory", "a part of {path} is a file, not a folder, so you cannot {action} there"),
+    "EEXIST": ("not-a-directory", "{path} exists and is not a folder, so you cannot {action} there"),
+    "ENOENT": ("not-found", "{path} does not exist, so you cannot {action} there"),
+}
+
+
+def from_os_error(error: OSError, action: str, path: object) -> DistillganError:
+    """The :class:`FileAccessError` for an ``OSError`` met while trying to ``action`` at ``path``.
+
+    Codes: ``permission-denied``, ``read-only``, ``no-space``, ``not-a-directory``,
+    ``not-found``, else ``io-error``; the message names the path and what to do.
+    """
+    import errno as _errno
+    import os as _os
+
+    name = _errno.errorcode.get(error.errno or 0, "")
+    where = repr(_os.fspath(error.filename)) if error.filename is not None else repr(str(path))
+    code, text = _OS_CODES.get(name, ("io-error", "cannot {action} at {path}"))
+    detail = f" ({error.strerror})" if error.strerror else f" ({error})"
+    return FileAccessError(text.format(action=action, path=where) + detail, code=code)

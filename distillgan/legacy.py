@@ -18,7 +18,8 @@ from .manifest import LEGACY_FORMAT_MARKER
 V1_MESSAGE = "This model was saved in v1 format which is no longer supported. Please retrain your model."
 PICKLE_MESSAGE = (
     "{what}: distillgan never unpickles files, because loading a pickle can run arbitrary code. "
-    "Re-save the model with distillgan.save_model from the program that trained it."
+    "Convert it once with `distillgan convert FILE` (it reads the file without running anything in it), "
+    "or re-save the model with distillgan.save_model from the program that trained it."
 )
 
 MAX_PICKLE_SCAN_BYTES = 16 << 20  # FORMAT.md §7: how much of a pickle is walked for the v1 marker

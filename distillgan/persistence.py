@@ -9,12 +9,14 @@ other save can take; then the folder's index is updated.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,11 +25,12 @@ from typing import Any
 from . import container as zc
 from .archive import ArchivePlan, Progress, encode_checked, open_archive, plan_archive, plan_member, write_archive
 from .catalog import MODEL_FILE_EXTENSION, ModelLibrary, entry_from_manifest, fsync_dir
-from .errors import InputError, LibraryError
+from .errors import DistillganError, InputError, IntegrityError, LibraryError, from_os_error
 from .manifest import ModelMetadata, coerce_metadata
 from .source import is_url
 from .values import Splitter, dataclass_to_dict
 
+logger = logging.getLogger("distillgan")
 MAX_STEM_CHARS = 100
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
@@ -53,6 +56,39 @@ class LoadedModel:
     vocoder_state: dict[str, Any] | None = None
     model: Any = None
     extra: Any = None
+    vocoder: Any = None
+
+    def __repr__(self) -> str:
+        def tensors(value: Any) -> tuple[int, int]:
+            seen: dict[int, int] = {}
+            stack = [value]
+            while stack:
+                v = stack.pop()
+                if hasattr(v, "element_size") and hasattr(v, "numel"):
+                    seen[id(v)] = v.numel() * v.element_size()
+                elif hasattr(v, "nbytes") and hasattr(v, "dtype"):
+                    seen[id(v)] = int(v.nbytes)
+                elif isinstance(v, dict):
+                    stack.extend(v.values())
+                elif isinstance(v, (list, tuple)):
+                    stack.extend(v)
+            return len(seen), sum(seen.values())
+
+        n, size = tensors(self.state_dict)
+        parts = [f"name={self.metadata.name!r}", f"id={self.metadata.model_id!r}", f"state_dict={n} tensors ({size / 2**20:.1f} MiB)",
+                 f"latent_dim={self.latent_dim}", f"analysis={'yes' if self.analysis is not None else 'no'}"]
+        if self.vocoder_state is not None:
+            vn, vsize = tensors(self.vocoder_state)
+            kind = self.vocoder_state.get("type", "?") if isinstance(self.vocoder_state, dict) else "?"
+            parts.append(f"vocoder={kind!s} ({vn} tensors, {vsize / 2**20:.1f} MiB)")
+        else:
+            parts.append("vocoder=None")
+        if self.extra is not None:
+            parts.append(f"extra={type(self.extra).__name__}")
+        if self.model is not None:
+            parts.append(f"model={type(self.model).__name__}")
+        parts.append(f"device={self.device}")
+        return f"LoadedModel({', '.join(parts)})"
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -162,7 +198,27 @@ def _write_temporary(plan: ArchivePlan, folder: Path, stem: str, progress: Progr
     return tmp, size
 
 
-def _save(
+@contextmanager
+def _os_errors(action: str, path: Any) -> Iterator[None]:
+    """Turn an ``OSError`` into the DistillganError that names the path and what to do."""
+    try:
+        yield
+    except DistillganError:
+        raise
+    except OSError as e:
+        raise from_os_error(e, action, path) from e
+
+
+def _save(*args: Any, **kwargs: Any) -> Path:
+    """:func:`_save_model_file`, with OS failures (permissions, read-only, disk full) as DistillganErrors."""
+    folder = kwargs.get("models_dir", args[5] if len(args) > 5 else "")
+    with _os_errors("save a model", folder):
+        path = _save_model_file(*args, **kwargs)
+    logger.info("saved %s", path)
+    return path
+
+
+def _save_model_file(
     state_dict: Mapping[str, Any],
     latent_dim: Any,
     spectrogram_config: Any,
@@ -174,8 +230,18 @@ def _save(
     extra: Any = None,
     progress: Progress | None = None,
 ) -> Path:
-    if is_url(os.fspath(models_dir)):
-        raise InputError(f"models_dir {os.fspath(models_dir)!r} is a URL; save_model writes to a local folder", code="invalid-input")
+    text = os.fspath(models_dir)
+    if is_url(text):
+        raise InputError(
+            f"models_dir {text!r} is a URL; save_model writes into a local folder (distillgan reads URLs, it does not write them)",
+            code="invalid-input",
+        )
+    if text.lower().endswith(MODEL_FILE_EXTENSION):
+        raise InputError(
+            f"models_dir {text!r} looks like a file name; save_model takes a folder and names the file after the model. "
+            "To write one file at a path of your choosing use distillgan.save_file(model, path, ...)",
+            code="invalid-input",
+        )
     meta = coerce_metadata(metadata)
     analysis = _as_tree(analysis, "analysis", allow_none=True)
     if not meta["model_id"]:
@@ -290,13 +356,67 @@ def save_model(
     )
 
 
+def _torch_device(device: Any) -> Any:
+    """``torch.device(device)``, checked to be usable here: an InputError naming ``device="cpu"`` otherwise."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"device {device!r} is not a torch device: {e}", code="invalid-input") from e
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        ok = torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
+        why = "this torch has no CUDA, or no CUDA device is visible" if not torch.cuda.is_available() else "there is no such CUDA device"
+    elif dev.type == "mps":
+        ok = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+        why = "MPS is not available on this machine"
+    else:
+        try:
+            torch.empty(0, device=dev)
+            ok, why = True, ""
+        except (RuntimeError, AssertionError, NotImplementedError) as e:
+            ok, why = False, str(e).splitlines()[0]
+    if not ok:
+        raise InputError(f"device {str(dev)!r} cannot be used here: {why}. Load with device=\"cpu\"", code="device-unavailable")
+    return dev
+
+
+def _load_into(module: Any, state: Mapping[str, Any], *, strict: bool, assign: bool, device: Any, what: str) -> Any:
+    """``module.load_state_dict(state)`` with the module on ``device`` first, so each tensor is copied once at most."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise InputError(f"{what} returned a {type(module).__name__}, not an nn.Module", code="invalid-input")
+    on_meta = any(p.is_meta for p in module.parameters()) or any(b.is_meta for b in module.buffers())
+    if on_meta and not assign:
+        raise InputError(
+            f"{what} built a module on the meta device: load it with assign=True (its parameters become the loaded tensors)",
+            code="invalid-input",
+        )
+    if not on_meta and not assign:
+        module = module.to(device)  # then load_state_dict copies device to device, once
+    try:
+        result = module.load_state_dict(state, strict=strict, assign=assign)
+    except RuntimeError as e:  # torch reports missing/unexpected keys and shape mismatches so
+        raise InputError(f"the stored weights do not fit the module {what} built: {e}", code="invalid-input") from e
+    if not strict and (result.missing_keys or result.unexpected_keys):
+        logger.info("%s: missing keys %s, unexpected keys %s", what, result.missing_keys, result.unexpected_keys)
+    return module.to(device).eval()
+
+
 def load_model(
     model_path: str | os.PathLike[str],
     device: Any = "cpu",
     *,
     model_builder: Callable[[LoadedModel], Any] | None = None,
+    vocoder_builder: Callable[[LoadedModel], Any] | None = None,
+    strict: bool = True,
+    assign: bool = False,
     verify: bool = False,
     copy: bool = False,
+    progress: Progress | None = None,
 ) -> LoadedModel:
     """Load a ``.distillgan`` file: tensors, configs, analysis, metadata, vocoder and extra.
 
@@ -307,29 +427,29 @@ def load_model(
     mapped file (modifying them never changes the file) unless ``copy=True``,
     which gives tensors that own their memory so that nothing keeps the file
     mapped (on Windows a mapped file cannot be deleted or replaced). On
-    another device each tensor is copied there once.
-    ``model_builder(loaded)`` may build the module: its ``load_state_dict``
-    is then called strictly and the module is moved to ``device`` and put in
-    eval mode. ``verify=True`` also checks the CRC-32 of the tensor data
-    (``verify()`` does that for a whole file).
+    another device each tensor is copied there once, from the mapping.
+
+    ``model_builder(loaded)`` builds the generator module: ``load_state_dict(state_dict,
+    strict=strict, assign=assign)`` is called on it and it is moved to ``device`` and put in
+    eval mode (``loaded.model``). Build it on the meta device and pass ``assign=True`` to use the
+    loaded tensors as its parameters without a second copy in memory. ``vocoder_builder``
+    does the same for the bundled vocoder (``loaded.vocoder``) with
+    ``vocoder_state["generator_state_dict"]`` (the app's key) or ``["state_dict"]``.
+    ``verify=True`` also checks the CRC-32 of the tensor data and returns tensors that own memory:
+    the bytes checked are the bytes used, and neither a truncation nor a rewrite of the file by
+    another process reaches them (``verify()`` checks a whole file). ``progress(done, total)``
+    counts the stored tensor bytes made available.
 
     Raises :class:`~distillgan.LegacyFormatError` for legacy ``.distill`` and
     pickle files, :class:`~distillgan.VersionError` for newer format
-    versions, and other :class:`~distillgan.DistillganError` subclasses for
-    anything invalid.
+    versions, :class:`~distillgan.InputError` ``device-unavailable`` for a device this machine
+    lacks, and other :class:`~distillgan.DistillganError` subclasses for anything invalid.
     """
-    import torch
-
-    try:
-        torch_device = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise InputError(f"device {device!r} is not a torch device: {e}", code="invalid-input") from e
+    torch_device = _torch_device(device)
     archive = open_archive(model_path)
     try:
-        if verify:
-            archive.check_crcs()
         raw = archive.manifest
-        values = archive.values(device=torch_device, copy=copy)
+        values = archive.values(device=torch_device, copy=copy, verify=verify, progress=progress)
     finally:
         archive.close()  # with views, the mapping lives on inside the tensors that view it
     loaded = LoadedModel(
@@ -344,12 +464,19 @@ def load_model(
         extra=values["extra"],
     )
     if model_builder is not None:
-        module = model_builder(loaded)
-        try:
-            module.load_state_dict(loaded.state_dict)
-        except RuntimeError as e:  # torch reports missing/unexpected keys and shape mismatches so
-            raise InputError(f"the stored weights do not fit the module model_builder built: {e}", code="invalid-input") from e
-        loaded.model = module.to(torch_device).eval()
+        loaded.model = _load_into(
+            model_builder(loaded), loaded.state_dict, strict=strict, assign=assign, device=torch_device, what="model_builder"
+        )
+    if vocoder_builder is not None:
+        voc = loaded.vocoder_state
+        key = next((k for k in ("generator_state_dict", "state_dict") if isinstance(voc, dict) and isinstance(voc.get(k), dict)), None)
+        if key is None:
+            raise InputError("vocoder_builder given, but the file bundles no vocoder weights (generator_state_dict or state_dict)",
+                             code="invalid-input")
+        loaded.vocoder = _load_into(
+            vocoder_builder(loaded), voc[key], strict=strict, assign=assign, device=torch_device, what="vocoder_builder"
+        )
+    logger.info("loaded %r (%s) from %s onto %s", loaded.metadata.name, loaded.metadata.model_id, os.fspath(model_path), torch_device)
     return loaded
 
 
@@ -368,6 +495,13 @@ def update_vocoder(
     without ``copy=True``) cannot be replaced: :class:`~distillgan.LibraryError`
     ``file-in-use``.
     """
+    with _os_errors("replace the vocoder of a model", model_path):
+        path = _update_vocoder(model_path, vocoder_state, progress)
+    logger.info("replaced the vocoder of %s", path)
+    return path
+
+
+def _update_vocoder(model_path: str | os.PathLike[str], vocoder_state: Mapping[str, Any] | None, progress: Progress | None) -> Path:
     path = Path(os.path.expanduser(os.fspath(model_path)))
     if is_url(os.fspath(model_path)):
         raise InputError(f"{os.fspath(model_path)!r} is a URL; update_vocoder rewrites a local file", code="invalid-input")
@@ -376,17 +510,25 @@ def update_vocoder(
         archive = open_archive(path)
         try:
             model = next(m for m in archive.members if m.name == zc.MODEL_NAME)
-            archive.check_crcs(members=[zc.MODEL_NAME])  # never give damaged weights a fresh, valid CRC
             raw = {k: v for k, v in archive.manifest.items() if k not in ("format", "version")}
             splitter = Splitter()
             raw["vocoder_state"] = splitter.encode(_as_tree(vocoder_state, "vocoder_state", allow_none=True), ("vocoder_state",), zc.VOCODER_NAME)
             raw["members"] = {zc.MODEL_NAME: raw["members"][zc.MODEL_NAME]}
-            buf = archive.source.buffer
-
-            def model_chunks() -> Iterator[memoryview]:
-                view = memoryview(buf)
-                for start in range(model.data_offset, model.data_offset + model.size, zc._CHUNK):
-                    yield view[start : min(start + zc._CHUNK, model.data_offset + model.size)]
+            def model_chunks() -> Iterator[bytes]:
+                """The weights byte for byte, their CRC-32 checked on exactly the bytes written: damaged
+                weights never get a fresh, valid CRC (the write is aborted), and a rewrite of the file
+                meanwhile cannot slip in."""
+                crc = 0
+                for view in archive.source.read_stream(model.data_offset, model.size):
+                    chunk = bytes(view)  # the writer keeps chunks a while (CRC on a worker); the stream reuses its buffer
+                    crc = zc.crc32(chunk, crc)
+                    yield chunk
+                if crc != model.crc32:
+                    raise IntegrityError(
+                        f"{str(path)!r}: model.safetensors has CRC-32 0x{crc:08x}; the directory records 0x{model.crc32:08x}: "
+                        "the weights are damaged, the vocoder was not replaced (FORMAT.md §6)",
+                        code="crc-mismatch",
+                    )
 
             members: list[Any] = [(zc.MODEL_NAME, model.size, model_chunks)]
             if vocoder_state is not None:
@@ -431,6 +573,14 @@ def delete_model(model_id: str, models_dir: str | os.PathLike[str]) -> bool:
     Windows, while it is loaded), the entry is restored and
     :class:`~distillgan.LibraryError` is raised.
     """
+    with _os_errors("delete a model", models_dir):
+        deleted = _delete_model(model_id, models_dir)
+    if deleted:
+        logger.info("deleted model %s from %s", model_id, os.fspath(models_dir))
+    return deleted
+
+
+def _delete_model(model_id: str, models_dir: str | os.PathLike[str]) -> bool:
     library = ModelLibrary(models_dir)
     with library.locked():
         entry = library.get(model_id)
@@ -450,51 +600,20 @@ def delete_model(model_id: str, models_dir: str | os.PathLike[str]) -> bool:
 
 def save_model_from_checkpoint(
     checkpoint_path: str | os.PathLike[str],
-    metadata: ModelMetadata,
+    metadata: Any,
     models_dir: str | os.PathLike[str],
     *,
     progress: Progress | None = None,
 ) -> Path:
-    """Convert a training ``.pt`` checkpoint into a ``.distillgan`` model.
+    """Convert a training checkpoint (or any file :func:`~distillgan.read_checkpoint` knows) into a model.
 
-    The checkpoint is read with ``torch.load(weights_only=True)`` (never
-    ``weights_only=False``), so it cannot run code. It must be a dict with
-    ``model_state_dict``; ``spectrogram_config``, ``training_config``,
-    ``latent_dim``, ``latent_analysis`` and ``vocoder_state`` are used when
-    present, ``epoch``/``train_loss``/``val_loss`` fill the metadata, and
-    optimizer and scheduler state are dropped.
+    The checkpoint is read without running anything in it (never ``torch.load``), and nothing is
+    dropped: weights, configs, analysis and ``latent_dim`` go to their places, the epoch and
+    losses (inf and NaN kept) also into the metadata, and the optimizer, scheduler, metrics
+    history and every other key into ``extra``. ``metadata``'s non-default fields win over the
+    file's; the object is filled in place (``model_id``, ``save_date``, ``training_epochs``,
+    losses), as in the seed app.
     """
-    import torch
+    from .convert import convert_checkpoint
 
-    try:
-        ckpt = torch.load(os.fspath(checkpoint_path), map_location="cpu", weights_only=True)
-    except FileNotFoundError as e:
-        raise InputError(f"no such checkpoint: {os.fspath(checkpoint_path)!r}", code="not-found") from e
-    except Exception as e:  # torch reports unsafe or damaged pickles with several types
-        raise InputError(
-            f"cannot read checkpoint {os.fspath(checkpoint_path)!r} with torch.load(weights_only=True): {e}",
-            code="bad-checkpoint",
-        ) from e
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_state_dict"), Mapping):
-        raise InputError("checkpoint is not a dict with a 'model_state_dict' mapping", code="bad-checkpoint")
-    if isinstance(ckpt.get("epoch"), int):
-        metadata.training_epochs = ckpt["epoch"]
-    for key, attr in (("train_loss", "final_train_loss"), ("val_loss", "final_val_loss")):
-        value = ckpt.get(key)
-        if value is not None:
-            try:
-                setattr(metadata, attr, float(value))
-            except (TypeError, ValueError) as e:
-                raise InputError(f"checkpoint {key!r} is not a number: {value!r}", code="bad-checkpoint") from e
-    return _save(
-        dict(ckpt["model_state_dict"]),
-        ckpt.get("latent_dim"),
-        ckpt.get("spectrogram_config") or {},
-        ckpt.get("training_config") or {},
-        metadata,
-        models_dir,
-        ckpt.get("latent_analysis"),
-        ckpt.get("vocoder_state"),
-        progress=progress,
-    )
-
+    return convert_checkpoint(checkpoint_path, models_dir, metadata=metadata, progress=progress)

@@ -46,8 +46,10 @@ Conversion rule (:func:`to_plain_tree`), the value tree the writer stores:
   resolved); numpy arrays as read (never of object dtype), in this host's byte order; numpy
   scalars -> their Python value.
 - ``torch.device`` and ``pathlib`` paths -> ``str``.
-- an Enum-like stand-in (a class called with one None/bool/int/float/str argument and nothing
-  else, which is how ``Enum.__reduce_ex__`` pickles a member) -> that argument.
+- an Enum-like stand-in (a class — a name whose last part starts with an upper-case letter —
+  called with one None/bool/int/float/str argument and nothing else, which is how
+  ``Enum.__reduce_ex__`` pickles a member) -> that argument. A function called so
+  (``os.system("...")``) stays a record of the call (the next rule).
 - any other stand-in instance -> ``{"__class__": "module.qualname", "__args__": [...],
   "__kwargs__": {...}, "__state__": ..., "__items__": [...], "__dictitems__": {...}}``, each of the
   last five present only when the pickle supplied it; ``complex`` -> ``{"__class__":
@@ -261,9 +263,16 @@ class PickledObject(metaclass=_FrozenType):
         return type(self).pickle_name
 
     def is_enum_like(self) -> bool:
-        """True when this is how ``Enum.__reduce_ex__`` pickles a member: ``Class(value)``, nothing more."""
+        """True when this is how ``Enum.__reduce_ex__`` pickles a member: ``Class(value)``, nothing more.
+
+        The callee must also be named like a class (its last name part starts with an upper-case
+        letter, as every Enum class is): a function called with one value — ``os.system("...")``,
+        ``eval("...")`` — stays a record of the call instead of passing for its argument.
+        """
+        last = type(self).qualname.rsplit(".", 1)[-1]
         return (
-            self.called
+            last[:1].isupper()
+            and self.called
             and len(self.args) == 1
             and not self.kwargs
             and type(self.args[0]) in (type(None), bool, int, float, str)

@@ -12,23 +12,26 @@ source, under a deadline, and nothing the server says is trusted
 from __future__ import annotations
 
 import bisect
-import http.client
 import mmap
 import os
-import queue
 import re
-import socket
-import ssl
 import stat
+import sys
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from contextlib import contextmanager
-from typing import Any, Protocol
-from urllib.parse import SplitResult, urljoin, urlsplit
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # the network modules are imported when a URL is first read: a local open does not pay for them
+    import http.client
+    import queue
+    import socket
+    import ssl
+    from concurrent.futures import Future
+    from urllib.parse import SplitResult
 
 from .errors import ContainerError, FileAccessError, InputError
 
@@ -60,13 +63,36 @@ def _short(path: str, offset: int, n: int, size: int) -> ContainerError:
     )
 
 
+_MAP_NORESERVE_LINUX = 0x4000  # <sys/mman.h> on x86, Arm, RISC-V (Python 3.11 does not export it)
+_NORESERVE_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "aarch64", "arm64", "armv7l", "riscv64"})
+STREAM_CHUNK = 8 << 20  # bytes read per call when streaming a member (verify, hashing, private copies)
+
+
+def _file_changed(path: str, offset: int, n: int, got: int) -> FileAccessError:
+    return FileAccessError(
+        f"{path!r}: {n} bytes at offset {offset} could not be read ({got} arrived): the file was truncated or "
+        "replaced while it was being read (FORMAT.md §6)",
+        code="file-changed",
+    )
+
+
 class MappedFile:
-    """A regular local file mapped copy-on-write from one descriptor."""
+    """A regular local file, read through one descriptor; mapped copy-on-write only when tensors view it.
+
+    Every read that validates (headers, manifest, CRCs, hashes, private copies) goes through the
+    descriptor with ``pread``, so a file truncated by another process gives a ``file-changed``
+    error, never a SIGBUS, and the bytes validated are the bytes used. The mapping — the
+    zero-copy path of ``load_model`` — is made from the same descriptor on first use of
+    :attr:`buffer`; on Linux without reserving swap for it (``MAP_NORESERVE``), so a file larger
+    than RAM still maps. A mapped file truncated later can still fault when a tensor viewing it
+    is touched: FORMAT.md §6 says so, and ``load_model(copy=True)`` or ``verify=True`` avoid it.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self.exported = False  # set once tensors view the mapping: then never unmap explicitly
-        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+        self._map: mmap.mmap | None = None
+        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(self.path, flags)  # O_NONBLOCK: a FIFO must not block open()
         except FileNotFoundError as e:
@@ -86,22 +112,95 @@ class MappedFile:
                 raise FileAccessError(
                     f"file is {self.size} bytes; the limit is {MAX_FILE_BYTES} (FORMAT.md §8)", code="file-too-large"
                 )
-            self.buffer: mmap.mmap | bytes = b""
-            if self.size:
-                try:  # private: tensors viewing it may be written without touching the file
-                    self.buffer = mmap.mmap(fd, self.size, access=mmap.ACCESS_COPY)
-                except (OSError, ValueError) as e:
-                    raise FileAccessError(f"cannot map {self.path!r}: {e}", code="io-error") from e
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        self._fd: int | None = fd
+        self._lock = threading.Lock()  # Windows has no pread: seek + read under a lock
+
+    def _pread(self, n: int, offset: int) -> bytes:
+        if self._fd is None:
+            raise FileAccessError(f"{self.path!r} is closed", code="io-error")
+        try:
+            if hasattr(os, "pread"):
+                return os.pread(self._fd, n, offset)
+            with self._lock:
+                os.lseek(self._fd, offset, os.SEEK_SET)
+                return os.read(self._fd, n)
+        except OSError as e:
+            raise FileAccessError(f"cannot read {self.path!r}: {e.strerror}", code="io-error") from e
 
     def read(self, offset: int, n: int) -> bytes:
         if offset < 0 or n < 0 or offset + n > self.size:
             raise _short(self.path, offset, n, self.size)
-        return self.buffer[offset : offset + n]
+        data = self._pread(n, offset)
+        while len(data) < n:  # a regular file returns short reads only at its (new) end
+            more = self._pread(n - len(data), offset + len(data))
+            if not more:
+                raise _file_changed(self.path, offset, n, len(data))
+            data += more
+        return data
+
+    def readinto(self, offset: int, view: memoryview) -> None:
+        """Fill ``view`` with the bytes at ``offset`` (``file-changed`` if the file got shorter)."""
+        n = view.nbytes
+        if offset < 0 or offset + n > self.size:
+            raise _short(self.path, offset, n, self.size)
+        done = 0
+        preadv = getattr(os, "preadv", None)
+        while done < n:
+            step = min(STREAM_CHUNK, n - done)
+            if preadv is not None and self._fd is not None:
+                try:
+                    got = preadv(self._fd, [view[done : done + step]], offset + done)
+                except OSError as e:
+                    raise FileAccessError(f"cannot read {self.path!r}: {e.strerror}", code="io-error") from e
+            else:
+                chunk = self._pread(step, offset + done)
+                got = len(chunk)
+                view[done : done + got] = chunk
+            if got == 0:
+                raise _file_changed(self.path, offset, n, done)
+            done += got
+
+    def read_stream(self, offset: int, n: int) -> Any:
+        """Yield ``n`` bytes from ``offset`` in chunks of at most STREAM_CHUNK, read through the descriptor.
+
+        Each chunk is a view of one buffer that is reused for the next chunk (fresh 8 MiB
+        allocations would cost a page fault per 4 KiB): use it before asking for the next.
+        """
+        buf = bytearray(min(STREAM_CHUNK, n))
+        view = memoryview(buf)
+        end = offset + n
+        while offset < end:
+            step = min(STREAM_CHUNK, end - offset)
+            self.readinto(offset, view[:step])
+            yield view[:step]
+            offset += step
+
+    @property
+    def buffer(self) -> mmap.mmap | bytes:
+        """The file mapped privately (copy-on-write: tensors viewing it may be written without touching the file)."""
+        if self._map is None:
+            if self.size == 0:
+                return b""
+            if self._fd is None:
+                raise FileAccessError(f"{self.path!r} is closed", code="io-error")
+            try:
+                import platform
+
+                if sys.platform.startswith("linux") and platform.machine().lower() in _NORESERVE_MACHINES:
+                    self._map = mmap.mmap(
+                        self._fd, self.size, flags=mmap.MAP_PRIVATE | _MAP_NORESERVE_LINUX, prot=mmap.PROT_READ | mmap.PROT_WRITE
+                    )
+                else:
+                    self._map = mmap.mmap(self._fd, self.size, access=mmap.ACCESS_COPY)
+            except (OSError, ValueError) as e:
+                raise FileAccessError(f"cannot map {self.path!r}: {e}", code="io-error") from e
+        return self._map
 
     def close(self) -> None:
-        """Unmap, unless tensors were made from the mapping.
+        """Close the descriptor; unmap unless tensors were made from the mapping.
 
         ``torch.frombuffer`` keeps a reference to the mmap object but no
         buffer export, so ``mmap.close()`` would succeed and leave those
@@ -109,11 +208,15 @@ class MappedFile:
         mapping is left to the garbage collector, which frees it with the
         last tensor.
         """
-        if isinstance(self.buffer, mmap.mmap) and not self.exported:
+        if self._map is not None and not self.exported:
             try:
-                self.buffer.close()
+                self._map.close()
             except BufferError:
                 pass  # a memoryview is still open; the mapping dies with it
+        self._map = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> MappedFile:
         return self
@@ -196,6 +299,8 @@ class _Watchdog:
 
     def _fire(self) -> None:
         self.fired = True
+        import socket
+
         sock = self.sock
         if sock is not None:
             try:
@@ -284,6 +389,9 @@ class _Http:
 
     @contextmanager
     def _exchange(self, rng: str, deadline: float, *, first: bool) -> Iterator[tuple[http.client.HTTPResponse, _Watchdog]]:
+        import http.client
+        from urllib.parse import urlsplit
+
         dog = _Watchdog(deadline)
         conn: http.client.HTTPConnection | None = None
         resp: http.client.HTTPResponse | None = None
@@ -317,6 +425,9 @@ class _Http:
                 conn.close()
 
     def _send(self, url: str, rng: str, deadline: float, dog: _Watchdog, first: bool) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        import http.client
+        from urllib.parse import urlsplit
+
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         for attempt in (0, 1):
@@ -349,6 +460,8 @@ class _Http:
         raise AssertionError  # pragma: no cover
 
     def _connection(self, parts: SplitResult, deadline: float, *, fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
+        import http.client
+
         key = (parts.scheme, parts.netloc)
         with self._lock:
             for i, (k, conn) in enumerate(self._idle):
@@ -359,11 +472,15 @@ class _Http:
         host, port = parts.hostname or "", parts.port
         if parts.scheme == "https":
             if self._tls is None:
+                import ssl
+
                 self._tls = ssl.create_default_context()
             return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls), False
         return http.client.HTTPConnection(host, port, timeout=timeout), False
 
     def _redirect(self, url: str, resp: http.client.HTTPResponse, hop: int) -> str:
+        from urllib.parse import urljoin, urlsplit
+
         location = self._header(resp, "Location")
         if location is None:
             raise FileAccessError(f"{self.name!r}: redirect (status {resp.status}) without a Location (FORMAT.md §12)", code="remote-redirect")
@@ -546,10 +663,14 @@ class _Workers:
 
     def __init__(self, n: int) -> None:
         self._n = n
+        import queue
+
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        from concurrent.futures import Future
+
         if len(self._threads) < self._n:
             t = threading.Thread(target=self._run, name="distillgan-range", daemon=True)
             t.start()
@@ -579,6 +700,8 @@ class _Workers:
 
 def _signed_url(fs: Any, fspath: str) -> str | None:
     """A plain http(s) URL for the object, when the backend can sign one (s3fs, gcsfs, adlfs); None otherwise."""
+    from urllib.parse import urlsplit
+
     sign = getattr(fs, "sign", None)
     if sign is None:
         return None
@@ -610,7 +733,7 @@ class RemoteSource:
     backend's ``info()``), never what the end records imply. Small reads
     fetch at least REMOTE_BLOCK_BYTES (REMOTE_HEAD_BYTES from offset 0) of
     what is not cached yet and keep it;
-    :meth:`download` and :meth:`stream` fetch tensor data and whole files
+    :meth:`download` and :meth:`read_stream` fetch tensor data and whole files
     with REMOTE_CONNECTIONS concurrent range requests of REMOTE_STREAM_BYTES,
     taking the bytes already read from the cache. ``http(s)`` URLs (and the
     signed URLs of backends that make them) are read by distillgan's own
@@ -646,7 +769,7 @@ class RemoteSource:
         self._workers = _Workers(self._connections)
         weakref.finalize(self, self._workers.close)  # the worker threads end with the source even if it is never closed
         self._transport: _Http | _Fsspec
-        if urlsplit(url).scheme.lower() in ("http", "https"):
+        if url.split(":", 1)[0].lower() in ("http", "https"):
             self._transport = _Http(url, url, self._stats, self.stall)
         else:
             try:
@@ -734,6 +857,8 @@ class RemoteSource:
         return self._deadline
 
     def _wait(self, futures: list[Future[Any]], deadline: float, cancel: threading.Event) -> None:
+        from concurrent.futures import FIRST_EXCEPTION, wait
+
         done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_EXCEPTION)
         failed = [f for f in futures if f in done and not f.cancelled() and f.exception() is not None
                   and not isinstance(f.exception(), _Cancelled)]
@@ -768,6 +893,8 @@ class RemoteSource:
         Memory grows with the bytes received: the buffer is reserved, not
         zero-filled. Bytes read before (headers) are copied from the cache.
         """
+        from concurrent.futures import Future
+
         if offset < 0 or n < 0 or offset + n > self.size:
             raise _short(self.path, offset, n, self.size)
         deadline = self._bulk_deadline(n)
@@ -790,7 +917,7 @@ class RemoteSource:
         self._recheck(deadline)
         return buf, crc
 
-    def stream(self, offset: int, n: int) -> Iterator[memoryview | bytes]:
+    def read_stream(self, offset: int, n: int) -> Iterator[memoryview | bytes]:
         """Bytes [offset, offset+n) in order, as chunks valid until the next one is asked for.
 
         REMOTE_CONNECTIONS requests run ahead of the consumer; memory is

@@ -38,7 +38,6 @@ Nothing is ever stored as its ``str()``.
 
 from __future__ import annotations
 
-import base64
 import enum
 import math
 import re
@@ -46,7 +45,6 @@ import struct
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import PurePath
 from typing import Any
 
 from .errors import InputError, ManifestError
@@ -228,7 +226,7 @@ class Splitter:
             item = v.item()  # numpy scalars; datetime64/void/complex give objects refused below
             if type(item) in (bool, int, float, str, bytes):
                 return item
-        elif isinstance(v, PurePath):
+        elif "pathlib" in sys.modules and isinstance(v, sys.modules["pathlib"].PurePath):  # none exists unless imported
             return str(v)
         elif isinstance(v, bytearray):
             return bytes(v)
@@ -520,6 +518,8 @@ def json_view(raw: Any) -> Any:
         text = "nan" if math.isnan(raw) else ("inf" if raw > 0 else "-inf")
         return {TAG: "float", "value": text, "bits": struct.pack(">d", raw).hex()}
     if t is bytes:
+        import base64
+
         return {TAG: "bytes", "base64": base64.b64encode(raw).decode("ascii")}
     if t is list:
         return [json_view(v) for v in raw]

@@ -19,29 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import appshapes as app
+from expected import saved_form
 import numpy as np
 import pytest
 import torch
 
 import distillgan
 from distillgan import ModelLibrary, load_model, save_model, update_vocoder
-
-
-def saved_form(value: Any) -> Any:
-    """What a value comes back as after FORMAT.md §4.4's documented conversions (written independently)."""
-    if isinstance(value, enum.Enum):
-        return saved_form(value.value)
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {saved_form(k): saved_form(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return tuple(saved_form(v) for v in value)
-    if isinstance(value, list):
-        return [saved_form(v) for v in value]
-    return value
 
 
 def _training_state(t: app.VocoderTraining) -> dict[str, Any]:

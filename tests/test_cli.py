@@ -16,7 +16,7 @@ import distillgan
 from distillgan import ModelMetadata, save_model
 
 SCRIPT = Path(sys.executable).parent / ("distillgan.exe" if os.name == "nt" else "distillgan")
-COMMANDS = ["inspect", "verify", "list", "delete", "convert", "repair", "demo"]
+COMMANDS = ["inspect", "verify", "list", "delete", "convert", "export", "repair", "demo"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -47,7 +47,7 @@ def test_version_and_help_on_every_command() -> None:
         assert r.stdout.startswith("usage: distillgan " + command), command
 
 
-@pytest.mark.parametrize("args", [[], ["frobnicate"], ["inspect"], ["verify", "--bogus", "x"], ["convert", "ckpt.pt"]])
+@pytest.mark.parametrize("args", [[], ["frobnicate"], ["inspect"], ["verify", "--bogus", "x"], ["export", "only-one-path.distillgan"]])
 def test_usage_errors_exit_2(args: list[str]) -> None:
     r = run(*args)
     assert r.returncode == 2, r
@@ -56,19 +56,53 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 
 def test_inspect_summary_and_json(models: Path) -> None:
     path = models / "piano.distillgan"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     r = run("inspect", str(path))
     assert r.returncode == 0, r.stderr
-    for needle in ("distillgan_model version 1", "Piano", "p1", "hifigan, 40 epochs, final loss 0.125",
-                   hashlib.sha256(path.read_bytes()).hexdigest(), "conv_pre.weight", "F32"):
+    for needle in ("distillgan_model version 1", "Piano", "p1", "hifigan, 40 epochs, final loss 0.125", "conv_pre.weight", "F32"):
         assert needle in r.stdout, needle
-    r = run("inspect", "--json", "--digests", str(path))
+    assert digest not in r.stdout  # no tensor data, no file hash unless asked
+    r = run("inspect", "--sha256", str(path))
+    assert digest in r.stdout
+    r = run("inspect", "--json", "--digests", "--sha256", str(path))
     info = json.loads(r.stdout)
     assert info["manifest"]["metadata"]["name"] == "Piano"
-    assert info["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert info["sha256"] == digest
     expected = hashlib.sha256(torch.arange(6.0).numpy().tobytes()).hexdigest()
     assert info["digests"]["model.safetensors"]["state_dict/w"] == expected
-    r = run("inspect", "--json", "--no-hash", str(path))
+    r = run("inspect", "--json", "--no-hash", str(path))  # still accepted by old scripts
     assert "sha256" not in json.loads(r.stdout)
+
+
+def test_inspect_several_files_no_tensors_and_failures(models: Path, tmp_path: Path) -> None:
+    files = sorted(str(p) for p in models.glob("*.distillgan"))
+    bad = tmp_path / "bad.distillgan"
+    bad.write_bytes(b"not a model")
+    r = run("inspect", "--json", "--no-tensors", *files, str(bad))
+    assert r.returncode == 1  # one failed
+    out = json.loads(r.stdout)
+    assert [o["file"] for o in out] == [*files, str(bad)]
+    assert all("tensors" not in o for o in out[:-1]) and out[-1]["code"] == "not-zip"
+    assert f"{bad}" in r.stderr and "error [not-zip]" in r.stderr
+    r = run("inspect", "--no-tensors", *files)
+    assert r.returncode == 0 and r.stdout.count("format      distillgan_model") == len(files)
+    assert "not listed (--no-tensors)" in r.stdout and "conv_pre.weight" not in r.stdout
+
+
+def test_inspect_verify_checks_data(models: Path, tmp_path: Path) -> None:
+    path = models / "piano.distillgan"
+    from distillgan import open_archive
+
+    with open_archive(path) as a:
+        t = a.tables["model.safetensors"]
+        pos = t.data_start + t.tensors[0].begin
+    data = bytearray(path.read_bytes())
+    data[pos] ^= 0x01
+    bad = tmp_path / "flipped.distillgan"
+    bad.write_bytes(bytes(data))
+    assert run("inspect", str(bad)).returncode == 0  # headers intact: inspect reads no tensor data
+    r = run("inspect", "--verify", str(bad))
+    assert r.returncode == 1 and "crc-mismatch" in r.stderr
 
 
 def test_inspect_never_imports_torch(models: Path) -> None:
@@ -125,8 +159,39 @@ def test_list_delete_repair(models: Path) -> None:
     r = run("delete", "d1", "--dir", str(models))
     assert r.returncode == 1 and "[not-found]" in r.stderr
     (models / "model_library.json").write_text("garbage")
-    report = json.loads(run("repair", "--json", str(models)).stdout)
+    report = json.loads(run("repair", "--json", "--dir", str(models)).stdout)
     assert report["added"] == ["p1"]
+
+
+def test_delete_by_name_or_file_and_ambiguity(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    a = save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="Keys", model_id="k1"), folder)
+    b = save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="Keys", model_id="k2"), folder)
+    c = save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="Bells", model_id="b1"), folder)
+    r = run("delete", "Keys", "--dir", str(folder))
+    assert r.returncode == 1 and "[ambiguous]" in r.stderr and "k1" in r.stderr and "k2" in r.stderr
+    assert a.exists() and b.exists()
+    assert run("delete", "Bells", "--dir", str(folder)).returncode == 0 and not c.exists()  # by name
+    assert run("delete", str(b), "--dir", str(folder)).returncode == 0 and not b.exists()  # by path
+    assert run("delete", a.name, "--dir", str(folder)).returncode == 0 and not a.exists()  # by file name
+
+
+def test_a_missing_folder_is_an_error_and_is_never_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    for args in (["list", "--dir", str(missing)], ["repair", "--dir", str(missing)], ["delete", "x", "--dir", str(missing)],
+                 ["list", str(missing)]):
+        r = run(*args)
+        assert r.returncode == 1 and "[not-found]" in r.stderr and "does not exist" in r.stderr, args
+    assert not missing.exists()
+
+
+@pytest.mark.skipif(not Path("/bin/bash").exists(), reason="needs bash for the pipe")
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`inspect big.distillgan | head -2` with thousands of tensor lines: more than a pipe holds, so the pipe breaks."""
+    path = save_model({f"layer.{i}.weight": torch.zeros(1) for i in range(4000)}, {}, {}, ModelMetadata(name="many"), tmp_path)
+    r = subprocess.run(f"set -o pipefail; '{SCRIPT}' inspect '{path}' | head -2", shell=True, capture_output=True, text=True,
+                       timeout=60, executable="/bin/bash")
+    assert r.returncode == 0 and r.stderr == "" and len(r.stdout.splitlines()) == 2, (r.returncode, r.stderr)
 
 
 def test_convert_checkpoint(tmp_path: Path) -> None:

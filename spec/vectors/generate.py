@@ -1109,7 +1109,7 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
     add("placeholder-in-metadata", manifest_variant(P(metadata=meta_pairs(description={"$": "tensor", "name": "state_dict/w"}))),
         "manifest-type", "§4.3", "metadata.description is a tensor placeholder: metadata holds typed fields only.")
     w_only = flat("state_dict/", ["state_dict/w"])
-    extra_tensors = {"bf": ("bf", "BF16", [1], b"\x80\x3f"), "i": ("i", "I32", [1], b"\x01\x00\x00\x00")}
+    extra_tensors = {"bf": ("bf", "BF16", [1], b"\x80\x3f"), "i": ("i", "I32", [1], b"\x01\x00\x00\x00"), "z": ("z", "F64", [0, 2**61], b"")}
     for id_, slots, extra_names, code, desc in [
         ("placeholder-missing-tensor", {"training_config": {"x": {"$": "tensor", "name": "state_dict/nope"}}}, [], "manifest-mismatch",
          "A placeholder names a tensor model.safetensors does not hold."),
@@ -1120,6 +1120,8 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
          "manifest-mismatch", "A placeholder outside vocoder_state names a vocoder tensor (it is looked up in model.safetensors)."),
         ("ndarray-bf16", {"training_config": {"x": {"$": "ndarray", "name": "bf"}}}, ["bf"], "manifest-mismatch",
          "An ndarray placeholder names a BF16 tensor (numpy has no bfloat16)."),
+        ("ndarray-too-big-for-numpy", {"training_config": {"x": {"$": "ndarray", "name": "z"}}}, ["z"], "manifest-mismatch",
+         "An ndarray placeholder names an F64 tensor of shape [0, 2^61]: no element, but numpy computes 2^64 bytes and refuses it."),
         ("requires-grad-int-tensor", {"training_config": {"x": {"$": "tensor", "name": "i", "requires_grad": True}}}, ["i"],
          "manifest-mismatch", "requires_grad true on an I32 tensor (only floating point and complex tensors can require gradients)."),
     ]:
@@ -1281,6 +1283,8 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
         "A raw pickle (protocol 4) holding the v1 marker.")
     add("pickle-protocol-0", pickle.dumps({"weights": [0.5]}, protocol=0), "not-zip", "§7",
         "A protocol 0 pickle has no magic: refused as not a zip.")
+    add("safetensors-plain", st_canonical([("w", "F32", [2], f32(1.0, 2.0))]), "safetensors-file", "§7",
+        "A plain safetensors file, not a .distillgan archive: recognised so that the message can point to `distillgan convert`.")
     # GLOBAL builtins.print + REDUCE: a reader that unpickles this prints a line (and the audit-hook test sees find_class).
     add("pickle-reduce-global", b"\x80\x02cbuiltins\nprint\nX\x2a\x00\x00\x00PICKLE EXECUTED: this reader unpickles files\x85R.",
         "pickle", "§7", "A protocol 2 pickle calling builtins.print through GLOBAL and REDUCE (never run by a conforming reader).")

@@ -1,0 +1,334 @@
+"""Bringing files across: pickle-era checkpoints and safetensors in, plain safetensors out.
+
+:func:`read_checkpoint` reads what a user already has — a training checkpoint of the app, a
+``.distillgan`` file the app saved with ``torch.save`` (the seed plan's storage), a HiFi-GAN
+``g_*`` checkpoint, a Lightning ``.ckpt``, a bare state dict, a ``.safetensors`` file — and
+sorts its content into the places of a ``.distillgan`` model, keeping everything: what has no
+place of its own goes to ``extra``. Pickles are read by :mod:`distillgan.pickled`, which never
+imports or calls anything the file names (never ``torch.load``). A legacy ``.distill`` model
+stays refused with the seed's "retrain" message: conversion is no way around that rule.
+:func:`convert_checkpoint` saves the result with ``save_model``.
+
+:func:`export_safetensors` writes a model's weights as a plain safetensors file that
+``safetensors.torch.load_model``/``load_file`` accept for the module: tied weights stored
+once under the name safetensors itself keeps, analysis arrays left out, the manifest as JSON
+in ``__metadata__``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, LegacyFormatError
+from .legacy import V1_MESSAGE, check_not_legacy, pickle_holds_v1_marker
+from .manifest import LEGACY_FORMAT_MARKER, METADATA_SCHEMA, MODEL_FORMAT_MARKER
+
+EXPORT_MANIFEST_KEY = "distillgan.manifest"  # __metadata__ key of an export: the manifest's JSON projection
+STATE_DICT_KEYS = ("model_state_dict", "state_dict", "generator", "model")  # tried in this order
+APP_CHECKPOINT_KEYS = frozenset({"model_state_dict", "optimizer_state_dict", "epoch"})
+SLOT_KEYS = ("spectrogram_config", "training_config", "latent_analysis", "latent_dim", "vocoder_state")
+
+
+@dataclass
+class Checkpoint:
+    """A file's content sorted into the places of a ``.distillgan`` model (see :func:`read_checkpoint`).
+
+    ``kind`` says what the file was recognised as: ``"app-training-checkpoint"``,
+    ``"seed-distillgan"`` (the app's pickle ``.distillgan``), ``"state-dict-key"`` (a dict holding
+    the state dict under one key: ``model_state_dict``, ``state_dict``, ``generator``, ``model``
+    or the ``key`` asked for), ``"state-dict"`` (a bare state dict) or ``"safetensors"``.
+    ``metadata`` holds the ``ModelMetadata`` fields the file gave; ``extra`` everything without
+    a place of its own.
+    """
+
+    kind: str
+    state_dict: dict[str, Any]
+    spectrogram_config: dict[str, Any] = field(default_factory=dict)
+    training_config: dict[str, Any] = field(default_factory=dict)
+    analysis: Any = None
+    latent_dim: int | None = None
+    vocoder_state: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    extra: Any = None
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with a little-endian u64 header length and a JSON object."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] + 8 <= path.stat().st_size
+
+
+def _refuse_v1(tree: Any) -> None:
+    if isinstance(tree, Mapping) and tree.get("format") == LEGACY_FORMAT_MARKER:
+        raise LegacyFormatError(V1_MESSAGE, code="legacy-distill-v1")
+
+
+def _read_pickle_era(path: Path) -> Any:
+    """The plain value tree of a pickle-era file, refusing a legacy v1 model first."""
+    from .pickled import read_pickled, to_plain_tree
+    from .source import MappedFile
+
+    with MappedFile(path) as src:  # a regular file of bounded size, opened once without blocking
+        try:
+            check_not_legacy(src)
+        except LegacyFormatError as e:
+            if e.code == "legacy-distill-v1":
+                raise
+        head = src.read(0, min(src.size, 46))
+        if head[30:46] == b"manifest.msgpack":
+            raise InputError(f"{str(path)!r} is already a .distillgan archive; there is nothing to convert", code="invalid-input")
+    tree = to_plain_tree(read_pickled(path))
+    _refuse_v1(tree)  # the marker may sit beyond the byte scan's limits
+    return tree
+
+
+def _read_safetensors(path: Path) -> Checkpoint:
+    from .source import MappedFile
+    from .tensors import parse_header, tensor_from
+
+    with MappedFile(path) as src:
+        table = parse_header(src, 0, src.size, str(path))
+        state = {}
+        for info in table.tensors:  # copies: nothing keeps the input mapped
+            start = table.data_start + info.begin
+            state[info.name] = tensor_from(bytearray(src.read(start, info.nbytes)), info, -info.begin, str(path))
+    meta = dict(table.metadata or {})
+    out = Checkpoint("safetensors", state)
+    manifest_text = meta.pop(EXPORT_MANIFEST_KEY, None)
+    if manifest_text is not None:  # an export of ours: its metadata and configs come back too
+        try:
+            manifest = json.loads(manifest_text)
+        except ValueError as e:
+            raise InputError(f"{str(path)!r}: {EXPORT_MANIFEST_KEY} in __metadata__ is not JSON", code="convert-unreadable") from e
+        if isinstance(manifest, dict) and isinstance(manifest.get("metadata"), dict):
+            out.metadata = {k: v for k, v in manifest["metadata"].items() if k in METADATA_SCHEMA and not isinstance(v, dict)}
+            for slot in ("spectrogram_config", "training_config"):
+                value = manifest.get(slot)
+                if isinstance(value, dict) and "$" not in json.dumps(value):  # plain JSON only: no tags to undo
+                    setattr(out, slot, value)
+            if type(manifest.get("latent_dim")) is int:
+                out.latent_dim = manifest["latent_dim"]
+    if meta:
+        out.extra = {"safetensors_metadata": meta}
+    # safetensors names are state-dict keys as they are; order is the file's layout order
+    return out
+
+
+def _state_dict(value: Any, where: str, strip_prefix: str | None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InputError(f"{where} is a {type(value).__name__}, not a state dict (a map of names to tensors)", code="bad-checkpoint")
+    if strip_prefix:
+        value = {(k[len(strip_prefix) :] if isinstance(k, str) and k.startswith(strip_prefix) else k): v for k, v in value.items()}
+    return value
+
+
+def _is_state_dict(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, dict) and bool(value) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+def read_checkpoint(path: str | os.PathLike[str], *, key: str | None = None, strip_prefix: str | None = None) -> Checkpoint:
+    """Read a checkpoint or model file without running anything in it, and sort its content.
+
+    Recognised (in this order):
+
+    - a ``.safetensors`` file: its tensors are the state dict, its ``__metadata__`` goes to
+      ``extra`` (an export of ours also gives back its metadata and configs);
+    - the app's pickle ``.distillgan`` (``format`` is ``"distillgan_model"``): every key in its
+      place — ``model_state_dict``, ``latent_dim``, ``spectrogram_config``, ``training_config``,
+      ``latent_analysis``, ``metadata`` (with its ``model_id``), ``vocoder_state`` —, the rest in ``extra``;
+    - the app's training checkpoint (``model_state_dict`` with ``optimizer_state_dict`` or
+      ``epoch``): weights, configs, analysis, ``latent_dim`` (from ``training_config`` when absent
+      at the top), ``epoch``/``train_loss``/``val_loss`` also into the metadata (inf and NaN kept),
+      and every key without a place — optimizer, scheduler, metrics history, KL weight — in ``extra``;
+    - ``key`` given: the state dict is ``file[key]``;
+    - otherwise the first of ``model_state_dict``, ``state_dict`` (Lightning), ``generator``
+      (HiFi-GAN ``g_*``), ``model`` holding a map, the rest in ``extra``;
+    - a bare map of names to tensors.
+
+    ``strip_prefix`` removes a prefix from state-dict keys that have it (``"model."`` for
+    Lightning, ``"module."`` for DataParallel). A legacy ``.distill`` model raises
+    :class:`~distillgan.LegacyFormatError` with the seed's message; unsafe, damaged or
+    oversized pickles raise :class:`~distillgan.InputError` (``convert-*`` codes).
+    """
+    p = Path(os.path.expanduser(os.fspath(path)))
+    if not p.exists():
+        raise InputError(f"no such file: {str(p)!r}", code="not-found")
+    if _is_safetensors(p):
+        ck = _read_safetensors(p)
+        ck.state_dict = _state_dict(ck.state_dict, "the safetensors file", strip_prefix)
+        return ck
+    tree = _read_pickle_era(p)
+    if not isinstance(tree, dict):
+        raise InputError(f"{str(p)!r} holds a {type(tree).__name__}, not a dict of weights and settings", code="bad-checkpoint")
+    rest = dict(tree)
+
+    def take(k: str, default: Any = None) -> Any:
+        return rest.pop(k, default)
+
+    if key is not None:
+        if key not in tree:
+            raise InputError(f"{str(p)!r} has no key {key!r}; its keys are {sorted(map(str, tree))[:20]}", code="bad-checkpoint")
+        ck = Checkpoint("state-dict-key", _state_dict(take(key), f"[{key!r}]", strip_prefix))
+    elif tree.get("format") == MODEL_FORMAT_MARKER and "model_state_dict" in tree:
+        ck = Checkpoint("seed-distillgan", _state_dict(take("model_state_dict"), "model_state_dict", strip_prefix))
+        take("format")
+        take("version")
+        meta = take("metadata") or {}
+        if isinstance(meta, dict):
+            ck.metadata = {k: v for k, v in meta.items() if k in METADATA_SCHEMA}
+            unknown = {k: v for k, v in meta.items() if k not in METADATA_SCHEMA}
+            if unknown:
+                rest["metadata_unknown_fields"] = unknown
+    elif "model_state_dict" in tree and APP_CHECKPOINT_KEYS & (set(tree) - {"model_state_dict"}):
+        ck = Checkpoint("app-training-checkpoint", _state_dict(take("model_state_dict"), "model_state_dict", strip_prefix))
+        epoch, train, val = tree.get("epoch"), tree.get("train_loss"), tree.get("val_loss")
+        if type(epoch) is int and epoch >= 0:
+            ck.metadata["training_epochs"] = epoch
+        for k, name in ((train, "final_train_loss"), (val, "final_val_loss")):
+            if type(k) in (int, float):
+                ck.metadata[name] = float(k)
+    else:
+        found = next((k for k in STATE_DICT_KEYS if isinstance(tree.get(k), dict)), None)
+        if found is not None:
+            ck = Checkpoint("state-dict-key", _state_dict(take(found), found, strip_prefix))
+        elif _is_state_dict(tree):
+            return Checkpoint("state-dict", _state_dict(tree, "the file", strip_prefix))
+        else:
+            raise InputError(
+                f"{str(p)!r}: no state dict found (looked for {', '.join(STATE_DICT_KEYS)} and a bare map of tensors); "
+                f"its keys are {sorted(map(str, tree))[:20]} — name the one holding the weights with --key",
+                code="bad-checkpoint",
+            )
+    for slot in SLOT_KEYS:
+        if slot in rest:
+            value = take(slot)
+            if slot == "latent_analysis":
+                ck.analysis = value
+            elif slot == "latent_dim":
+                ck.latent_dim = value if type(value) is int and value >= 0 else None
+                if ck.latent_dim is None and value is not None:
+                    rest["latent_dim"] = value  # kept as found
+            elif slot in ("spectrogram_config", "training_config") and not isinstance(value, dict):
+                rest[slot] = value
+            else:
+                setattr(ck, slot, value if value is not None or slot == "vocoder_state" else {})
+    if ck.latent_dim is None and isinstance(ck.training_config, dict) and type(ck.training_config.get("latent_dim")) is int:
+        ck.latent_dim = ck.training_config["latent_dim"]
+    ck.extra = rest or None
+    return ck
+
+
+def convert_checkpoint(
+    path: str | os.PathLike[str],
+    models_dir: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    metadata: Any = None,
+    key: str | None = None,
+    strip_prefix: str | None = None,
+    progress: Any = None,
+) -> Path:
+    """Convert a checkpoint or model file (see :func:`read_checkpoint`) into a ``.distillgan`` model in ``models_dir``.
+
+    The model's metadata comes from the file when it has some (the app's pickle
+    ``.distillgan`` keeps its ``model_id`` and name), then from ``metadata`` (a
+    ``ModelMetadata`` or mapping: its non-default fields win), then ``name``; without any, the
+    name is the file's stem. Returns the new file's path.
+    """
+    from .manifest import ModelMetadata, coerce_metadata
+    from .persistence import _save
+
+    ck = read_checkpoint(path, key=key, strip_prefix=strip_prefix)
+    meta: dict[str, Any] = {"name": Path(os.fspath(path)).stem}
+    meta.update(ck.metadata)
+    if metadata is not None:
+        given = coerce_metadata(metadata)
+        defaults = ModelMetadata().__dict__
+        meta.update({k: v for k, v in given.items() if v != defaults[k] and not (isinstance(v, float) and v != v)})
+    if name is not None:
+        meta["name"] = name
+    final = coerce_metadata(meta)  # save fills model_id, save_date, has_analysis in place
+    result = _save(
+        ck.state_dict, ck.latent_dim, ck.spectrogram_config, ck.training_config, final, models_dir, ck.analysis,
+        ck.vocoder_state, ck.extra, progress,
+    )
+    if metadata is not None:  # the seed API fills the caller's object in place
+        for k, v in final.items():
+            if isinstance(metadata, dict):
+                metadata[k] = v
+            elif hasattr(type(metadata), "__dataclass_fields__") and k in type(metadata).__dataclass_fields__:
+                setattr(metadata, k, v)
+    return result
+
+
+def _flat_tensors(value: Any, what: str) -> dict[str, Any]:
+    import torch
+
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
+        raise InputError(f"{what} is not a flat map of names to tensors; only such a map can be exported as safetensors", code="invalid-input")
+    return value
+
+
+def export_safetensors(
+    model_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, vocoder: bool = False, overwrite: bool = False
+) -> Path:
+    """Write a model's weights (or, with ``vocoder``, its vocoder's) as a plain ``.safetensors`` file.
+
+    The file holds the state dict under its own keys, with tensors tied in the model stored once
+    under the first name in sorted order — the name ``safetensors.torch.save_model`` keeps, so
+    ``safetensors.torch.load_model(module, out)`` restores the ties — and, in ``__metadata__``,
+    ``format: pt`` and the manifest's JSON projection (FORMAT.md §4.6) under
+    ``distillgan.manifest``. Analysis arrays and other tensors outside the state dict are left
+    out. The vocoder's weights are ``vocoder_state["generator_state_dict"]`` (the app's key) or
+    ``vocoder_state["state_dict"]``. Refuses to replace an existing file unless ``overwrite``.
+    """
+    import safetensors.torch
+
+    from .archive import _describe, open_archive
+    from .persistence import _os_errors, _replace, _unlink_quietly
+
+    out = Path(os.path.expanduser(os.fspath(out_path)))
+    if out.exists() and not overwrite:
+        raise InputError(f"{str(out)!r} exists; pass overwrite=True (CLI: --force) to replace it", code="invalid-input")
+    with open_archive(model_path) as archive:
+        values = archive.values(copy=True)
+        manifest_json = json.dumps(_describe(archive)["manifest"], ensure_ascii=False, allow_nan=False)
+    if vocoder:
+        state = values["vocoder_state"]
+        if not isinstance(state, dict):
+            raise InputError(f"{os.fspath(model_path)!r} bundles no vocoder", code="invalid-input")
+        key = next((k for k in ("generator_state_dict", "state_dict") if k in state), None)
+        if key is None:
+            raise InputError("the vocoder state has neither generator_state_dict nor state_dict", code="invalid-input")
+        tensors = _flat_tensors(state[key], f"vocoder_state[{key!r}]")
+    else:
+        tensors = _flat_tensors(values["state_dict"], "the state dict")
+    unique: dict[str, Any] = {}
+    seen: dict[int, str] = {}
+    for name in sorted(tensors):  # tied tensors are one object after load: keep the first name, as safetensors does
+        t = tensors[name]
+        if id(t) in seen:
+            continue
+        seen[id(t)] = name
+        unique[name] = t.detach().contiguous()
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    with _os_errors("write a safetensors file", out):
+        try:
+            safetensors.torch.save_file(unique, str(tmp), metadata={"format": "pt", EXPORT_MANIFEST_KEY: manifest_json})
+            _replace(str(tmp), out)
+        except BaseException:
+            _unlink_quietly(str(tmp))
+            raise
+    return out

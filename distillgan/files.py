@@ -1,0 +1,227 @@
+"""The file-level API, with the names safetensors users know: ``save_file``, ``load_file``, ``safe_open``.
+
+One ``.distillgan`` file at a path of your choosing, no model folder and no index (the folder API
+of the seed plan, ``save_model``/``load_model``, adds those). ``save_file`` writes exactly what it
+is given — the same inputs give the same bytes —, atomically: a temporary file beside the target,
+fsynced, then published under the target's name without ever leaving a half-written file there.
+``safe_open`` opens a file (or an fsspec URL) lazily: tensors are read one at a time, as views of
+the mapping or, for a URL, by one range request each.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .archive import Archive, Progress, open_archive, plan_archive
+from .errors import InputError
+from .manifest import coerce_metadata
+from .source import MappedFile, is_url
+from .tensors import TensorInfo, tensor_from
+from .values import Ref, json_view
+
+
+def _local_path(path: str | os.PathLike[str], what: str) -> Path:
+    text = os.fspath(path)
+    if is_url(text):
+        raise InputError(f"{what} {text!r} is a URL; files are written to local paths only", code="invalid-input")
+    return Path(os.path.expanduser(text))
+
+
+def save_file(
+    tensors_or_module: Any,
+    path: str | os.PathLike[str],
+    *,
+    config: Any = None,
+    metadata: Any = None,
+    spectrogram_config: Any = None,
+    analysis: Any = None,
+    vocoder_state: Any = None,
+    extra: Any = None,
+    latent_dim: int | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    """Write one ``.distillgan`` file at ``path``.
+
+    ``tensors_or_module`` is a state dict (or any value tree holding tensors) or an
+    ``nn.Module`` (its ``state_dict()``; ``latent_dim`` from its attribute unless given).
+    ``config`` is stored as the training config, ``metadata`` (a ``ModelMetadata``, dataclass
+    or mapping) as given — ``model_id`` and ``save_date`` stay empty unless you set them, so the
+    same inputs give the same bytes. Everything else as in ``save_model`` (FORMAT.md §4.4).
+    An existing file is replaced only with ``overwrite=True``; the write is atomic either way.
+    Returns the path.
+    """
+    from .persistence import _as_tree, _latent_dim, _os_errors, _state_dict_of
+
+    target = _local_path(path, "path")
+    if target.is_dir():
+        raise InputError(f"{str(target)!r} is a folder; give save_file a file path (save_model takes a folder)", code="invalid-input")
+    if target.exists() and not overwrite:
+        raise InputError(f"{str(target)!r} exists; pass overwrite=True to replace it", code="file-exists")
+    state_dict, attr_latent = _state_dict_of(tensors_or_module, "tensors_or_module")
+    manifest = {
+        "latent_dim": _latent_dim(latent_dim if latent_dim is not None else attr_latent),
+        "metadata": coerce_metadata(metadata if metadata is not None else {}),
+        "spectrogram_config": _as_tree(spectrogram_config if spectrogram_config is not None else {}, "spectrogram_config"),
+        "training_config": _as_tree(config if config is not None else {}, "config"),
+        "analysis": _as_tree(analysis, "analysis", allow_none=True),
+        "state_dict": state_dict,
+        "vocoder_state": _as_tree(vocoder_state, "vocoder_state", allow_none=True),
+        "extra": extra,
+    }
+    plan = plan_archive(manifest)  # refuses unstorable values before any file is created
+    with _os_errors("write a model file", target):
+        return _publish_file(plan, target, overwrite, progress)
+
+
+def _publish_file(plan: Any, target: Path, overwrite: bool, progress: Progress | None) -> Path:
+    from .persistence import _replace, _unlink_quietly, _write_temporary
+
+    folder = target.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp, _size = _write_temporary(plan, folder, target.stem, progress)
+    try:
+        if overwrite:
+            _replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)  # no-clobber: fails if the name was taken meanwhile
+            except FileExistsError as e:
+                raise InputError(f"{str(target)!r} exists; pass overwrite=True to replace it", code="file-exists") from e
+            except OSError:  # no hard links here (FAT, some network shares): rename, which never replaces on Windows
+                if target.exists():
+                    raise InputError(f"{str(target)!r} exists; pass overwrite=True to replace it", code="file-exists") from None
+                os.replace(tmp, target)
+    finally:
+        _unlink_quietly(tmp)
+    return target
+
+
+def load_file(path: str | os.PathLike[str], device: Any = "cpu", *, copy: bool = False) -> dict[str, Any]:
+    """The state dict of a ``.distillgan`` file (a path or an fsspec URL), like ``safetensors.torch.load_file``.
+
+    Tensors are views of the mapped file unless ``copy`` (or a non-CPU ``device``, where each is
+    copied there once). For everything else the file holds use ``load_model`` or ``safe_open``.
+    """
+    from .persistence import load_model
+
+    return load_model(path, device, copy=copy).state_dict
+
+
+class SafeOpen:
+    """A ``.distillgan`` file opened lazily (see :func:`safe_open`); close it, or use it as a context manager."""
+
+    def __init__(self, path: str | os.PathLike[str], device: Any = "cpu") -> None:
+        self._archive: Archive = open_archive(path)
+        self._device = device
+        state = self._archive.decoded.values["state_dict"]
+        self._refs: dict[str, Ref] = {k: v for k, v in state.items() if type(k) is str and type(v) is Ref} if type(state) is dict else {}
+
+    # -- what safetensors' safe_open offers --
+
+    def keys(self) -> list[str]:
+        """The state dict's keys that hold tensors, in the file's order."""
+        return list(self._refs)
+
+    def metadata(self) -> dict[str, Any]:
+        """The model's metadata (``ModelMetadata``'s fields) in the JSON form of FORMAT.md §4.6."""
+        return json_view(self._archive.manifest["metadata"])
+
+    def get_tensor(self, name: str) -> Any:
+        """One tensor of the state dict, read now (a view of the mapping; one range request for a URL)."""
+        info = self._info(name)
+        t = self._read(info)
+        return t if self._on_cpu() else t.to(self._device)
+
+    def get_slice(self, name: str) -> TensorSlice:
+        """A handle that reads only what you index: ``f.get_slice("w")[:, :8]``."""
+        return TensorSlice(self, self._info(name))
+
+    # -- beyond safetensors --
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The whole manifest in the JSON form of FORMAT.md §4.6 (no tensor data read)."""
+        return json_view(self._archive.manifest)
+
+    def values(self, *, copy: bool = False) -> dict[str, Any]:
+        """Every value slot with its tensors (as ``load_model`` gives them)."""
+        return self._archive.values(device=self._device, copy=copy)
+
+    def close(self) -> None:
+        self._archive.close()
+
+    def __enter__(self) -> SafeOpen:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs)
+
+    def __repr__(self) -> str:
+        return f"<distillgan.SafeOpen {self._archive.path!r}: {len(self._refs)} tensors>"
+
+    # -- internals --
+
+    def _on_cpu(self) -> bool:
+        import torch
+
+        return torch.device(self._device).type == "cpu"
+
+    def _info(self, name: str) -> TensorInfo:
+        ref = self._refs.get(name)
+        if ref is None:
+            raise InputError(f"the state dict has no tensor {name!r}", code="not-found")
+        target = self._archive.manifest["members"][ref.member]["aliases"].get(ref.name, ref.name)
+        return next(t for t in self._archive.tables[ref.member].tensors if t.name == target)
+
+    def _member_of(self, info: TensorInfo) -> str:
+        return next(m for m, table in self._archive.tables.items() if info in table.tensors)
+
+    def _read(self, info: TensorInfo) -> Any:
+        member = self._member_of(info)
+        table = self._archive.tables[member]
+        if isinstance(self._archive.source, MappedFile):
+            self._archive.source.exported = True
+            return tensor_from(self._archive.source.buffer, info, table.data_start, member)
+        data = bytearray(info.nbytes)  # a URL: one ranged read of this tensor's bytes, nothing else
+        pos = 0
+        for chunk in self._archive.source.read_stream(table.data_start + info.begin, info.nbytes):
+            data[pos : pos + len(chunk)] = chunk
+            pos += len(chunk)
+        return tensor_from(data, info, -info.begin, member)
+
+
+class TensorSlice:
+    """One tensor of a :class:`SafeOpen` file, indexed lazily like safetensors' slices."""
+
+    def __init__(self, owner: SafeOpen, info: TensorInfo) -> None:
+        self._owner = owner
+        self._info = info
+
+    def get_shape(self) -> list[int]:
+        return list(self._info.shape)
+
+    def get_dtype(self) -> str:
+        return self._info.dtype
+
+    def __getitem__(self, index: Any) -> Any:
+        whole = self._owner._read(self._info)  # a view of the mapping: indexing reads only the pages it touches
+        part = whole[index]
+        return part if self._owner._on_cpu() else part.to(self._owner._device)
+
+
+def safe_open(path: str | os.PathLike[str], framework: str = "pt", device: Any = "cpu") -> SafeOpen:
+    """Open a ``.distillgan`` file (a path or an fsspec URL) lazily: ``keys()``, ``get_tensor``, ``get_slice``, ``metadata()``.
+
+    Like ``safetensors.safe_open``: validates every header now, reads tensor data only when asked.
+    ``framework`` must be ``"pt"`` (torch). Use it as a context manager.
+    """
+    if framework not in ("pt", "torch"):
+        raise InputError(f"framework {framework!r}: distillgan gives torch tensors ('pt')", code="invalid-input")
+    return SafeOpen(path, device)

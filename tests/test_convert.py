@@ -1,0 +1,302 @@
+"""Bringing users' files across: the app's checkpoints and pickle .distillgan files, common checkpoints, safetensors.
+
+Files are written the way their programs write them (``torch.save`` of structures rebuilt from the
+app's code in tests/appshapes.py, the Enum under the app's own module path), converted without
+running anything in them, and every value is compared after conversion.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import appshapes as app
+from expected import saved_form
+import pytest
+import safetensors.torch
+import torch
+from torch import nn
+
+import distillgan
+from distillgan import InputError, LegacyFormatError, convert_checkpoint, export_safetensors, load_model, read_checkpoint
+from distillgan.legacy import V1_MESSAGE
+
+
+# --- the app's files -----------------------------------------------------------------------------
+
+
+def test_app_training_checkpoint_keeps_everything(tmp_path: Path, assert_same_tree: Callable[..., None]) -> None:
+    ckpt = app.training_checkpoint(cancelled=True, nan_val_epoch=1, latent_analysis=app.analysis_dict(seed=4))
+    assert ckpt["val_loss"] == math.inf and isinstance(ckpt["training_config"]["preset"], app.OverfittingPreset)
+    pt = app.write_app_pickle(ckpt, tmp_path / "checkpoint_epoch0002.pt")
+
+    path = convert_checkpoint(pt, tmp_path / "models")
+    loaded = load_model(path)
+    assert_same_tree(loaded.state_dict, dict(ckpt["model_state_dict"]))
+    assert_same_tree(loaded.training_config, saved_form(ckpt["training_config"]))
+    assert_same_tree(loaded.spectrogram_config, ckpt["spectrogram_config"])
+    assert_same_tree(loaded.analysis, ckpt["latent_analysis"])
+    assert loaded.latent_dim == ckpt["training_config"]["latent_dim"] == 64  # only inside training_config in the file
+    rest = {k: v for k, v in ckpt.items() if k not in ("model_state_dict", "training_config", "spectrogram_config", "latent_analysis")}
+    assert_same_tree(loaded.extra, saved_form(rest))  # optimizer, scheduler, metrics history (NaN), epoch, losses, kl_weight
+    assert all(type(k) is int for k in loaded.extra["optimizer_state_dict"]["state"])
+    meta = loaded.metadata
+    assert meta.name == "checkpoint_epoch0002" and meta.training_epochs == ckpt["epoch"]
+    assert meta.final_val_loss == math.inf and meta.final_train_loss == ckpt["train_loss"]
+
+
+def test_app_pickle_distillgan_keeps_its_id_name_analysis_and_vocoder(tmp_path: Path, assert_same_tree: Callable[..., None]) -> None:
+    voc = app.vocoder_state(small=True, with_checkpoint=True, seed=5)
+    saved = app.seed_distillgan_dict(vocoder=voc, name="Field Recordings", tags=["birds"])
+    src = app.write_app_pickle(saved, tmp_path / "field_recordings.distillgan")
+    with pytest.raises(LegacyFormatError) as e:  # the strict reader refuses it, and says what to do
+        load_model(src)
+    assert e.value.code == "pickle" and "distillgan convert" in str(e.value)
+
+    path = convert_checkpoint(src, tmp_path / "models")
+    loaded = load_model(path)
+    assert loaded.metadata.model_id == saved["metadata"]["model_id"] and loaded.metadata.name == "Field Recordings"
+    assert loaded.metadata.tags == ["birds"] and loaded.metadata.save_date == saved["metadata"]["save_date"]
+    assert_same_tree(loaded.state_dict, dict(saved["model_state_dict"]))
+    assert_same_tree(loaded.analysis, saved["latent_analysis"])
+    assert_same_tree(loaded.training_config, saved_form(saved["training_config"]))
+    assert_same_tree(loaded.vocoder_state, saved_form(voc))
+    assert loaded.latent_dim == saved["latent_dim"] and loaded.extra is None
+    assert distillgan.ModelLibrary(tmp_path / "models").get(saved["metadata"]["model_id"]) is not None
+
+
+def test_seed_api_save_model_from_checkpoint_fills_metadata_in_place(tmp_path: Path) -> None:
+    ckpt = app.training_checkpoint(cancelled=False)
+    pt = app.write_app_pickle(ckpt, tmp_path / "best.pt")
+    meta = distillgan.ModelMetadata(name="From the library tab")
+    path = distillgan.save_model_from_checkpoint(pt, meta, tmp_path / "models")
+    assert meta.model_id and meta.save_date and meta.training_epochs == ckpt["epoch"]
+    assert meta.final_train_loss == ckpt["train_loss"] and meta.name == "From the library tab"
+    assert load_model(path).metadata == meta
+
+
+def test_legacy_distill_stays_refused_with_the_seed_message(tmp_path: Path) -> None:
+    src = app.write_app_pickle(app.legacy_distill_dict(), tmp_path / "old.distill")
+    for call in (lambda: convert_checkpoint(src, tmp_path / "m"), lambda: read_checkpoint(src)):
+        with pytest.raises(LegacyFormatError) as e:
+            call()
+        assert str(e.value) == V1_MESSAGE and e.value.code == "legacy-distill-v1"
+    assert not (tmp_path / "m").exists() or not list((tmp_path / "m").glob("*.distillgan"))
+
+
+def test_legacy_marker_beyond_the_byte_scan_is_refused_too(tmp_path: Path) -> None:
+    """The v1 detector walks 200 000 opcodes; a marker after them is caught once the file is read."""
+    big = {f"k{i}": i for i in range(120_000)}
+    big["format"] = "distill_model"
+    big["model_state_dict"] = {"w": torch.ones(1)}
+    src = tmp_path / "late.distill"
+    torch.save(big, src)
+    with pytest.raises(LegacyFormatError) as e:
+        read_checkpoint(src)
+    assert str(e.value) == V1_MESSAGE
+
+
+# --- common checkpoint shapes ---------------------------------------------------------------------
+
+
+def test_hifigan_generator_checkpoint_in_the_legacy_stream_format(tmp_path: Path, assert_same_tree: Callable[..., None]) -> None:
+    """The official HiFi-GAN g_* files: {"generator": state_dict}, saved by torch < 1.6 (the legacy stream)."""
+    gen = app.vocoder_training(small=True, seed=2).generator
+    src = tmp_path / "g_02500000"
+    torch.save({"generator": gen.state_dict()}, src, _use_new_zipfile_serialization=False)
+    ck = read_checkpoint(src)
+    assert ck.kind == "state-dict-key"
+    assert_same_tree(ck.state_dict, dict(gen.state_dict()))
+    path = convert_checkpoint(src, tmp_path / "m", name="HiFi-GAN")
+    assert_same_tree(load_model(path).state_dict, dict(gen.state_dict()))
+
+
+def test_lightning_checkpoint_with_strip_prefix(tmp_path: Path, assert_same_tree: Callable[..., None]) -> None:
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.randn(2, 3)).sum().backward()
+    opt.step()
+    ckpt = {
+        "epoch": 7, "global_step": 700, "pytorch-lightning_version": "2.4.0",
+        "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()},
+        "optimizer_states": [opt.state_dict()], "lr_schedulers": [], "hyper_parameters": {"lr": 1e-3, "layers": (3, 4, 2)},
+    }  # fmt: skip
+    src = tmp_path / "epoch=7-step=700.ckpt"
+    torch.save(ckpt, src)
+    path = convert_checkpoint(src, tmp_path / "m", strip_prefix="model.")
+    loaded = load_model(path)
+    assert_same_tree(loaded.state_dict, dict(net.state_dict()))
+    assert_same_tree(loaded.extra, {k: v for k, v in ckpt.items() if k != "state_dict"})
+    fresh = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    fresh.load_state_dict(loaded.state_dict)
+
+
+def test_bare_state_dict_and_key(tmp_path: Path, assert_same_tree: Callable[..., None]) -> None:
+    sd = {"a.weight": torch.randn(2, 2), "a.bias": torch.zeros(2)}
+    torch.save(sd, tmp_path / "bare.pt")
+    assert read_checkpoint(tmp_path / "bare.pt").kind == "state-dict"
+    torch.save({"ema": {"shadow": sd}, "weights": sd, "note": "x"}, tmp_path / "nested.pt")
+    with pytest.raises(InputError) as e:
+        read_checkpoint(tmp_path / "nested.pt")
+    assert e.value.code == "bad-checkpoint" and "--key" in str(e.value)
+    ck = read_checkpoint(tmp_path / "nested.pt", key="weights")
+    assert_same_tree(ck.state_dict, sd)
+    assert_same_tree(ck.extra, {"ema": {"shadow": sd}, "note": "x"})
+    assert ck.extra["ema"]["shadow"]["a.weight"] is ck.state_dict["a.weight"]  # shared storage in the file: one tensor
+
+
+def test_safetensors_input_keeps_its_metadata(tmp_path: Path, assert_same_tree: Callable[..., None]) -> None:
+    sd = {"w": torch.randn(3, 2), "b": torch.arange(4, dtype=torch.int16)}
+    src = tmp_path / "plain.safetensors"
+    safetensors.torch.save_file(sd, str(src), metadata={"format": "pt", "author": "someone"})
+    with pytest.raises(distillgan.DistillganError) as e:
+        load_model(src)
+    assert e.value.code == "safetensors-file" and "distillgan convert" in str(e.value)
+    path = convert_checkpoint(src, tmp_path / "m")
+    loaded = load_model(path)
+    assert_same_tree(loaded.state_dict, {"w": sd["w"], "b": sd["b"]} if list(loaded.state_dict) == ["w", "b"] else {"b": sd["b"], "w": sd["w"]})
+    assert loaded.extra == {"safetensors_metadata": {"format": "pt", "author": "someone"}}
+
+
+def test_unsupported_or_damaged_inputs(tmp_path: Path) -> None:
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(InputError) as e:
+        read_checkpoint(tmp_path / "text.pt")
+    assert e.value.code.startswith("convert-") or e.value.code == "bad-checkpoint"
+    torch.save([torch.ones(1)], tmp_path / "list.pt")
+    with pytest.raises(InputError) as e:
+        read_checkpoint(tmp_path / "list.pt")
+    assert e.value.code == "bad-checkpoint"
+    with pytest.raises(InputError) as e:
+        read_checkpoint(tmp_path / "missing.pt")
+    assert e.value.code == "not-found"
+    good = distillgan.save_model({"w": torch.ones(1)}, {}, {}, distillgan.ModelMetadata(), tmp_path / "m")
+    with pytest.raises(InputError) as e:
+        read_checkpoint(good)
+    assert "already a .distillgan" in str(e.value)
+
+
+_AUDIT = r"""
+import sys, os
+events = []
+# ctypes.cdata is the writer itself reading tensor memory (tensors.tensor_bytes); loading code would be dlopen/dlsym
+WATCH = ("exec", "compile", "import", "os.system", "subprocess.Popen", "os.exec", "os.spawn", "os.posix_spawn",
+         "ctypes.dlopen", "ctypes.dlsym", "ctypes.call_function")
+def hook(event, args):
+    if event.startswith(WATCH):
+        events.append(event)
+import torch, distillgan, distillgan.convert, distillgan.pickled, distillgan.persistence  # every import done before the hook
+sys.addaudithook(hook)
+try:
+    distillgan.convert_checkpoint(sys.argv[1], sys.argv[2])
+    outcome = "converted"
+except distillgan.DistillganError as e:
+    outcome = "refused " + e.code
+print(outcome, sorted(set(events)))
+"""
+
+
+def test_conversion_of_a_hostile_checkpoint_runs_nothing(tmp_path: Path) -> None:
+    """A torch zip whose data.pkl calls os.system: converting it must not run it (audited in a fresh process)."""
+    import os
+    import pickle
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    src = tmp_path / "evil.pt"
+    torch.save({"model_state_dict": {"w": torch.ones(1)}, "optimizer_state_dict": Payload(), "epoch": 1}, src)
+    assert b"system" in src.read_bytes()
+    r = subprocess.run([sys.executable, "-c", _AUDIT, str(src), str(tmp_path / "m")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not (tmp_path / "pwned").exists()
+    outcome, _, events = r.stdout.strip().partition(" [")
+    assert events.rstrip("]") == "", r.stdout  # no exec/compile/import/system/subprocess event while converting
+    if outcome == "converted":  # the call was recorded as inert data, never made
+        loaded = load_model(next((tmp_path / "m").glob("*.distillgan")))
+        assert loaded.extra["optimizer_state_dict"]["__class__"] in ("posix.system", "nt.system", "os.system")
+    # and the same payload really does run under pickle, so the test can fail
+    assert pickle.loads(pickle.dumps(Payload())) == 0 and (tmp_path / "pwned").exists()
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.body = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight
+
+
+def test_export_loads_into_the_module_with_safetensors_and_converts_back(tmp_path: Path, assert_same_tree: Callable[..., None]) -> None:
+    torch.manual_seed(0)
+    model = Tied()
+    analysis = {"pca": torch.randn(2, 4)}
+    path = distillgan.save_model(model, {"sr": 48000}, {"lr": 1e-3}, distillgan.ModelMetadata(name="Tied"), tmp_path / "m",
+                                 analysis=analysis)
+    out = export_safetensors(path, tmp_path / "tied.safetensors")
+    fresh = Tied()
+    missing, unexpected = safetensors.torch.load_model(fresh, str(out))  # strict: raises on a mismatch
+    assert not missing and not unexpected
+    for k, v in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    assert fresh.head.weight is fresh.embed.weight
+    names = set(safetensors.torch.load_file(str(out)))
+    assert names == {"body.bias", "body.weight", "embed.weight"}  # tied head.weight stored once; no analysis
+    with safetensors.safe_open(str(out), "pt") as f:
+        manifest = json.loads(f.metadata()["distillgan.manifest"])
+    assert manifest["metadata"]["name"] == "Tied"
+    with pytest.raises(InputError):
+        export_safetensors(path, out)  # no silent overwrite
+    export_safetensors(path, out, overwrite=True)
+
+    back = convert_checkpoint(out, tmp_path / "back")
+    again = load_model(back)
+    exported = safetensors.torch.load_file(str(out))
+    assert_same_tree(dict(sorted(again.state_dict.items())), dict(sorted(exported.items())))
+    assert again.metadata.name == "Tied" and again.spectrogram_config == {"sr": 48000}
+
+
+def test_export_vocoder(tmp_path: Path) -> None:
+    voc = app.vocoder_state(small=True, with_checkpoint=False, seed=1)
+    path = distillgan.save_model({"w": torch.ones(1)}, {}, {}, distillgan.ModelMetadata(), tmp_path / "m", vocoder_state=voc)
+    out = export_safetensors(path, tmp_path / "voc.safetensors", vocoder=True)
+    gen = app.Generator(app.HiFiGANConfig(**voc["config"]))
+    missing, unexpected = safetensors.torch.load_model(gen, str(out))
+    assert not missing and not unexpected
+    with pytest.raises(InputError):
+        export_safetensors(distillgan.save_model({"w": torch.ones(1)}, {}, {}, distillgan.ModelMetadata(), tmp_path / "n"),
+                           tmp_path / "none.safetensors", vocoder=True)
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("distillgan")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=180)
+
+
+def test_cli_convert_and_export(tmp_path: Path) -> None:
+    saved = app.seed_distillgan_dict(name="Old Piano")
+    src = app.write_app_pickle(saved, tmp_path / "old_piano.distillgan")
+    r = _cli("convert", str(src), "--dir", str(tmp_path / "models"))
+    assert r.returncode == 0, r.stderr
+    assert "Old Piano" in r.stdout  # the name the file carries; --name not needed
+    new = next((tmp_path / "models").glob("*.distillgan"))
+    r = _cli("export", str(new), str(tmp_path / "w.safetensors"))
+    assert r.returncode == 0, r.stderr and (tmp_path / "w.safetensors").exists()
+    r = _cli("inspect", str(src))
+    assert r.returncode == 1 and "distillgan convert" in r.stderr
+    help_text = _cli("convert", "--help").stdout
+    for shape in ("safetensors", "app .distillgan", "app checkpoint", "--key", "Lightning", "HiFi-GAN", "--strip-prefix", "retrain"):
+        assert shape in help_text, shape
