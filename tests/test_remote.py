@@ -175,7 +175,7 @@ def test_cli_accepts_urls(server: Server, tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "distillgan"
     r = subprocess.run([str(script), "verify", server.url("/cli.distillgan")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("OK"), r.stderr
-    r = subprocess.run([str(script), "inspect", "--json", server.url("/cli.distillgan")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([str(script), "inspect", "--json", "--sha256", server.url("/cli.distillgan")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and json.loads(r.stdout)["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
