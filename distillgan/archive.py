@@ -193,11 +193,11 @@ def write_archive(f: BinaryIO, manifest: Mapping[str, Any] | ArchivePlan, *, pro
     tensors and numpy arrays anywhere (or it is a :func:`plan_archive`
     result). Tensors under ``vocoder_state`` go to ``vocoder.safetensors``,
     the others to ``model.safetensors``; identical views are stored once and
-    recorded as aliases. ``progress(done, total)`` is called as tensor bytes
-    are written.
+    recorded as aliases. ``progress(done, total)`` is called as the members'
+    bytes are written (the manifest's included); the last call has ``done == total``.
     """
     plan = manifest if isinstance(manifest, ArchivePlan) else plan_archive(manifest)
-    writer = zc.ContainerWriter(f, tick=_counter(progress, plan.tensor_bytes))
+    writer = zc.ContainerWriter(f, tick=_counter(progress, len(plan.manifest_bytes) + plan.tensor_bytes))
     try:
         writer.write_member(zc.MANIFEST_NAME, len(plan.manifest_bytes), [plan.manifest_bytes])
         for name, size, chunks in plan.members:
