@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from . import container as zc
 from .errors import ContainerError, InputError, IntegrityError, ManifestError, TensorError
@@ -77,7 +77,7 @@ _SMALL = 1 << 20  # tensors below this are copied into a shared block: one write
 _BLOCK = 4 << 20
 
 
-def _member_chunks(header: bytes, layout: list[Any], stored: Mapping[str, Any]) -> Iterator[memoryview | bytes]:
+def _member_chunks(header: bytes, layout: list[Any], stored: Mapping[str, Any]) -> Iterator[bytes | bytearray | memoryview]:
     """The bytes of one safetensors member: header, then each tensor's bytes in layout order.
 
     Large tensors are yielded as views of their own memory (no copy); small
@@ -121,7 +121,7 @@ class ArchivePlan:
 
     raw: dict[str, Any]
     manifest_bytes: bytes
-    members: list[tuple[str, int, Callable[[], Iterator[bytes | memoryview]]]]  # name, size, its bytes
+    members: list[tuple[str, int, Callable[[], Iterator[bytes | bytearray | memoryview]]]]  # name, size, its bytes
 
     @property
     def tensor_bytes(self) -> int:
@@ -154,7 +154,7 @@ def plan_archive(manifest: Mapping[str, Any]) -> ArchivePlan:
     return ArchivePlan(raw, encode_checked(raw), plans)
 
 
-def plan_member(name: str, claims: list[Any]) -> tuple[int, Callable[[], Iterator[bytes | memoryview]], dict[str, str]]:
+def plan_member(name: str, claims: list[Any]) -> tuple[int, Callable[[], Iterator[bytes | bytearray | memoryview]], dict[str, str]]:
     """(size, bytes, aliases) of one safetensors member holding the tensors of ``claims``."""
     tensors = {c.name: c.tensor for c in claims}
     kinds = {c.name: (c.kind, c.requires_grad) for c in claims}
@@ -201,7 +201,7 @@ def write_archive(f: BinaryIO, manifest: Mapping[str, Any] | ArchivePlan, *, pro
     try:
         writer.write_member(zc.MANIFEST_NAME, len(plan.manifest_bytes), [plan.manifest_bytes])
         for name, size, chunks in plan.members:
-            writer.write_member(name, size, chunks())
+            writer.write_member(name, size, cast("Iterator[bytes]", chunks()))  # bytearray blocks are bytes-like
         return writer.finish()
     except BaseException:
         writer.abort()
@@ -267,7 +267,7 @@ class Archive:
                     from concurrent.futures import ThreadPoolExecutor
 
                     with ThreadPoolExecutor(max_workers=2) as pool:
-                        _check_crc(m, zc.parallel_crc32(data, 0, m.size, pool, 2))
+                        _check_crc(m, zc.parallel_crc32(cast(bytes, data), 0, m.size, pool, 2))  # any buffer does
             else:
                 data, crc = self.source.download(m.data_offset, m.size, tick=tick)
                 _check_crc(m, crc)  # the data came over the network anyway: hashing it is nearly free

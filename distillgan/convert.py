@@ -197,7 +197,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, key: str | None = None, str
         if type(epoch) is int and epoch >= 0:
             ck.metadata["training_epochs"] = epoch
         for k, name in ((train, "final_train_loss"), (val, "final_val_loss")):
-            if type(k) in (int, float):
+            if isinstance(k, (int, float)) and not isinstance(k, bool):
                 ck.metadata[name] = float(k)
     else:
         found = next((k for k in STATE_DICT_KEYS if isinstance(tree.get(k), dict)), None)

@@ -187,6 +187,7 @@ def run_demo(folder: Path, say: Callable[[str], None] = print) -> None:
         f"training_config['preset'] = {loaded.training_config['preset']!r}, betas = {loaded.training_config['betas']!r}")
 
     # Resume vocoder training from the file and from the live objects: one more step must agree bit for bit.
+    assert loaded.vocoder_state is not None
     ckpt = loaded.vocoder_state["checkpoint"]
     resumed = []
     for source in (ckpt, vocoder_state["checkpoint"]):

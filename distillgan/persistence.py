@@ -454,7 +454,7 @@ def load_model(
         archive.close()  # with views, the mapping lives on inside the tensors that view it
     loaded = LoadedModel(
         state_dict=values["state_dict"],
-        metadata=ModelMetadata(**{k: (list(v) if k == "tags" else v) for k, v in raw["metadata"].items()}),
+        metadata=ModelMetadata(**{str(k): (list(v) if k == "tags" else v) for k, v in raw["metadata"].items()}),  # type: ignore[arg-type]
         spectrogram_config=values["spectrogram_config"],
         training_config=values["training_config"],
         latent_dim=raw["latent_dim"],
@@ -470,7 +470,7 @@ def load_model(
     if vocoder_builder is not None:
         voc = loaded.vocoder_state
         key = next((k for k in ("generator_state_dict", "state_dict") if isinstance(voc, dict) and isinstance(voc.get(k), dict)), None)
-        if key is None:
+        if key is None or voc is None:
             raise InputError("vocoder_builder given, but the file bundles no vocoder weights (generator_state_dict or state_dict)",
                              code="invalid-input")
         loaded.vocoder = _load_into(

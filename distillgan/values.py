@@ -285,7 +285,7 @@ class Splitter:
         tensor_type = self._tensor_type
         if values and all_str and tensor_type is not None and all(type(x) is tensor_type and not x.requires_grad for x in values):
             self._depth(path, depth + 2)  # the keys inside the "keys" array
-            flat = self._enc_flat(keys, values, path, member)  # type: ignore[arg-type]
+            flat = self._enc_flat(keys, values, path, member)
             if flat is not None:
                 return flat
         if TAG in keys:
@@ -422,9 +422,8 @@ class Decoder:
         tag = raw[TAG]
         if type(tag) is not str or tag not in TAGS:
             raise _bad(path, f"tag {tag!r} is not one of {', '.join(TAGS)}", code="manifest-tag")
-        required, allowed = _TAG_KEYS[tag]
-        keys = raw.keys()
-        if not (required <= keys <= allowed):
+        need, allowed = _TAG_KEYS[tag]
+        if not (need <= raw.keys() <= allowed):
             required, optional = TAGS[tag]
             raise _bad(path, f"a {tag!r} tagged map has keys {sorted(map(str, raw))}; expected '$', {', '.join(required + optional)}", code="manifest-tag")
         if depth + 1 > MAX_DEPTH:
