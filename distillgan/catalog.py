@@ -20,8 +20,11 @@ that lets a listing skip opening every file, kept in the layout the app reads. T
   in a process) and replace the index atomically (temporary file, rename). A save's index write
   is not fsynced: its entry can always be derived again from the model file, which is (the app
   never fsyncs its index either); deletes, repairs, vocoder updates and ``add_entry``/``remove``
-  are. The index is encoded from per-entry lines cached in the process, and a read whose bytes
-  are those last seen skips parsing, so the cost of a save stays flat as the folder grows.
+  are. A save adds its entry by appending one line to the index's text (``prepare_add``: no
+  entry validated or re-encoded); the process remembers the bytes it last read or wrote, so an
+  unchanged index is not parsed again. What still grows with the folder is copying the file
+  once per save (about 530 bytes per model), which keeping ``model_library.json`` whole and
+  atomically replaced for the app requires.
 * **Pickle-era files** (the app's own v1.1 models) cannot be read without unpickling: their
   entries are kept as listed while their file exists (``RepairReport.legacy``), never deleted
   by ``delete_model``, and never win an id from a file we can read.
@@ -52,6 +55,8 @@ from .index import (
     InvalidEntry,
     ModelEntry,
     VocoderInfo,
+    append_entry,
+    appendable_ids,
     copy_entry,
     encode_index,
     entry_line,
@@ -163,9 +168,25 @@ def entry_from_manifest(manifest: dict[str, Any], file_name: str, size: int) -> 
     )
 
 
-# In-process caches: what the index file last held (bytes, parsed entries, encoded lines), and what
-# each model file's manifest says (keyed by its identity, so a changed file is read again).
-_index_cache: dict[str, tuple[bytes, IndexDoc, dict[str, tuple[ModelEntry, str]]]] = {}
+@dataclass
+class _Seen:
+    """What this process last read from, or wrote to, one index file; valid while the file holds ``data``."""
+
+    data: bytes
+    doc: IndexDoc | None = None  # its validated entries, once something needed them
+    ids: set[str] | None = None  # its model ids, when a save may append to it (index.appendable_ids)
+    checked: bool = False  # whether ``ids`` was worked out
+    lines: dict[str, tuple[ModelEntry, str]] = field(default_factory=dict)  # encoded lines of doc's entries, by id
+
+    def appendable(self) -> set[str] | None:
+        if not self.checked:
+            self.ids, self.checked = appendable_ids(self.data), True
+        return self.ids
+
+
+# In-process caches: what each index file last held, and what each model file's manifest says
+# (keyed by its identity, so a changed file is read again).
+_index_cache: dict[str, _Seen] = {}
 _Probe = tuple[ModelEntry | None, str, bool, tuple[int, str]]  # entry, error code, legacy?, (ctime, name) order
 _probe_cache: dict[tuple[str, int, int, int, int, int], _Probe] = {}
 _caches_mutex = threading.Lock()  # threads of a process share the caches
@@ -202,31 +223,36 @@ class ModelLibrary:
     def _cache_key(self) -> str:
         return os.path.abspath(self.index_path)
 
+    def _seen(self, data: bytes) -> _Seen:
+        """The cache entry for the index holding ``data`` (a new one if the file changed)."""
+        key = self._cache_key()
+        seen = _index_cache.get(key)
+        if seen is None or seen.data != data:
+            seen = _Seen(data)
+            _remember(key, seen)
+        return seen
+
     def _read(self) -> IndexDoc | None:
         """The index as parsed (None when there is none); IndexUnusable when it cannot be used. Never mutate it."""
         data = read_index_bytes(self.index_path)
         if data is None:
             return None
-        key = self._cache_key()
-        cached = _index_cache.get(key)
-        if cached is not None and cached[0] == data:
-            return cached[1]
-        doc = parse_index(data)
-        _remember(key, (data, doc, {}))
-        return doc
+        seen = self._seen(data)
+        if seen.doc is None:
+            seen.doc = parse_index(data)
+        return seen.doc
 
     def _write(self, entries: dict[str, ModelEntry], *, durable: bool) -> None:
         """Replace the index with ``entries`` (the caller holds the lock); OSError or LibraryError on failure."""
-        key = self._cache_key()
-        cached = _index_cache.get(key)
-        old_lines = cached[2] if cached is not None else {}
+        old = _index_cache.get(self._cache_key())
+        old_lines = old.lines if old is not None else {}
         lines: dict[str, tuple[ModelEntry, str]] = {}
         for mid, entry in entries.items():
             hit = old_lines.get(mid)
             lines[mid] = hit if hit is not None and hit[0] is entry else (entry, entry_line(entry))
         data = encode_index([line for _, line in lines.values()])
         atomic_write(self.index_path, data, durable=durable)
-        _remember(key, (data, IndexDoc(dict(entries)), lines))
+        _remember(self._cache_key(), _Seen(data, IndexDoc(dict(entries)), set(entries) if entries else None, True, lines))
 
     def _write_or_raise(self, entries: dict[str, ModelEntry]) -> None:
         try:
@@ -382,9 +408,20 @@ class ModelLibrary:
         return entries
 
     def check_id_free(self, model_id: str, entries: dict[str, ModelEntry] | None = None) -> None:
-        """LibraryError ``duplicate-model-id`` if ``model_id`` already names an existing file here."""
+        """LibraryError ``duplicate-model-id`` if ``model_id`` already names an existing file here.
+
+        Without ``entries``, an early check on the index as this process last saw it (read if it
+        saw none); ``save_model`` checks again under the lock (``prepare_add``).
+        """
         if entries is None:
+            seen = _index_cache.get(self._cache_key())
             try:
+                if seen is None:
+                    data = read_index_bytes(self.index_path)
+                    seen = None if data is None else self._seen(data)
+                ids = None if seen is None else seen.appendable()
+                if seen is None or (ids is not None and model_id not in ids):
+                    return
                 doc = self._read()
             except IndexUnusable:
                 return  # checked again under the lock, on the rebuilt index
@@ -397,10 +434,47 @@ class ModelLibrary:
                 code="duplicate-model-id",
             )
 
-    def record(self, entries: dict[str, ModelEntry], entry: ModelEntry, *, durable: bool) -> bool:
-        """Index a published file's entry; never raises (the file is the truth): False and a warning on failure."""
+    def prepare_add(self, model_id: str) -> _Seen | dict[str, ModelEntry]:
+        """Before publishing a new file (the caller holds the lock): check its id is free, get ready to index it.
+
+        The usual case, a fresh id and an index whose top level a line can be appended to, gives
+        the cache entry of the index (no entry validated or encoded: a save's cost stays flat as
+        the folder grows, also in a fresh process; an entry damaged by hand stays as it is until
+        the next read reconciles it); otherwise the entries as ``indexed()`` gives them, which
+        repairs what damage it finds. Raises LibraryError ``duplicate-model-id``.
+        """
         try:
-            self._write({**entries, entry.model_id: entry}, durable=durable)
+            data = read_index_bytes(self.index_path)
+        except IndexUnusable:
+            data = None
+        if data is not None:
+            seen = self._seen(data)
+            ids = seen.appendable()
+            if ids is not None and model_id not in ids and not (seen.doc is not None and seen.doc.dropped):
+                return seen  # entries this process has not validated are left for the next reader to reconcile
+        entries = self.indexed()
+        self.check_id_free(model_id, entries)
+        return entries
+
+    def record(self, base: _Seen | dict[str, ModelEntry], entry: ModelEntry, *, durable: bool) -> bool:
+        """Index a published file's entry on ``base`` (``prepare_add``, ``indexed``); never raises (the file is the truth).
+
+        False and a warning on failure.
+        """
+        try:
+            if isinstance(base, _Seen):
+                assert base.ids is not None, "prepare_add gives only appendable indexes"
+                line = entry_line(entry)
+                data = append_entry(base.data, line)
+                atomic_write(self.index_path, data, durable=durable)
+                doc, lines = base.doc, base.lines
+                if doc is not None:  # keep what is known of it, so that a reader in this process need not parse again
+                    complete = len(lines) == len(doc.entries)
+                    doc = IndexDoc({**doc.entries, entry.model_id: entry}, dict(doc.dropped), doc.layout)
+                    lines = {**lines, entry.model_id: (entry, line)} if complete else {}
+                _remember(self._cache_key(), _Seen(data, doc, {*base.ids, entry.model_id}, True, lines))
+            else:
+                self._write({**base, entry.model_id: entry}, durable=durable)
         except Exception as e:  # the model is published: any failure here is only the cache's
             logger.warning(
                 "%s is saved, but the index %s could not be updated (%s); the next listing of the folder will index it",
@@ -507,7 +581,7 @@ class ModelLibrary:
         return report
 
 
-def _remember(key: str, value: tuple[bytes, IndexDoc, dict[str, tuple[ModelEntry, str]]]) -> None:
+def _remember(key: str, value: _Seen) -> None:
     with _caches_mutex:
         _index_cache.pop(key, None)
         if len(_index_cache) >= _CACHED_FOLDERS:

@@ -314,6 +314,58 @@ def encode_index(lines: list[str]) -> bytes:
     return ('{\n  "version": 2,\n  "models": {\n    ' + ",\n    ".join(lines) + "\n  }\n}\n").encode("ascii")
 
 
+def _skip_blanks_back(data: bytes, i: int) -> int:
+    """The index of the last non-blank byte at or before ``i`` (-1 if none): JSON's four blanks, no copy."""
+    while i >= 0 and data[i] in b" \t\r\n":
+        i -= 1
+    return i
+
+
+def _models_end(data: bytes) -> int | None:
+    """Where the ``models`` object's closing brace is, if the text ends with it and the top level's (else None)."""
+    i = _skip_blanks_back(data, len(data) - 1)
+    if i < 0 or data[i] != ord("}"):
+        return None
+    i = _skip_blanks_back(data, i - 1)
+    return i if i >= 0 and data[i] == ord("}") else None
+
+
+def appendable_ids(data: bytes) -> set[str] | None:
+    """The model ids of an index a save can extend by appending its line (``append_entry``), else None.
+
+    The JSON is parsed (at C speed) but the entries are not validated: a save adds its own entry
+    and leaves the others as they are (readers reconcile a damaged index). Appendable means: the
+    top level is exactly ``{"version": 2, "models": {...}}`` in that order, ``models`` a non-empty
+    object, and nothing but blanks after the two closing braces — whoever wrote it (the app's
+    ``indent=2`` or our one line per entry).
+    """
+    if len(data) > MAX_INDEX_BYTES:
+        return None
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    if type(doc) is not dict or list(doc) != ["version", "models"] or type(doc["version"]) is not int or doc["version"] != 2:
+        return None
+    models = doc["models"]
+    if type(models) is not dict or not models or _models_end(data) is None:
+        return None
+    return set(models)
+
+
+def append_entry(data: bytes, line: str) -> bytes:
+    """``data`` (appendable: see ``appendable_ids``) with the entry ``line`` added last to ``models``.
+
+    The top level's last member is ``models``, an object, so the last brace but one closes it:
+    the new member goes after its last value. On a file we wrote, this gives exactly
+    ``encode_index`` of the lines plus ``line``.
+    """
+    end = _models_end(data)
+    assert end is not None, "append_entry needs an appendable index"
+    last = _skip_blanks_back(data, end - 1) + 1
+    return b"".join((memoryview(data)[:last], b",\n    ", line.encode("ascii"), b"\n  ", memoryview(data)[end:]))
+
+
 # --- the file ---------------------------------------------------------------------------------------
 
 
@@ -345,16 +397,15 @@ def read_index_bytes(path: str | os.PathLike[str]) -> bytes | None:
             raise IndexUnusable("it is not a regular file")
         if st.st_size > MAX_INDEX_BYTES:
             raise IndexUnusable(f"{st.st_size} bytes; the limit is {MAX_INDEX_BYTES} (FORMAT.md §8)")
-        chunks = []
-        total = 0
-        while total <= MAX_INDEX_BYTES:
-            chunk = os.read(fd, min(1 << 20, MAX_INDEX_BYTES + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
+        chunks = [os.read(fd, st.st_size + 1)]  # one call for the whole file, as a rule
+        total = len(chunks[0])
+        while chunks[-1] and total <= MAX_INDEX_BYTES:  # it grew or the read was short: bounded all the same
+            chunks.append(os.read(fd, min(1 << 20, MAX_INDEX_BYTES + 1 - total)))
+            total += len(chunks[-1])
     except OSError as e:
         raise IndexUnusable(e.strerror or str(e)) from e
     finally:
         os.close(fd)
-    return b"".join(chunks)
+    if total > MAX_INDEX_BYTES:
+        raise IndexUnusable(f"over {MAX_INDEX_BYTES} bytes; the limit (FORMAT.md §8)")
+    return chunks[0] if len(chunks) == 2 else b"".join(chunks)  # 2: the whole file, then end of file

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 import distillgan
-from distillgan import LibraryError, ModelLibrary, ModelMetadata, delete_model, save_model
+from distillgan import LibraryError, ModelLibrary, ModelMetadata, catalog, delete_model, save_model
 from distillgan.catalog import INDEX_NAME, LOCK_NAME, MAX_INDEX_BYTES
 
 TEMP_SUFFIX = ".distillgan-tmp"
@@ -238,6 +238,8 @@ def test_hand_edited_index_is_rebuilt_and_saves_keep_working(tmp_path: Path, edi
     assert set(_raw_ids(tmp_path)) == {"one", "two"}  # the fix was written under the lock
     (tmp_path / INDEX_NAME).write_bytes(text.encode("utf-8", "surrogatepass"))
     _save(tmp_path, "Three", model_id="three")  # a save on top of the damage: no error after publishing
+    assert "three" in _raw_ids(tmp_path)  # appended to what was there, or written into a rebuilt index
+    assert {e.model_id for e in ModelLibrary(tmp_path).list_all()} == {"one", "two", "three"}  # the next reader repairs
     assert set(_raw_ids(tmp_path)) == {"one", "two", "three"} and _app_count(tmp_path, caplog) == 3
 
 
@@ -457,7 +459,38 @@ def test_killed_saves_temporary_file_is_reported_then_removed_whatever_its_age(t
     assert all((tmp_path / name).read_bytes() == data for name, data in own.items())
 
 
-# --- threads ------------------------------------------------------------------------------------------------
+# --- 14.5: the cost of a save does not grow with the folder (operations counted) ---------------------------
+
+
+def test_a_save_parses_lists_and_encodes_nothing_it_already_knows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(40):
+        _save(tmp_path, "Same name", model_id=f"m{i}")
+    counts = dict.fromkeys(("parse", "light", "listdir", "probe", "line", "lexists"), 0)
+
+    def counting(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(catalog, "parse_index", counting("parse", catalog.parse_index))
+    monkeypatch.setattr(catalog, "appendable_ids", counting("light", catalog.appendable_ids))
+    monkeypatch.setattr(catalog, "entry_line", counting("line", catalog.entry_line))
+    monkeypatch.setattr(ModelLibrary, "_listdir", counting("listdir", ModelLibrary._listdir))
+    monkeypatch.setattr(ModelLibrary, "_probe", counting("probe", ModelLibrary._probe))
+    monkeypatch.setattr(os.path, "lexists", counting("lexists", os.path.lexists))
+    for i in range(10):
+        _save(tmp_path, "Same name", model_id=f"n{i}")
+    assert counts == {"parse": 0, "light": 0, "listdir": 0, "probe": 0, "line": 10, "lexists": counts["lexists"]}
+    assert counts["lexists"] <= 10 * 16  # free-name search: O(log n) per save, not one per same-named model
+
+    catalog._index_cache.clear()  # as a fresh process: the index is parsed once, no entry validated or encoded
+    counts.update(dict.fromkeys(counts, 0))
+    _save(tmp_path, "Same name", model_id="fresh")
+    assert (counts["parse"], counts["light"], counts["line"], counts["listdir"], counts["probe"]) == (0, 1, 1, 0, 0)
+    assert len(_raw_ids(tmp_path)) == 51
+    data = (tmp_path / INDEX_NAME).read_bytes()  # the appended lines give the very bytes a full encoding gives
+    assert data == catalog.encode_index([catalog.entry_line(e) for e in catalog.parse_index(data).entries.values()])
 
 
 def test_threads_of_one_process_share_the_folder_lock(tmp_path: Path) -> None:
