@@ -110,32 +110,27 @@ def test_index_link_is_never_followed(tmp_path: Path) -> None:
     assert json.loads(outside.read_text()) == decoy
 
 
-def test_temporary_files_never_follow_a_planted_link(tmp_path: Path) -> None:
-    """Creation is O_CREAT|O_EXCL (and O_NOFOLLOW): a link at the name, dangling or not, is refused."""
-    from distillgan.locks import create_temporary
+def test_temporary_files_never_follow_a_planted_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Creation is O_CREAT|O_EXCL|O_NOFOLLOW: a link at the name, dangling or not, is refused and another name taken."""
+    from distillgan.locks import create_temporary, discard_temporary
 
     folder = tmp_path / "models"
     folder.mkdir()
     outside = tmp_path / "created-outside"
+    _symlink(outside, tmp_path / "probe")  # skips where links are unavailable
     real_open = os.open
     planted: list[str] = []
 
     def plant_then_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if str(path).endswith(TEMP_SUFFIX) and not planted:  # an attacker who guessed the random name
+        if str(path).endswith(TEMP_SUFFIX) and not planted:  # an attacker who guessed the random name, just in time
             planted.append(str(path))
             os.symlink(outside, path)
         return real_open(path, flags, *args, **kwargs)
 
-    os.open = plant_then_open  # type: ignore[assignment]
-    try:
-        if not hasattr(os, "symlink"):
-            pytest.skip("no symbolic links")
-        _fd, path = create_temporary(folder, "x")
-    finally:
-        os.open = real_open  # type: ignore[assignment]
-    from distillgan.locks import discard_temporary
-
-    assert planted and path != planted[0] and not outside.exists() and os.path.islink(planted[0])
+    monkeypatch.setattr(os, "open", plant_then_open)
+    _fd, path = create_temporary(folder, "x")
+    monkeypatch.undo()
+    assert planted and path != planted[0] and os.path.islink(planted[0]) and not outside.exists()
     discard_temporary(path)
 
 
