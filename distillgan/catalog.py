@@ -1,360 +1,617 @@
-"""The model library folder and its index, ``model_library.json``.
+"""The model library folder: the ``.distillgan`` files and the index that lists them.
 
-The ``.distillgan`` files are the truth; the index is a cache of their
-metadata that ``repair_index`` can always rebuild from the manifests. Every
-change to the index happens under a cross-process file lock and is written
-atomically (temporary file, fsync, rename), so concurrent processes lose
-nothing and a crash leaves the old index or the new one.
+The files are the truth; the index ``model_library.json`` (its format: ``index.py``) is a hint
+that lets a listing skip opening every file, kept in the layout the app reads. The rules:
+
+* **Reconciled on read.** Every read compares the index with the folder: entries whose file is
+  gone are dropped, published files the index lacks (a save killed between its file and its
+  entry) are indexed from their own manifests, invalid entries are dropped and their files
+  indexed again. When something changed and the folder's lock is free, the fix is written under
+  the lock; otherwise (read-only folder, lock busy or planted) it lives in memory only. A read
+  never waits for the lock, never creates it in a folder it cannot write, never rewrites an
+  index that is already right.
+* **Model ids.** The file that the index lists under an id keeps it; another file claiming the
+  same id (a copy, a file dropped into the folder) is reported invalid with
+  ``duplicate-model-id``. When no listed file claims it (no usable index), the file that has been
+  in place longest keeps it (earliest ``st_ctime``, then name). Several entries naming one file are
+  settled by that file's manifest. ``delete_model`` deletes a file only after its manifest
+  confirms the id (LibraryError ``index-mismatch`` otherwise).
+* **Writes** happen under the cross-process folder lock (``locks.py``: never a link, re-entrant
+  in a process) and replace the index atomically (temporary file, rename). A save's index write
+  is not fsynced: its entry can always be derived again from the model file, which is (the app
+  never fsyncs its index either); deletes, repairs, vocoder updates and ``add_entry``/``remove``
+  are. A save adds its entry by appending one line to the index's text (``prepare_add``: no
+  entry validated or re-encoded); the process remembers the bytes it last read or wrote, so an
+  unchanged index is not parsed again. What still grows with the folder is copying the file
+  once per save (about 530 bytes per model), which keeping ``model_library.json`` whole and
+  atomically replaced for the app requires.
+* **Pickle-era files** (the app's own v1.1 models) cannot be read without unpickling: their
+  entries are kept as listed while their file exists (``RepairReport.legacy``), never deleted
+  by ``delete_model``, and never win an id from a file we can read.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import logging
 import os
-import tempfile
+import stat
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import filelock
+from .errors import DistillganError, InputError, LegacyFormatError, LibraryError
+from .index import (
+    INDEX_NAME,
+    INDEX_VERSION,
+    LEGACY_FILE_EXTENSION,
+    MAX_INDEX_BYTES,
+    MODEL_FILE_EXTENSION,
+    IndexDoc,
+    IndexUnusable,
+    InvalidEntry,
+    ModelEntry,
+    VocoderInfo,
+    append_entry,
+    appendable_ids,
+    copy_entry,
+    encode_index,
+    entry_line,
+    is_text,
+    normalized,
+    parse_index,
+    read_index_bytes,
+)
+from .locks import (
+    LOCK_NAME,
+    LOCK_TIMEOUT_S,
+    abandoned_size,
+    create_temporary,
+    discard_temporary,
+    folder_locked,
+    release_temporary,
+    remove_abandoned,
+)
+from .values import INT_MAX, INT_MIN
 
-from .errors import DistillganError, LibraryError
-from .manifest import METADATA_SCHEMA, check_field
+__all__ = [  # what other modules and the tests use; the public API is re-exported by __init__
+    "INDEX_NAME",
+    "INDEX_VERSION",
+    "LEGACY_FILE_EXTENSION",
+    "LOCK_NAME",
+    "LOCK_TIMEOUT_S",
+    "MAX_INDEX_BYTES",
+    "MODEL_FILE_EXTENSION",
+    "ModelEntry",
+    "ModelLibrary",
+    "RepairReport",
+    "VocoderInfo",
+    "atomic_write",
+    "entry_from_manifest",
+    "fsync_dir",
+    "vocoder_info",
+]
 
-MODEL_FILE_EXTENSION = ".distillgan"
-LEGACY_FILE_EXTENSION = ".distill"
-INDEX_NAME = "model_library.json"
-LOCK_NAME = ".model_library.lock"
-INDEX_VERSION = 2  # 1: the seed app's index (entries without "vocoder")
-LOCK_TIMEOUT_S = 120.0
-STALE_TEMP_S = 3600.0  # a save writes its temporary file continuously; an hour of silence means it died
+logger = logging.getLogger(__name__)
 
-
-@dataclass
-class VocoderInfo:
-    """Summary of a bundled vocoder, from its training metadata."""
-
-    type: str
-    epochs: int | None = None
-    final_loss: float | None = None
-    training_date: str = ""
-
-
-@dataclass
-class ModelEntry:
-    """One model in the index: its metadata plus where the file is."""
-
-    model_id: str
-    name: str
-    file_path: str  # a bare file name inside the models folder
-    file_size_bytes: int = 0
-    description: str = ""
-    dataset_name: str = ""
-    dataset_file_count: int = 0
-    dataset_total_duration_s: float = 0.0
-    training_date: str = ""
-    save_date: str = ""
-    training_epochs: int = 0
-    final_train_loss: float | None = 0.0
-    final_val_loss: float | None = 0.0
-    has_analysis: bool = False
-    n_active_components: int = 0
-    tags: list[str] = field(default_factory=list)
-    vocoder: VocoderInfo | None = None
+_CACHED_FOLDERS = 16
+_CACHED_PROBES = 4096
 
 
 @dataclass
 class RepairReport:
-    """What ``repair_index`` found: ids added and removed, files skipped and why."""
+    """What a repair (or a read that reconciled the index) found.
 
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    invalid: dict[str, str] = field(default_factory=dict)  # file name -> error code
-    ignored: list[str] = field(default_factory=list)  # legacy and other non-archive files
-    cleaned: list[str] = field(default_factory=list)  # temporary files left by interrupted saves
-    reason: str = ""  # why the repair ran, when it ran by itself
+    Unpacks like the app's ``repair_index()`` result: ``removed, added = library.repair_index()``
+    gives the two counts.
+    """
+
+    added: list[str] = field(default_factory=list)  # model ids indexed from their files
+    removed: list[str] = field(default_factory=list)  # model ids dropped (file gone, or the entry did not match its file)
+    invalid: dict[str, str] = field(default_factory=dict)  # file name -> error code (duplicate-model-id included)
+    ignored: list[str] = field(default_factory=list)  # other files (repair only)
+    cleaned: list[str] = field(default_factory=list)  # abandoned temporary files removed (repair only)
+    legacy: list[str] = field(default_factory=list)  # pickle-era files kept as the index lists them (repair only)
+    abandoned: dict[str, int] = field(default_factory=dict)  # abandoned temporary files left in place (reads): name -> bytes
+    reason: str = ""  # why the index was rebuilt, when it was
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((len(self.removed), len(self.added)))
+
+    def has_news(self) -> bool:
+        return bool(self.added or self.removed or self.invalid or self.abandoned or self.reason)
 
 
 def vocoder_info(vocoder_state: Any) -> VocoderInfo | None:
-    """VocoderInfo from a manifest's raw ``vocoder_state`` (absent or mistyped stats become None)."""
+    """VocoderInfo from a manifest's raw ``vocoder_state``, with the app's defaults for what is absent or mistyped."""
     if vocoder_state is None:
         return None
-    if not isinstance(vocoder_state, dict):
-        return VocoderInfo(type="")
-    tm = vocoder_state.get("training_metadata")
+    vs = vocoder_state if isinstance(vocoder_state, dict) else {}
+    tm = vs.get("training_metadata")
     tm = tm if isinstance(tm, dict) else {}
+    kind = vs.get("type", "hifigan_v2")
     epochs = tm.get("epochs", tm.get("epoch"))
     loss = tm.get("final_loss", tm.get("loss"))
     date = tm.get("training_date")
-    kind = vocoder_state.get("type")
     return VocoderInfo(
-        type=kind if isinstance(kind, str) else "",
-        epochs=epochs if type(epochs) is int else None,
-        final_loss=float(loss) if isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss) else None,
-        training_date=date if isinstance(date, str) else "",
+        type=kind if is_text(kind) else "hifigan_v2",
+        epochs=epochs if type(epochs) is int and INT_MIN <= epochs <= INT_MAX else 0,
+        final_loss=float(loss) if type(loss) is float or (type(loss) is int and INT_MIN <= loss <= INT_MAX) else 0.0,
+        training_date=date if is_text(date) else "",
     )
 
 
 def entry_from_manifest(manifest: dict[str, Any], file_name: str, size: int) -> ModelEntry:
-    meta: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in manifest["metadata"].items()}
-    return ModelEntry(file_path=file_name, file_size_bytes=size, vocoder=vocoder_info(manifest["vocoder_state"]), **meta)
+    """The index entry of a model file, from its (validated) manifest; null losses become the app's 0.0."""
+    m = manifest["metadata"]
+    return ModelEntry(
+        model_id=m["model_id"],
+        name=m["name"],
+        description=m["description"],
+        file_path=file_name,
+        file_size_bytes=size,
+        dataset_name=m["dataset_name"],
+        dataset_file_count=m["dataset_file_count"],
+        dataset_total_duration_s=float(m["dataset_total_duration_s"]),
+        training_date=m["training_date"],
+        save_date=m["save_date"],
+        training_epochs=m["training_epochs"],
+        final_train_loss=0.0 if m["final_train_loss"] is None else float(m["final_train_loss"]),
+        final_val_loss=0.0 if m["final_val_loss"] is None else float(m["final_val_loss"]),
+        has_analysis=m["has_analysis"],
+        n_active_components=m["n_active_components"],
+        tags=list(m["tags"]),
+        vocoder=vocoder_info(manifest["vocoder_state"]),
+    )
 
 
-def _entry_from_json(raw: Any) -> ModelEntry:
-    """Validate one index entry (the index may be hand-edited: trust nothing)."""
-    if not isinstance(raw, dict):
-        raise ValueError("entry is not an object")
-    known = {f.name for f in fields(ModelEntry)}
-    data = {k: v for k, v in raw.items() if k in known}
-    for name in ("model_id", "file_path"):
-        if not isinstance(data.get(name), str) or not data[name]:
-            raise ValueError(f"entry field {name!r} missing or not a non-empty string")
-    if not isinstance(data.get("name"), str):
-        raise ValueError("entry field 'name' missing or not a string")
-    fp = data["file_path"]
-    if fp != os.path.basename(fp) or "/" in fp or "\\" in fp or fp in (".", "..") or not fp.endswith(MODEL_FILE_EXTENSION):
-        raise ValueError(f"entry file_path {fp!r} is not a .distillgan file name inside the folder")
-    for name, (kind, nullable) in METADATA_SCHEMA.items():
-        if name in data:
-            check_field(data[name], kind, nullable, f"entry.{name}")
-    if not isinstance(data.get("file_size_bytes", 0), int):
-        raise ValueError("file_size_bytes is not an int")
-    voc = data.get("vocoder")
-    if voc is not None:
-        if not isinstance(voc, dict) or not isinstance(voc.get("type"), str):
-            raise ValueError("vocoder is not an object with a type")
-        data["vocoder"] = VocoderInfo(**{k: voc[k] for k in ("type", "epochs", "final_loss", "training_date") if k in voc})
-    return ModelEntry(**data)
+@dataclass
+class _Seen:
+    """What this process last read from, or wrote to, one index file; valid while the file holds ``data``."""
+
+    data: bytes
+    doc: IndexDoc | None = None  # its validated entries, once something needed them
+    ids: set[str] | None = None  # its model ids, when a save may append to it (index.appendable_ids)
+    checked: bool = False  # whether ``ids`` was worked out
+    lines: dict[str, tuple[ModelEntry, str]] = field(default_factory=dict)  # encoded lines of doc's entries, by id
+
+    def appendable(self) -> set[str] | None:
+        if not self.checked:
+            self.ids, self.checked = appendable_ids(self.data), True
+        return self.ids
+
+
+# In-process caches: what each index file last held, and what each model file's manifest says
+# (keyed by its identity, so a changed file is read again).
+_index_cache: dict[str, _Seen] = {}
+_Probe = tuple[ModelEntry | None, str, bool, tuple[int, str]]  # entry, error code, legacy?, (ctime, name) order
+_probe_cache: dict[tuple[str, int, int, int, int, int], _Probe] = {}
+_caches_mutex = threading.Lock()  # threads of a process share the caches
+
+
+def _model_names(names: list[str]) -> list[str]:
+    """The published model files among ``names`` (hidden files, temporary files included, are never models)."""
+    return [n for n in names if n.endswith(MODEL_FILE_EXTENSION) and not n.startswith(".")]
 
 
 class ModelLibrary:
-    """The models folder: ``*.distillgan`` files and the index that lists them.
+    """The models folder: ``*.distillgan`` files and the index that lists them (the app's API).
 
-    Reads never block; every change takes the folder's file lock. If the
-    index is missing entries, unreadable or hand-edited into something
-    invalid, it is rebuilt from the files and ``last_repair`` says what was
-    found.
+    ``list_all``, ``search``, ``count``, ``get`` and ``repair_index`` behave as the app's
+    ``ModelLibrary`` does, on an index reconciled with the folder (see the module docstring);
+    they work in a read-only folder. After a read, ``last_repair`` says what reconciliation
+    found (None when nothing): files indexed or dropped, invalid files, abandoned temporary
+    files, and why the index was rebuilt.
     """
 
     def __init__(self, models_dir: str | os.PathLike[str]) -> None:
         self.models_dir = Path(models_dir)
         self.index_path = self.models_dir / INDEX_NAME
         self.last_repair: RepairReport | None = None
-        # one lock object per library: re-entrant, so nested changes do not deadlock
-        self._lock = filelock.FileLock(str(self.models_dir / LOCK_NAME), timeout=LOCK_TIMEOUT_S)
 
-    # -- locking and raw index I/O --
+    # -- the lock and the raw index ------------------------------------------------------------------
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the folder's cross-process lock (re-entrant within a process)."""
-        self.models_dir.mkdir(parents=True, exist_ok=True)
+    def locked(self, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the folder's cross-process lock (re-entrant within a process); see ``locks.folder_locked``."""
+        with folder_locked(self.models_dir, timeout):
+            yield
+
+    def _cache_key(self) -> str:
+        return os.path.abspath(self.index_path)
+
+    def _seen(self, data: bytes) -> _Seen:
+        """The cache entry for the index holding ``data`` (a new one if the file changed)."""
+        key = self._cache_key()
+        seen = _index_cache.get(key)
+        if seen is None or seen.data != data:
+            seen = _Seen(data)
+            _remember(key, seen)
+        return seen
+
+    def _read(self) -> IndexDoc | None:
+        """The index as parsed (None when there is none); IndexUnusable when it cannot be used. Never mutate it."""
+        data = read_index_bytes(self.index_path)
+        if data is None:
+            return None
+        seen = self._seen(data)
+        if seen.doc is None:
+            seen.doc = parse_index(data)
+        return seen.doc
+
+    def _write(self, entries: dict[str, ModelEntry], *, durable: bool) -> None:
+        """Replace the index with ``entries`` (the caller holds the lock); OSError or LibraryError on failure."""
+        old = _index_cache.get(self._cache_key())
+        old_lines = old.lines if old is not None else {}
+        lines: dict[str, tuple[ModelEntry, str]] = {}
+        for mid, entry in entries.items():
+            hit = old_lines.get(mid)
+            lines[mid] = hit if hit is not None and hit[0] is entry else (entry, entry_line(entry))
+        data = encode_index([line for _, line in lines.values()])
+        atomic_write(self.index_path, data, durable=durable)
+        _remember(self._cache_key(), _Seen(data, IndexDoc(dict(entries)), set(entries) if entries else None, True, lines))
+
+    def _write_or_raise(self, entries: dict[str, ModelEntry]) -> None:
         try:
-            with self._lock:
-                yield
-        except filelock.Timeout as e:
-            raise LibraryError(
-                f"another process has held {self.models_dir / LOCK_NAME} for {LOCK_TIMEOUT_S:.0f} s", code="lock-timeout"
-            ) from e
+            self._write(entries, durable=True)
+        except OSError as e:
+            raise LibraryError(f"cannot write {str(self.index_path)!r}: {e.strerror or e}", code="folder-unwritable") from e
 
-    def _read_raw(self) -> dict[str, ModelEntry]:
-        """Parse the index; ValueError when it is corrupt, {} when absent."""
+    def _listdir(self) -> list[str]:
         try:
-            text = self.index_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        data = json.loads(text)
-        if not isinstance(data, dict) or data.get("version") not in (1, INDEX_VERSION):
-            raise ValueError("index is not an object with version 1 or 2")
-        models = data.get("models")
-        if isinstance(models, dict):
-            models = list(models.values())
-        if not isinstance(models, list):
-            raise ValueError("index has no list of models")
-        out: dict[str, ModelEntry] = {}
-        for raw in models:
-            entry = _entry_from_json(raw)
-            if entry.model_id in out:
-                raise ValueError(f"model id {entry.model_id!r} appears twice")
-            out[entry.model_id] = entry
-        return out
+            return sorted(os.listdir(self.models_dir))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
 
-    def _write_raw(self, entries: dict[str, ModelEntry]) -> None:
-        doc = {
-            "version": INDEX_VERSION,
-            "models": [asdict(e) for e in sorted(entries.values(), key=lambda e: (e.save_date, e.model_id))],
-        }
-        data = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=True).encode("utf-8")
-        atomic_write(self.index_path, data)
-
-    def _model_files(self) -> set[str]:
-        """Names of the published model files (hidden temporary files excluded)."""
-        try:
-            names = os.listdir(self.models_dir)
-        except FileNotFoundError:
-            return set()
-        return {n for n in names if n.endswith(MODEL_FILE_EXTENSION) and not n.startswith(".")}
-
-    def _entries(self) -> dict[str, ModelEntry]:
-        """The index, reconciled with the folder.
-
-        A published file is the commit point of a save, and removing the
-        entry is the commit point of a delete, so after a crash the index
-        can only lack entries for files that exist (never list a missing
-        file). Such files are indexed here, under the lock, from their
-        manifests; entries whose file vanished by hand are dropped.
-        """
-        try:
-            entries = self._read_raw()
-        except (ValueError, OSError, TypeError):
-            entries = None
-        if entries is not None and {e.file_path for e in entries.values()} == self._model_files():
-            return entries
-        with self.locked():
-            try:
-                entries = self._read_raw()
-            except (ValueError, OSError, TypeError) as e:
-                report = self.repair_index()
-                report.reason = f"index unreadable ({e}); rebuilt from the model files"
-                self.last_repair = report
-                return self._read_raw()
-            files = self._model_files()
-            changed = False
-            for model_id, entry in list(entries.items()):
-                if entry.file_path not in files:
-                    del entries[model_id]
-                    changed = True
-            known = {e.file_path for e in entries.values()}
-            for name in sorted(files - known):
-                found = self._entry_for_file(name)
-                if found is not None and found.model_id not in entries:
-                    entries[found.model_id] = found
-                    changed = True
-            if changed:
-                self._write_raw(entries)
-            return entries
-
-    def _entry_for_file(self, name: str) -> ModelEntry | None:
+    def _probe(self, name: str) -> _Probe:
+        """What the file ``name`` says of itself: its entry, or the error code and whether it is pickle-era."""
         from .archive import open_archive
 
+        path = os.path.join(self.models_dir, name)
         try:
-            with open_archive(self.models_dir / name) as archive:
-                return entry_from_manifest(archive.manifest, name, archive.size)
-        except DistillganError:
-            return None
+            st = os.stat(path)
+        except OSError:
+            return None, "not-found", False, (0, name)
+        key = (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        hit = _probe_cache.get(key)
+        if hit is not None:
+            return hit
+        order = (st.st_ctime_ns, name)
+        result: _Probe
+        try:
+            with open_archive(path) as archive:
+                result = (entry_from_manifest(archive.manifest, name, archive.size), "", False, order)
+        except LegacyFormatError as e:
+            result = (None, e.code, True, order)
+        except DistillganError as e:
+            result = (None, e.code, False, order)
+        with _caches_mutex:
+            if len(_probe_cache) >= _CACHED_PROBES:
+                _probe_cache.clear()
+            _probe_cache[key] = result
+        return result
 
-    # -- public API --
+    # -- reconciliation ---------------------------------------------------------------------------------
 
-    def add_entry(self, entry: ModelEntry) -> None:
-        """Add or replace the entry with ``entry.model_id``."""
-        with self.locked():
-            entries = self._entries()
-            entries[entry.model_id] = entry
-            self._write_raw(entries)
+    def _scan(self, names: list[str], priors: dict[str, ModelEntry], report: RepairReport) -> dict[str, ModelEntry]:
+        """Entries for the files in ``names`` from their manifests; ``priors`` (a usable index) settles ids.
 
-    def add_new_entry(self, entry: ModelEntry) -> None:
-        """Add ``entry`` unless its id already names another existing file (LibraryError duplicate-model-id)."""
-        with self.locked():
+        A pickle-era file that ``priors`` lists (alone) keeps its entry, unverified. Files that
+        are invalid, or that claim an id another file keeps, go to ``report.invalid``.
+        """
+        present = set(names)
+        listed: dict[str, list[ModelEntry]] = {}
+        for e in priors.values():
+            listed.setdefault(e.file_path, []).append(e)
+        legacy_listed = [f for f in listed if f.endswith(LEGACY_FILE_EXTENSION) and f in present]
+        claims: dict[str, list[tuple[tuple[int, str], str, ModelEntry]]] = {}
+        kept: list[ModelEntry] = []
+        for name in _model_names(names) + legacy_listed:
+            entry, code, legacy, order = self._probe(name)
+            if entry is not None:
+                claims.setdefault(entry.model_id, []).append((order, name, entry))
+            elif legacy and len(listed.get(name, ())) == 1:
+                kept.append(listed[name][0])
+            else:
+                report.invalid[name] = code
+        fresh: dict[str, ModelEntry] = {}
+        for mid, contenders in sorted(claims.items(), key=lambda kv: min(kv[1])[0]):
+            prior = priors.get(mid)
+            contenders.sort()
+            winner = next((c for c in contenders if prior is not None and c[1] == prior.file_path), contenders[0])
+            for c in contenders:
+                if c is not winner:
+                    report.invalid[c[1]] = "duplicate-model-id"
+            fresh[mid] = winner[2]
+        for e in kept:
+            if e.model_id in fresh:  # a file we can read beats one we cannot
+                report.invalid[e.file_path] = "duplicate-model-id"
+            else:
+                fresh[e.model_id] = e
+                report.legacy.append(e.file_path)
+        ordered = {mid: fresh[mid] for mid in priors if mid in fresh}  # keep the index's order, new ones after
+        ordered.update(fresh)
+        return ordered
+
+    def _reconcile(self, names: list[str]) -> tuple[dict[str, ModelEntry], RepairReport, bool]:
+        """(entries, what was found, whether the index file needs rewriting) for the folder listing ``names``."""
+        report = RepairReport()
+        report.abandoned = {n: s for n in names if (s := abandoned_size(self.models_dir, n)) is not None}
+        try:
+            doc = self._read()
+        except IndexUnusable as e:
+            report.reason = f"index unusable ({e}); rebuilt from the model files"
+            entries = self._scan(names, {}, report)
+            report.added = sorted(entries)
+            return entries, report, True
+        if doc is None:
+            doc = IndexDoc(entries={})
+        present = set(names)
+        entries = {mid: entry for mid, entry in doc.entries.items() if entry.file_path in present}
+        report.removed = [mid for mid in doc.entries if mid not in entries]
+        by_file: dict[str, list[str]] = {}
+        for mid, entry in entries.items():
+            by_file.setdefault(entry.file_path, []).append(mid)
+        for name, ids in by_file.items():
+            if len(ids) > 1:  # several entries name one file: only the one its manifest confirms stays
+                truth = self._probe(name)[0]
+                for mid in ids:
+                    if truth is None or truth.model_id != mid:
+                        del entries[mid]
+                        report.removed.append(mid)
+        indexed = {entry.file_path for entry in entries.values()}
+        orphans = [n for n in _model_names(names) if n not in indexed]
+        if orphans:
+            for mid, entry in self._scan(orphans, {}, report).items():
+                if mid in entries:
+                    report.invalid[entry.file_path] = "duplicate-model-id"
+                else:
+                    entries[mid] = entry
+                    report.added.append(mid)
+        if doc.dropped:
+            first = next(iter(doc.dropped.values()))
+            report.reason = f"{len(doc.dropped)} invalid index entr{'y' if len(doc.dropped) == 1 else 'ies'} dropped ({first}); rebuilt from the model files"
+        dirty = bool(report.added or report.removed or doc.dropped or (doc.layout != "app" and entries))
+        return entries, report, dirty
+
+    def reconciled(self) -> dict[str, ModelEntry]:
+        """The reconciled entries; the fix is written when the lock is free and the folder writable."""
+        entries, report, dirty = self._reconcile(self._listdir())
+        if dirty:
             try:
-                entries = self._read_raw()
-            except (ValueError, OSError, TypeError):
-                entries = self._entries()  # unreadable: rebuilt from the files (this one included)
-            self._check_id_free(entries, entry.model_id, entry.file_path)
-            entries[entry.model_id] = entry
-            self._write_raw(entries)
+                with folder_locked(self.models_dir, timeout=0):
+                    entries, report, dirty = self._reconcile(self._listdir())
+                    if dirty:
+                        self._write(entries, durable=True)
+            except (LibraryError, OSError) as e:
+                level = logging.WARNING if getattr(e, "code", "") == "not-regular-file" else logging.DEBUG
+                logger.log(level, "index of %r reconciled in memory only: %s", str(self.models_dir), e)
+        self.last_repair = report if report.has_news() else None
+        return entries
 
-    def check_id_free(self, model_id: str) -> None:
-        """LibraryError duplicate-model-id if ``model_id`` already names an existing file here."""
-        self._check_id_free(self._entries(), model_id, None)
+    # -- used by persistence (the caller holds the lock) --------------------------------------------------
 
-    def _check_id_free(self, entries: dict[str, ModelEntry], model_id: str, own_file: str | None) -> None:
+    def indexed(self) -> dict[str, ModelEntry]:
+        """The index as it stands: reconciled with the folder only when it is damaged (else that is for reads)."""
+        try:
+            doc = self._read()
+        except IndexUnusable:
+            doc = None
+        else:
+            if doc is None or not doc.dropped:
+                return {} if doc is None else dict(doc.entries)
+        entries, report, _dirty = self._reconcile(self._listdir())
+        self.last_repair = report
+        return entries
+
+    def check_id_free(self, model_id: str, entries: dict[str, ModelEntry] | None = None) -> None:
+        """LibraryError ``duplicate-model-id`` if ``model_id`` already names an existing file here.
+
+        Without ``entries``, an early check on the index as this process last saw it (read if it
+        saw none); ``save_model`` checks again under the lock (``prepare_add``).
+        """
+        if entries is None:
+            seen = _index_cache.get(self._cache_key())
+            try:
+                if seen is None:
+                    data = read_index_bytes(self.index_path)
+                    seen = None if data is None else self._seen(data)
+                ids = None if seen is None else seen.appendable()
+                if seen is None or (ids is not None and model_id not in ids):
+                    return
+                doc = self._read()
+            except IndexUnusable:
+                return  # checked again under the lock, on the rebuilt index
+            entries = {} if doc is None else doc.entries
         old = entries.get(model_id)
-        if old is not None and old.file_path != own_file and (self.models_dir / old.file_path).exists():
+        if old is not None and os.path.lexists(self.models_dir / old.file_path):
             raise LibraryError(
                 f"model id {model_id!r} already names {old.file_path!r} in {str(self.models_dir)!r}; "
                 "save with a fresh ModelMetadata (or model_id='') or delete the old model first",
                 code="duplicate-model-id",
             )
 
+    def prepare_add(self, model_id: str) -> _Seen | dict[str, ModelEntry]:
+        """Before publishing a new file (the caller holds the lock): check its id is free, get ready to index it.
+
+        The usual case, a fresh id and an index whose top level a line can be appended to, gives
+        the cache entry of the index (no entry validated or encoded: a save's cost stays flat as
+        the folder grows, also in a fresh process; an entry damaged by hand stays as it is until
+        the next read reconciles it); otherwise the entries as ``indexed()`` gives them, which
+        repairs what damage it finds. Raises LibraryError ``duplicate-model-id``.
+        """
+        try:
+            data = read_index_bytes(self.index_path)
+        except IndexUnusable:
+            data = None
+        if data is not None:
+            seen = self._seen(data)
+            ids = seen.appendable()
+            if ids is not None and model_id not in ids and not (seen.doc is not None and seen.doc.dropped):
+                return seen  # entries this process has not validated are left for the next reader to reconcile
+        entries = self.indexed()
+        self.check_id_free(model_id, entries)
+        return entries
+
+    def record(self, base: _Seen | dict[str, ModelEntry], entry: ModelEntry, *, durable: bool) -> bool:
+        """Index a published file's entry on ``base`` (``prepare_add``, ``indexed``); never raises (the file is the truth).
+
+        False and a warning on failure.
+        """
+        try:
+            if isinstance(base, _Seen):
+                assert base.ids is not None, "prepare_add gives only appendable indexes"
+                line = entry_line(entry)
+                data = append_entry(base.data, line)
+                atomic_write(self.index_path, data, durable=durable)
+                doc, lines = base.doc, base.lines
+                if doc is not None:  # keep what is known of it, so that a reader in this process need not parse again
+                    complete = len(lines) == len(doc.entries)
+                    doc = IndexDoc({**doc.entries, entry.model_id: entry}, dict(doc.dropped), doc.layout)
+                    lines = {**lines, entry.model_id: (entry, line)} if complete else {}
+                _remember(self._cache_key(), _Seen(data, doc, {*base.ids, entry.model_id}, True, lines))
+            else:
+                self._write({**base, entry.model_id: entry}, durable=durable)
+        except Exception as e:  # the model is published: any failure here is only the cache's
+            logger.warning(
+                "%s is saved, but the index %s could not be updated (%s); the next listing of the folder will index it",
+                entry.file_path, str(self.index_path), e, exc_info=not isinstance(e, (OSError, DistillganError)),
+            )
+            return False
+        return True
+
+    def confirm(self, entry: ModelEntry) -> None:
+        """LibraryError ``index-mismatch`` unless the file ``entry`` names holds that model id (its manifest says)."""
+        truth, code, _legacy, _order = self._probe(entry.file_path)
+        if truth is None:
+            raise LibraryError(
+                f"the index lists {entry.model_id!r} as {entry.file_path!r}, but that file cannot confirm it "
+                f"(it is not a readable .distillgan file: [{code}]); nothing deleted — remove the file by hand if you mean to",
+                code="index-mismatch",
+            )
+        if truth.model_id != entry.model_id:
+            raise LibraryError(
+                f"the index lists {entry.model_id!r} as {entry.file_path!r}, but that file holds model {truth.model_id!r}; "
+                "nothing deleted — run `distillgan repair` to rebuild the index from the files",
+                code="index-mismatch",
+            )
+
+    def drop(self, entries: dict[str, ModelEntry], model_id: str) -> None:
+        """Write the index without ``model_id``, durably; LibraryError ``folder-unwritable`` on failure."""
+        self._write_or_raise({k: v for k, v in entries.items() if k != model_id})
+
+    # -- public API (the app's, and ours) ----------------------------------------------------------------
+
     def get(self, model_id: str) -> ModelEntry | None:
-        return self._entries().get(model_id)
+        """The entry with ``model_id``, or None."""
+        e = self.reconciled().get(model_id)
+        return None if e is None else copy_entry(e)
+
+    def list_all(self, sort_by: str = "save_date", reverse: bool = True) -> list[ModelEntry]:
+        """All entries, sorted by the field ``sort_by`` (newest save first by default), as the app sorts."""
+        return _sorted([copy_entry(e) for e in self.reconciled().values()], sort_by, reverse)
+
+    def search(
+        self, query: str = "", tags: list[str] | None = None, sort_by: str = "save_date", reverse: bool = True
+    ) -> list[ModelEntry]:
+        """Entries whose name or description contains ``query`` (any case) and that carry any of ``tags`` (any case)."""
+        results = list(self.reconciled().values())
+        if query:
+            q = query.lower()
+            results = [e for e in results if q in e.name.lower() or q in e.description.lower()]
+        if tags:
+            wanted = {t.lower() for t in tags}
+            results = [e for e in results if wanted & {t.lower() for t in e.tags}]
+        return _sorted([copy_entry(e) for e in results], sort_by, reverse)
+
+    def count(self) -> int:
+        """The number of models."""
+        return len(self.reconciled())
+
+    def add_entry(self, entry: ModelEntry) -> None:
+        """Add or replace the entry with ``entry.model_id`` (InputError ``invalid-input`` if it cannot be indexed)."""
+        try:
+            entry = normalized(entry)
+        except InvalidEntry as e:
+            raise InputError(str(e), code="invalid-input") from e
+        self.models_dir.mkdir(parents=True, exist_ok=True)  # as the app's add_entry does
+        with self.locked():
+            entries = self.reconciled()
+            entries[entry.model_id] = entry
+            self._write_or_raise(entries)
 
     def remove(self, model_id: str) -> bool:
         """Remove an entry (not its file); False when there was none."""
+        if not self.models_dir.is_dir():
+            return False
         with self.locked():
-            entries = self._entries()
-            if entries.pop(model_id, None) is None:
+            entries = self.reconciled()
+            if model_id not in entries:
                 return False
-            self._write_raw(entries)
+            self.drop(entries, model_id)
             return True
 
-    def list_all(self) -> list[ModelEntry]:
-        """All entries, newest save first."""
-        return sorted(self._entries().values(), key=lambda e: (e.save_date, e.model_id), reverse=True)
-
-    def search(self, query: str = "", tags: list[str] | None = None) -> list[ModelEntry]:
-        """Entries whose name, description or dataset contain ``query`` (any case) and that carry every tag."""
-        q = query.casefold()
-        want = {t.casefold() for t in tags or []}
-        return [
-            e
-            for e in self.list_all()
-            if (not q or q in e.name.casefold() or q in e.description.casefold() or q in e.dataset_name.casefold())
-            and want <= {t.casefold() for t in e.tags}
-        ]
-
     def repair_index(self) -> RepairReport:
-        """Rebuild the index from the ``*.distillgan`` files' manifests (no tensor data is read)."""
-        from .archive import open_archive
+        """Rebuild the index from the files' manifests (no tensor data is read) and remove abandoned temporary files.
 
+        Ids are settled as the module docstring says; pickle-era files the index lists keep
+        their entries. Returns a RepairReport (``removed, added = report`` gives the app's counts).
+        Raises LibraryError ``folder-unwritable`` when the index cannot be written.
+        """
         report = RepairReport()
+        if not self.models_dir.is_dir():
+            return report  # nothing to repair, and nothing is created
         with self.locked():
+            names = self._listdir()
             try:
-                old = self._read_raw()
-            except (ValueError, OSError, TypeError):
-                old = {}
-            fresh: dict[str, ModelEntry] = {}
-            for path in sorted(self.models_dir.iterdir()):
-                name = path.name
-                if name.startswith(".") and name.endswith(".tmp") and _is_stale(path):
-                    try:
-                        path.unlink()
-                        report.cleaned.append(name)
-                    except OSError:
-                        pass
-                    continue
-                if name.startswith(".") or name in (INDEX_NAME,):
-                    continue  # temporary files of saves in progress, the lock, the index
-                if not name.endswith(MODEL_FILE_EXTENSION):
-                    if path.is_file():
-                        report.ignored.append(name)
-                    continue
-                try:
-                    with open_archive(path) as archive:
-                        entry = entry_from_manifest(archive.manifest, name, archive.size)
-                except DistillganError as e:
-                    report.invalid[name] = e.code
-                    continue
-                if entry.model_id in fresh:
-                    report.invalid[name] = "duplicate-model-id"
-                    continue
-                fresh[entry.model_id] = entry
-            report.added = sorted(set(fresh) - set(old))
-            report.removed = sorted(set(old) - set(fresh))
-            self._write_raw(fresh)
+                doc = self._read()
+                priors = {} if doc is None else doc.entries
+            except IndexUnusable as e:
+                priors = {}
+                report.reason = f"index unusable ({e}); rebuilt from the model files"
+            entries = self._scan(names, priors, report)
+            report.added = sorted(set(entries) - set(priors))
+            report.removed = sorted(set(priors) - set(entries))
+            report.ignored = [n for n in names if _is_other_file(self.models_dir, n, set(report.legacy) | set(report.invalid))]
+            report.cleaned = sorted(remove_abandoned(self.models_dir, names))
+            self._write_or_raise(entries)
         return report
 
 
-def _is_stale(path: Path) -> bool:
-    """A temporary file nobody has written to for STALE_TEMP_S: its save was interrupted."""
+def _remember(key: str, value: _Seen) -> None:
+    with _caches_mutex:
+        _index_cache.pop(key, None)
+        if len(_index_cache) >= _CACHED_FOLDERS:
+            _index_cache.pop(next(iter(_index_cache)))
+        _index_cache[key] = value
+
+
+def _is_other_file(folder: Path, name: str, accounted: set[str]) -> bool:
+    """A visible regular file that is neither a model, the index (or the app's backup of it) nor accounted for."""
+    if name.startswith(".") or name.endswith(MODEL_FILE_EXTENSION) or name in (INDEX_NAME, INDEX_NAME + ".bak") or name in accounted:
+        return False
     try:
-        return time.time() - path.stat().st_mtime > STALE_TEMP_S
+        return stat.S_ISREG(os.lstat(folder / name).st_mode)
     except OSError:
         return False
+
+
+def _sorted(entries: list[ModelEntry], sort_by: str, reverse: bool) -> list[ModelEntry]:
+    """The app's sort (``getattr(entry, sort_by, "")``), made total for the one unorderable field, ``vocoder``."""
+    if not isinstance(sort_by, str):
+        raise InputError(f"sort_by: expected a field name, got {type(sort_by).__name__}", code="invalid-input")
+
+    def key(e: ModelEntry) -> Any:
+        if sort_by == "vocoder":
+            v = e.vocoder
+            return () if v is None else (v.type, v.epochs, v.final_loss, v.training_date)
+        return getattr(e, sort_by, "")
+
+    entries.sort(key=key, reverse=reverse)
+    return entries
 
 
 def fsync_dir(path: Path) -> None:
@@ -368,26 +625,30 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temporary file in the same folder, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data``: a new temporary file beside it (locks.py), written, renamed over it.
+
+    The caller holds the folder lock (a repair may otherwise remove the temporary file). ``durable`` fsyncs the file before and the folder after the rename. A link at ``path`` is
+    replaced, never followed. OSError or LibraryError on failure; the temporary file is removed.
+    """
+    fd, tmp = create_temporary(path.parent, path.name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if durable:
+            os.fsync(fd)
+        release_temporary(tmp)
         for attempt in range(50):
             try:
                 os.replace(tmp, path)
                 break
             except PermissionError:  # Windows: a reader has the file open for a moment
-                if attempt == 49:
+                if attempt == 49 or os.name != "nt":
                     raise
                 time.sleep(0.02)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        discard_temporary(tmp)
         raise

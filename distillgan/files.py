@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .archive import Archive, Progress, open_archive, plan_archive
+from .archive import Archive, Progress, open_archive, plan_archive, write_archive
 from .errors import InputError
 from .manifest import coerce_metadata
 from .source import MappedFile, is_url
@@ -78,12 +78,22 @@ def save_file(
 
 
 def _publish_file(plan: Any, target: Path, overwrite: bool, progress: Progress | None) -> Path:
-    from .persistence import _replace, _unlink_quietly, _write_temporary
+    import tempfile
+
+    from .catalog import fsync_dir
+    from .persistence import _replace, _unlink_quietly
 
     folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
-    tmp, _size = _write_temporary(plan, folder, target.stem, progress)
+    # not a model folder's temporary file (no folder lock, no .distillgan-tmp name): mkstemp's O_EXCL and
+    # O_NOFOLLOW, a hidden name, removed unless published
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; a model file is an ordinary readable file
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            write_archive(f, plan, progress=progress)
+            os.fsync(f.fileno())
         if overwrite:
             _replace(tmp, target)
         else:
@@ -97,6 +107,7 @@ def _publish_file(plan: Any, target: Path, overwrite: bool, progress: Progress |
                 os.replace(tmp, target)
     finally:
         _unlink_quietly(tmp)
+    fsync_dir(folder)
     return target
 
 

@@ -12,7 +12,6 @@ import itertools
 import logging
 import os
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
@@ -26,6 +25,7 @@ from . import container as zc
 from .archive import ArchivePlan, Progress, encode_checked, open_archive, plan_archive, plan_member, write_archive
 from .catalog import MODEL_FILE_EXTENSION, ModelLibrary, entry_from_manifest, fsync_dir
 from .errors import DistillganError, InputError, IntegrityError, LibraryError, from_os_error
+from .locks import create_temporary, discard_temporary, release_temporary
 from .manifest import ModelMetadata, coerce_metadata
 from .source import is_url
 from .values import Splitter, dataclass_to_dict
@@ -150,11 +150,41 @@ def _fill_in_place(metadata: Any, name: str, value: Any) -> None:
         setattr(metadata, name, value)
 
 
+def _numbered(models_dir: Path, stem: str, counter: int) -> Path:
+    suffix = "" if counter == 0 else f"_{counter}"
+    return models_dir / f"{stem[: MAX_STEM_CHARS - len(suffix)]}{suffix}{MODEL_FILE_EXTENSION}"
+
+
+def _free_counter(models_dir: Path, stem: str) -> int:
+    """Where to start looking for a free ``<stem>[_N]`` name: the first free one if names are taken from 0 up.
+
+    Doubling then bisection: ~2 log2(n) ``lstat`` calls for n models of one name, where trying
+    each name in turn cost n (issue 14.5). With holes (deleted models) it may skip a free lower
+    number; the no-clobber link that follows is what decides.
+    """
+    if not os.path.lexists(_numbered(models_dir, stem, 0)):
+        return 0
+    taken, free = 0, 1
+    while os.path.lexists(_numbered(models_dir, stem, free)):
+        taken, free = free, free * 2
+    while free - taken > 1:
+        mid = (taken + free) // 2
+        if os.path.lexists(_numbered(models_dir, stem, mid)):
+            taken = mid
+        else:
+            free = mid
+    return free
+
+
 def _publish(tmp: str, models_dir: Path, stem: str) -> Path:
-    """Give the finished temporary file its final name without ever replacing another file."""
-    for counter in itertools.count():
-        suffix = "" if counter == 0 else f"_{counter}"
-        final = models_dir / f"{stem[: MAX_STEM_CHARS - len(suffix)]}{suffix}{MODEL_FILE_EXTENSION}"
+    """Give the finished temporary file its final name without ever replacing another file.
+
+    The caller holds the folder lock: the temporary file is released (closed, unlocked: Windows
+    cannot rename or unlink an open file) and no repair can take it for abandoned meanwhile.
+    """
+    release_temporary(tmp)
+    for counter in itertools.count(_free_counter(models_dir, stem)):
+        final = _numbered(models_dir, stem, counter)
         try:
             os.link(tmp, final)  # atomic and no-clobber: fails if the name is taken
         except FileExistsError:
@@ -185,15 +215,18 @@ def _unlink_quietly(path: str) -> None:
 
 
 def _write_temporary(plan: ArchivePlan, folder: Path, stem: str, progress: Progress | None) -> tuple[str, int]:
-    """Write ``plan`` to a fresh hidden temporary file in ``folder``, fsynced; return its path and size."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".tmp")
+    """Write ``plan`` to a fresh hidden temporary file in ``folder``, fsynced; return its path and size.
+
+    The file (``.<stem>.<pid>.<random>.distillgan-tmp``, mode 0644) stays open and locked until
+    ``_publish`` or ``discard_temporary``, so that a repair knows its writer is alive (locks.py).
+    """
+    fd, tmp = create_temporary(folder, stem)
     try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a published model is an ordinary readable file
-        with os.fdopen(fd, "wb", buffering=0) as f:
+        with os.fdopen(fd, "wb", buffering=0, closefd=False) as f:
             size = write_archive(f, plan, progress=progress)
             os.fsync(f.fileno())
     except BaseException:
-        _unlink_quietly(tmp)
+        discard_temporary(tmp)
         raise
     return tmp, size
 
@@ -275,18 +308,16 @@ def _save_model_file(
     plan = plan_archive(manifest)  # refuses unstorable values before any file is created
     tmp, size = _write_temporary(plan, models_dir, stem, progress)
     try:
-        final = _publish(tmp, models_dir, stem)
+        with library.locked():
+            base = library.prepare_add(meta["model_id"])
+            final = _publish(tmp, models_dir, stem)
+            fsync_dir(models_dir)
+            # Published: from here on nothing raises. The entry comes from the manifest, which was
+            # round-tripped through the reader before writing; the index write is not fsynced
+            # (the file is, and the entry can be derived from it again: catalog.py).
+            library.record(base, entry_from_manifest(plan.raw, final.name, size), durable=False)
     except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    fsync_dir(models_dir)
-    # The manifest was round-tripped through the reader before writing; the entry comes from it.
-    # The index is written once, under the lock, after re-checking the id.
-    entry = entry_from_manifest(plan.raw, final.name, size)
-    try:
-        library.add_new_entry(entry)
-    except LibraryError:
-        os.unlink(final)
+        discard_temporary(tmp)  # nothing if it was published
         raise
     return final
 
@@ -541,12 +572,14 @@ def _update_vocoder(model_path: str | os.PathLike[str], vocoder_state: Mapping[s
         finally:
             archive.close()
         try:
+            release_temporary(tmp)  # we hold the folder lock; Windows cannot rename an open file
             _replace(tmp, path)
         except BaseException:
             _unlink_quietly(tmp)
             raise
         fsync_dir(path.parent)
-        library.add_entry(entry_from_manifest(plan.raw, path.name, size))
+        # Published: the index update only warns if it fails (the next reader reconciles).
+        library.record(library.indexed(), entry_from_manifest(plan.raw, path.name, size), durable=True)
     return path
 
 
@@ -568,10 +601,12 @@ def _replace(tmp: str, path: Path) -> None:
 def delete_model(model_id: str, models_dir: str | os.PathLike[str]) -> bool:
     """Delete a model's ``.distillgan`` file and its index entry; False if the id is unknown.
 
-    The entry goes first, then the file, both under the folder's lock, so the
-    index never lists a missing file. If the file cannot be removed (on
-    Windows, while it is loaded), the entry is restored and
-    :class:`~distillgan.LibraryError` is raised.
+    The index is only a hint: the file is deleted only if its own manifest holds ``model_id``
+    (:class:`~distillgan.LibraryError` ``index-mismatch`` otherwise, and nothing is deleted).
+    The entry goes first, then the file, both under the folder's lock, so the index never
+    lists a missing file. If the file cannot be removed (on Windows, while it is loaded), the
+    entry is restored and :class:`~distillgan.LibraryError` ``file-in-use`` is raised. A
+    folder that does not exist holds no model: False, and nothing is created.
     """
     with _os_errors("delete a model", models_dir):
         deleted = _delete_model(model_id, models_dir)
@@ -582,19 +617,23 @@ def delete_model(model_id: str, models_dir: str | os.PathLike[str]) -> bool:
 
 def _delete_model(model_id: str, models_dir: str | os.PathLike[str]) -> bool:
     library = ModelLibrary(models_dir)
+    if not library.models_dir.is_dir():
+        return False
     with library.locked():
-        entry = library.get(model_id)
+        entries = library.reconciled()
+        entry = entries.get(model_id)
         if entry is None:
             return False
-        library.remove(model_id)
+        library.confirm(entry)
+        library.drop(entries, model_id)
         try:
-            os.unlink(Path(models_dir) / entry.file_path)
+            os.unlink(library.models_dir / entry.file_path)
         except FileNotFoundError:
             pass
         except OSError as e:
-            library.add_entry(entry)
+            library.record(entries, entry, durable=True)
             raise LibraryError(f"cannot delete {entry.file_path!r}: {e.strerror} (is it loaded?)", code="file-in-use") from e
-    fsync_dir(Path(models_dir))
+    fsync_dir(library.models_dir)
     return True
 
 
