@@ -358,11 +358,19 @@ def _print_repair(report: RepairReport, stream: Any) -> None:
     for mid in report.added:
         print(f"added    {safe(mid)}", file=stream)
     for mid in report.removed:
-        print(f"removed  {safe(mid)} (its file is gone)", file=stream)
+        print(f"removed  {safe(mid)} (its file is gone, or does not hold that id)", file=stream)
     for name, code in report.invalid.items():
         print(f"invalid  {safe(name)} [{code}]", file=stream)
     for name in report.ignored:
         print(f"ignored  {safe(name)} (not a .distillgan archive)", file=stream)
+    for name in report.legacy:
+        print(f"legacy   {safe(name)} (a pickle-era model, kept as listed; `distillgan convert` makes a .distillgan of it)",
+              file=stream)
+    for name in report.cleaned:
+        print(f"cleaned  {safe(name)} (the temporary file of an interrupted save)", file=stream)
+    for name, size in report.abandoned.items():
+        print(f"abandoned {safe(name)} ({_human_bytes(size)}, left by an interrupted save; `distillgan repair` removes it)",
+              file=stream)
 
 
 def cmd_repair(args: argparse.Namespace) -> int:

@@ -169,7 +169,7 @@ def test_update_vocoder_gives_the_file_save_model_would_write(
     entry = ModelLibrary(folder).get(meta.model_id)
     assert entry is not None and entry.vocoder is not None and entry.file_size_bytes == path.stat().st_size
     assert [p.name for p in folder.iterdir() if p.suffix == ".distillgan"] == [path.name]
-    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in folder.iterdir() if p.name.endswith((".tmp", ".distillgan-tmp"))]
 
     direct = save_model(vae, app.spectrogram_config_dict(), app.training_config_dict(), meta, tmp_path / "direct",
                         vocoder_state=voc_state)

@@ -259,3 +259,15 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
     assert "verifying" in terminal and "100%" in terminal and "80.0 MiB / 80.0 MiB" in terminal
     piped = run("verify", str(big))
     assert piped.returncode == 0 and piped.stderr == ""  # no bar when stderr is not a terminal
+
+
+def test_list_reports_and_repair_removes_an_interrupted_save(models: Path) -> None:
+    left = models / ".piano.99999.0123456789ab.distillgan-tmp"  # as a killed save leaves it: ours by name, unlocked
+    left.write_bytes(b"\0" * 4096)
+    mine = models / ".notes.tmp"
+    mine.write_text("the user's own")
+    r = run("list", "--dir", str(models))
+    assert r.returncode == 0 and "abandoned" in r.stderr and left.name in r.stderr and left.exists()
+    r = run("repair", "--dir", str(models))
+    assert r.returncode == 0 and f"cleaned  {left.name}" in r.stdout
+    assert not left.exists() and mine.read_text() == "the user's own"

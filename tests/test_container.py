@@ -471,7 +471,7 @@ def _model_files(models_dir: Path) -> list[str]:
     """Every file a save may have left behind: published models and temporary files."""
     if not models_dir.exists():
         return []
-    return sorted(p.name for p in models_dir.iterdir() if p.name.endswith((".distillgan", ".tmp")))
+    return sorted(p.name for p in models_dir.iterdir() if p.name.endswith((".distillgan", ".tmp", ".distillgan-tmp")))
 
 
 def test_input_errors_before_anything_is_written(models_dir: Path, generator: nn.Module) -> None:

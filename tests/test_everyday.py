@@ -136,7 +136,7 @@ def test_disk_full_is_a_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
     out = _child("fsize", folder)
     code, _, message = out.partition(" | ")
     assert code == "no-space", out
-    assert not [p for p in folder.iterdir() if p.suffix == ".distillgan" or p.name.endswith(".tmp")]
+    assert not [p for p in folder.iterdir() if p.suffix == ".distillgan" or p.name.endswith((".tmp", ".distillgan-tmp"))]
 
 
 def test_a_folder_that_is_a_file(tmp_path: Path) -> None:

@@ -312,7 +312,7 @@ def test_bool_tensor_with_non_canonical_bytes_is_refused_or_normalised(save: Cal
 
 
 def _published(models_dir: Path) -> list[str]:
-    return sorted(p.name for p in models_dir.iterdir() if p.name.endswith((".distillgan", ".tmp"))) if models_dir.exists() else []
+    return sorted(p.name for p in models_dir.iterdir() if p.name.endswith((".distillgan", ".tmp", ".distillgan-tmp"))) if models_dir.exists() else []
 
 
 def test_rank_32_is_stored(save: Callable[..., Path]) -> None:
