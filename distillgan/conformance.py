@@ -363,11 +363,14 @@ def load_index(root: Path) -> list[dict[str, Any]]:
     if not isinstance(vectors, list) or not vectors:
         raise UsageError(f"{str(index_path)!r} lists no vectors")
     for v in vectors:
+        digest = hashlib.sha256()
         try:
-            data = (root / v["file"]).read_bytes()
+            with open(root / v["file"], "rb") as f:  # in blocks: the large vectors are 4 GiB files
+                while block := f.read(8 << 20):
+                    digest.update(block)
         except OSError as e:
             raise UsageError(f"vector {v.get('id')!r}: {e}") from e
-        if hashlib.sha256(data).hexdigest() != v["sha256"]:
+        if digest.hexdigest() != v["sha256"]:
             raise UsageError(f"vector {v['id']!r}: {v['file']} does not match the SHA-256 in the index (altered or stale)")
     return vectors
 

@@ -421,8 +421,8 @@ class Decoder:
         required, allowed = _TAG_KEYS[tag]
         keys = raw.keys()
         if not (required <= keys <= allowed):
-            required, optional = TAGS[tag]
-            raise _bad(path, f"a {tag!r} tagged map has keys {sorted(map(str, raw))}; expected '$', {', '.join(required + optional)}", code="manifest-tag")
+            need, optional = TAGS[tag]
+            raise _bad(path, f"a {tag!r} tagged map has keys {sorted(map(str, raw))}; expected '$', {', '.join(need + optional)}", code="manifest-tag")
         if tag in ("tuple", "map"):
             items = raw["items"]
             if type(items) is not list:
