@@ -14,7 +14,7 @@ import struct
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
@@ -58,18 +58,35 @@ DTYPES: dict[str, tuple[int, str]] = {
 }
 
 
-class TensorInfo(NamedTuple):
-    """One tensor of a safetensors member; ``begin``/``end`` are relative to its data section."""
+_Dim = Annotated[int, msgspec.Meta(ge=0, le=MAX_DIM)]
+_Offset = Annotated[int, msgspec.Meta(ge=0)]
 
-    name: str
+
+class TensorInfo(msgspec.Struct, forbid_unknown_fields=True, gc=False, order=True):
+    """One tensor of a safetensors member; ``begin``/``end`` are relative to its data section.
+
+    It is also what the fast header parser decodes each tensor entry into (FORMAT.md §5.1): the
+    JSON object of an entry is its first three fields, and the parser sets ``name`` from the key
+    (an entry that holds a ``name`` key of its own fails the parser's key count and goes to the
+    strict parser). Treat instances as immutable.
+    """
+
     dtype: str
-    shape: tuple[int, ...]
-    begin: int
-    end: int
+    shape: Annotated[tuple[_Dim, ...], msgspec.Meta(max_length=MAX_RANK)]
+    data_offsets: tuple[_Offset, _Offset]
+    name: str = ""
+
+    @property
+    def begin(self) -> int:
+        return self.data_offsets[0]
+
+    @property
+    def end(self) -> int:
+        return self.data_offsets[1]
 
     @property
     def nbytes(self) -> int:
-        return self.end - self.begin
+        return self.data_offsets[1] - self.data_offsets[0]
 
 
 @dataclass(frozen=True)
@@ -122,7 +139,7 @@ def build_header(entries: list[tuple[str, str, tuple[int, ...]]]) -> tuple[bytes
         n = DTYPES[dtype][0]
         for d in shape:
             n *= d
-        layout.append(TensorInfo(name, dtype, tuple(shape), offset, offset + n))
+        layout.append(_info(name, dtype, tuple(shape), offset, offset + n))
         offset += n
     header = {t.name: {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [t.begin, t.end]} for t in layout}
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -338,50 +355,52 @@ def _by_offsets(t: TensorInfo) -> tuple[int, int]:
 
 # The fast path: msgspec's typed decoder checks types and ranges in C (anything it refuses goes to
 # the strict parser). Field constraints only narrow what is accepted; the strict parser is the rule.
-_Dim = Annotated[int, msgspec.Meta(ge=0, le=MAX_DIM)]
-_Offset = Annotated[int, msgspec.Meta(ge=0)]
-
-
-class _Entry(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    dtype: str
-    shape: Annotated[list[_Dim], msgspec.Meta(max_length=MAX_RANK)]
-    data_offsets: tuple[_Offset, _Offset]
-
-
-_DECODE_PLAIN = msgspec.json.Decoder(dict[str, _Entry])
+_DECODE_PLAIN = msgspec.json.Decoder(dict[str, TensorInfo])
 _DECODE_RAW = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_DECODE_ENTRIES = msgspec.json.Decoder(list[_Entry])
+_DECODE_ENTRIES = msgspec.json.Decoder(list[TensorInfo])
 _DECODE_METADATA = msgspec.json.Decoder(dict[str, str])
+_JSON_STR = rb'"(?:[^"\\\x00-\x1f]|\\.)*"'
+# safetensors writes __metadata__ first, as an object of strings: split it off so the tensors decode in one pass
+_METADATA_FIRST = re.compile(rb'\{[ \t\r\n]*"__metadata__"[ \t\r\n]*:[ \t\r\n]*(\{[ \t\r\n]*(?:' + _JSON_STR + rb'[ \t\r\n]*:[ \t\r\n]*'
+                             + _JSON_STR + rb'[ \t\r\n]*(?:,[ \t\r\n]*' + _JSON_STR + rb'[ \t\r\n]*:[ \t\r\n]*' + _JSON_STR
+                             + rb'[ \t\r\n]*)*)?\})[ \t\r\n]*(,|\})')
 
 
 def _fast_header(raw: bytes, data_size: int) -> tuple[list[TensorInfo], dict[str, str] | None] | None:
     """The table when ``raw`` certainly passes FORMAT.md §5.1 (the strict parser would accept it), else None."""
     if not raw.startswith(b"{"):
         return None
-    if (b"-0" in raw and _NEG_ZERO_TOKEN.search(raw)) or (b"\\u003" in raw and _COLON_ESCAPE.search(raw)):
+    # single-byte searches first (memchr): real headers rarely hold a '-' or a backslash at all
+    if (b"-" in raw and _NEG_ZERO_TOKEN.search(raw)) or (b"\\" in raw and _COLON_ESCAPE.search(raw)):
         return None
     metadata: dict[str, str] | None = None
     try:
-        if b'"__metadata__"' in raw:
+        first = _METADATA_FIRST.match(raw) if raw[:32].find(b'"__metadata__"') >= 0 else None
+        if first is None and b'"__metadata__"' not in raw:
+            table = _DECODE_PLAIN.decode(raw)
+            keys_seen = len(table) * 4
+        elif first is not None:  # {"__metadata__": {...}, then the tensors
+            metadata = _DECODE_METADATA.decode(first.group(1))
+            table = _DECODE_PLAIN.decode(b"{" + raw[first.end() :] if first.group(2) == b"," else b"{}")
+            if first.group(2) == b"}" and raw[first.end() :].strip(b" \t\r\n"):
+                return None
+            keys_seen = 1 + len(metadata) + len(table) * 4
+        else:  # __metadata__ elsewhere, or null: decode each entry's bytes, then the entries in one pass
             pieces = _DECODE_RAW.decode(raw)
             meta_raw = pieces.pop(METADATA_KEY, None)
             if meta_raw is not None:
                 metadata = None if bytes(meta_raw) == b"null" else _DECODE_METADATA.decode(meta_raw)
-            names = list(pieces)
             entries = _DECODE_ENTRIES.decode(b"[" + b",".join(pieces.values()) + b"]") if pieces else []
-            keys_seen = 1 + len(names) * 4 + (len(metadata) if metadata is not None else 0) if meta_raw is not None else len(names) * 4
-        else:
-            plain = _DECODE_PLAIN.decode(raw)
-            names = list(plain)
-            entries = list(plain.values())
-            keys_seen = len(names) * 4
+            table = dict(zip(pieces, entries))
+            keys_seen = len(table) * 4 + (0 if meta_raw is None else 1 + (len(metadata) if metadata is not None else 0))
+        names = list(table)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     if len(names) > MAX_TENSORS or METADATA_KEY in names:
         return None
     # Names (FORMAT.md §5.4), all at once: no control character, none empty, none over MAX_NAME_BYTES.
     joined = "".join(names)
-    if _CONTROL.search(joined) or "" in names:
+    if (not joined.isprintable() and _CONTROL.search(joined)) or "" in names:  # isprintable: no control character, in C
         return None
     if names and max(map(len, names)) * 4 > MAX_NAME_BYTES and any(len(n.encode("utf-8")) > MAX_NAME_BYTES for n in names):
         return None
@@ -392,25 +411,26 @@ def _fast_header(raw: bytes, data_size: int) -> tuple[list[TensorInfo], dict[str
     if metadata:
         strings_colons += "".join(metadata).count(":") + "".join(metadata.values()).count(":")
     sizes = _NUMBER_SIZE
-    infos: list[TensorInfo] = []
-    append = infos.append
     prod = math.prod
-    new = tuple.__new__
     pos = 0
     in_order = True
-    for name, e in zip(names, entries):
-        itemsize = sizes.get(e.dtype)  # a known dtype has no ':' to count
-        begin, end = e.data_offsets
-        shape = e.shape
+    # Per tensor only what msgspec did not check: a known dtype (which has no ':' to count) and
+    # byte size = elements x dtype size. begin <= end follows from it; end <= the data size and so
+    # every element count <= MAX_DIM follow from contiguity, checked below.
+    for name, info in table.items():
+        itemsize = sizes.get(info.dtype)
+        begin, end = info.data_offsets
+        shape = info.shape
         elements = prod(shape)
-        if itemsize is None or begin > end or end > U64_MAX or elements * itemsize != end - begin or elements > MAX_DIM:
+        if itemsize is None or elements * itemsize != end - begin:
             return None
         if not elements and shape and prod(d or 1 for d in shape) > MAX_DIM:
             return None
         if begin != pos:
             in_order = False
         pos = end
-        append(new(TensorInfo, (name, e.dtype, tuple(shape), begin, end)))
+        info.name = name
+    infos = list(table.values())
     if raw.count(b":") != keys_seen + strings_colons:
         return None
     if in_order:
@@ -451,7 +471,7 @@ def parse_header(src: Any, offset: int, size: int, where: str) -> TensorTable:
 
 
 def _info(name: str, dtype: str, shape: tuple[int, ...], begin: int, end: int) -> TensorInfo:
-    return tuple.__new__(TensorInfo, (name, dtype, shape, begin, end))
+    return TensorInfo(dtype, shape, (begin, end), name)
 
 
 # --- torch ------------------------------------------------------------------------
