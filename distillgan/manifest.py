@@ -17,6 +17,7 @@ ext types, excessive nesting and anything outside the v1 schema.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -355,6 +356,9 @@ def _head_table() -> list[tuple[str, int, int]]:
 
 _HEADS = _head_table()
 _SIGNED = frozenset({0xD0, 0xD1, 0xD2, 0xD3})
+# a run of one-byte items with nothing inside: positive and negative fixint, nil, false, true
+_ONE_BYTE_RUN = re.compile(rb"[\x00-\x7f\xc0\xc2\xc3\xe0-\xff]+")
+_ONE_BYTE = frozenset([*range(0x00, 0x80), *range(0xE0, 0x100), 0xC0, 0xC2, 0xC3])
 
 
 def _scan(data: bytes) -> ManifestError | None:
@@ -370,46 +374,58 @@ def _scan(data: bytes) -> ManifestError | None:
     n = len(data)
     pos = 0
     stack: list[list[Any]] = []  # [items left, keys seen (maps) or None]; a map counts its keys and values
+    heads = _HEADS
     while True:
-        at = f"byte {pos}"
         is_key = False
         if stack:
+            top = stack[-1]
+            if top[1] is None and pos < n and data[pos] in _ONE_BYTE and len(stack) <= MAX_DEPTH:
+                # inside an array: skip a run of one-byte scalars (fixint, nil, bool) without the general path
+                m = _ONE_BYTE_RUN.match(data, pos, min(n, pos + top[0]))
+                if m is not None:
+                    top[0] -= m.end() - pos
+                    pos = m.end()
+                    while stack and stack[-1][0] == 0:
+                        stack.pop()
+                    if not stack:
+                        break
+                    continue
             top = stack[-1]
             is_key = top[1] is not None and top[0] % 2 == 0
             top[0] -= 1
         if len(stack) > MAX_DEPTH:
-            return _too_deep(at)
+            return _too_deep(f"byte {pos}")
         if pos >= n:
-            return _defect(at, "the manifest ends inside a msgpack value (truncated)", code="manifest-msgpack")
+            return _defect(f"byte {pos}", "the manifest ends inside a msgpack value (truncated)", code="manifest-msgpack")
         b = data[pos]
-        kind, field, fixed = _HEADS[b]
+        kind, field, fixed = heads[b]
         if kind == "never":
-            return _defect(at, "byte 0xC1, which msgpack never uses", code="manifest-msgpack")
+            return _defect(f"byte {pos}", "byte 0xC1, which msgpack never uses", code="manifest-msgpack")
         if kind == "ext":
-            return _defect(at, "a msgpack ext type", code="manifest-ext-type")
-        if is_key and kind not in ("str", "int"):
-            return _defect(at, f"a map key of msgpack type {kind}; keys must be str or int", code="manifest-type")
+            return _defect(f"byte {pos}", "a msgpack ext type", code="manifest-ext-type")
+        if is_key and kind != "str" and kind != "int":
+            return _defect(f"byte {pos}", f"a map key of msgpack type {kind}; keys must be str or int", code="manifest-type")
         if pos + 1 + field > n:
-            return _defect(at, "the manifest ends inside a msgpack value (truncated)", code="manifest-msgpack")
+            return _defect(f"byte {pos}", "the manifest ends inside a msgpack value (truncated)", code="manifest-msgpack")
         value = int.from_bytes(data[pos + 1 : pos + 1 + field], "big") if field else 0
         start = pos + 1 + field
         count = 0
-        if kind in ("array", "map"):
+        if kind == "array" or kind == "map":
             count = fixed if fixed >= 0 and field == 0 else value
             size = 0
-        elif kind in ("str", "bin"):
+        elif kind == "str" or kind == "bin":
             size = value if fixed < 0 else fixed
         else:
-            size = field if kind in ("int", "float") else 0
+            size = field if kind == "int" or kind == "float" else 0
             start = pos + 1
         if start + size > n:
-            return _defect(at, "a length that runs past the end of the manifest (truncated)", code="manifest-msgpack")
+            return _defect(f"byte {pos}", "a length that runs past the end of the manifest (truncated)", code="manifest-msgpack")
         key: Any = None
         if kind == "str":
             try:
                 key = data[start : start + size].decode("utf-8")
             except UnicodeDecodeError:
-                return _defect(at, "a str that is not valid UTF-8", code="manifest-msgpack")
+                return _defect(f"byte {pos}", "a str that is not valid UTF-8", code="manifest-msgpack")
         elif is_key:  # an int key
             if field:
                 key = int.from_bytes(data[pos + 1 : pos + 1 + field], "big", signed=b in _SIGNED)
@@ -418,7 +434,7 @@ def _scan(data: bytes) -> ManifestError | None:
         if is_key:
             seen = stack[-1][1]
             if key in seen:
-                return _defect(at, f"duplicate map key {key!r} (msgpack decoders keep the last)", code="manifest-duplicate-key")
+                return _defect(f"byte {pos}", f"duplicate map key {key!r} (msgpack decoders keep the last)", code="manifest-duplicate-key")
             seen.add(key)
         pos = start + size
         if count:

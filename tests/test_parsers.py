@@ -269,3 +269,26 @@ def test_archive_round_trip_through_zipfile() -> None:
     """Sanity: the vectors this module reads are real archives."""
     assert MANIFESTS and HEADERS
     assert zipfile.ZipFile(io.BytesIO((VECTORS / "valid" / "minimal.distillgan").read_bytes())).testzip() is None
+
+
+class _CountingBytes(bytes):
+    """bytes that count item and slice reads: the reference scan's work, without a clock."""
+
+    reads = 0
+
+    def __getitem__(self, key: Any) -> Any:
+        type(self).reads += 1
+        return bytes.__getitem__(self, key)
+
+
+@pytest.mark.parametrize("item", [b"\xc0", b"\xc0\xcc\x01", b"\xa1a", b"\x91\xc0"], ids=["nil", "nil-uint8", "fixstr", "array"])
+def test_reference_scan_is_linear(item: bytes) -> None:
+    """The byte scan (run only when msgpack itself stops) reads each item a bounded number of times."""
+    reads = []
+    for n in (1 << 10, 1 << 14):
+        data = _CountingBytes(b"\x81\xa1a\xdd" + (n + 1).to_bytes(4, "big") + item * n + b"\xc1")
+        _CountingBytes.reads = 0
+        err = manifest._scan(data)
+        assert err is not None and err.code == "manifest-msgpack"
+        reads.append(_CountingBytes.reads)
+    assert reads[1] <= 16 * reads[0] * 1.05 + 64, reads
