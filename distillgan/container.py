@@ -31,7 +31,7 @@ MODEL_NAME = "model.safetensors"
 VOCODER_NAME = "vocoder.safetensors"
 MEMBER_ORDER = (MANIFEST_NAME, MODEL_NAME, VOCODER_NAME)  # FORMAT.md §3.1
 MAX_MEMBERS = 16  # FORMAT.md §8: entries a reader parses before it knows the format version
-_MEMBER_NAME = re.compile(rb"(?!\.\.?$)[a-z0-9._-]{1,64}")
+_MEMBER_NAME = re.compile(rb"(?!\.\.?\Z)[a-z0-9._-]{1,64}")  # FORMAT.md §3.1, matched against the whole name
 
 ALIGNMENT = 64  # FORMAT.md §3.4: tensor member data starts at a multiple of this
 PADDING_EXTRA_ID = 0x6764  # FORMAT.md §3.4: "dg" padding extra field
@@ -220,11 +220,12 @@ def read_container(src: Source) -> list[Member]:
             raise _fail(f"{where}: file comment of {klen} bytes; not allowed", "zip-comment")
         if disk_start != 0 or iattr != 0:
             raise _fail(f"{where}: disk {disk_start}, internal attributes {iattr}; expected 0 and 0", "zip-attributes")
-        host = made_by >> 8
-        if host not in (0, 3) or xattr & 0x10 or (xattr >> 16) & 0o170000 not in (0, stat.S_IFREG):
+        if made_by >> 8 != MADE_BY >> 8 or xattr != EXTERNAL_ATTR:
+            # other readers act on these fields (unzip skips a volume label, bsdtar restores setuid bits):
+            # only the one value writers produce is accepted, so every reader extracts the same regular file
             raise _fail(
-                f"{where}: external attributes 0x{xattr:08x} (host {host}) do not describe a regular file "
-                "(FORMAT.md §3.2: no directories, symlinks or devices)",
+                f"{where}: version made by 0x{made_by:04x} (host {made_by >> 8}), external attributes 0x{xattr:08x}; "
+                f"expected host {MADE_BY >> 8} (Unix) and 0x{EXTERNAL_ATTR:08x}, a regular file of mode 0644 (FORMAT.md §3.2)",
                 "zip-attributes",
             )
         if flags & ~ALLOWED_FLAGS:

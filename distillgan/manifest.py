@@ -17,6 +17,7 @@ ext types, excessive nesting and anything outside the v1 schema.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -30,7 +31,7 @@ MODEL_FORMAT_MARKER = "distillgan_model"  # FORMAT.md §4.1
 SAVED_MODEL_VERSION = 1  # FORMAT.md §4.1
 LEGACY_FORMAT_MARKER = "distill_model"  # the pickle-based .distill format (FORMAT.md §7)
 
-MAX_MANIFEST_BYTES = 8 << 20  # FORMAT.md §8
+MAX_MANIFEST_BYTES = 64 << 20  # FORMAT.md §8: a 1 000 000-tensor state dict needs about 30 MB of names
 
 # FORMAT.md §4.3: every top-level key is required; the value slots hold value trees (§4.4)
 VALUE_SLOTS = ("analysis", "extra", "spectrogram_config", "state_dict", "training_config", "vocoder_state")
@@ -204,57 +205,248 @@ def encode_manifest(manifest: Mapping[str, Any]) -> bytes:
 # --- decoding -------------------------------------------------------------------------------
 
 
-def _not_ext(value: Any, where: str) -> None:
-    """msgpack turns the timestamp ext type (-1) into an object, bypassing ext_hook: refuse it as the ext type it is."""
-    if type(value) is msgpack.Timestamp:
-        raise ManifestError(f"{where}: msgpack ext type -1 (timestamp) is not allowed (FORMAT.md §4.2)", code="manifest-ext-type")
+# FORMAT.md §4.2: the decode-level rules are checked in byte order, and the first defect in the member
+# decides. Two implementations give that verdict. The fast one lets msgpack decode the whole member in C
+# with hooks that never raise (they only note what needs a look), then walks the decoded tree in
+# document order — the order in which its items appear in the bytes. When msgpack itself stops (bad
+# bytes, truncation, nesting beyond its own stack), ``_scan`` walks the bytes one item at a time and
+# names the first defect; it is the reference and runs only on members that are already invalid.
 
 
-def _pairs_hook(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
-    for k, _ in pairs:
-        t = type(k)
-        if t is not str and t is not int:
-            _not_ext(k, "a map key")
-            raise ManifestError(f"map key {k!r} is a {_kind(k)}; keys must be str or int (FORMAT.md §4.2)", code="manifest-type")
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[Any] = set()
-        for k, _ in pairs:
-            if k in seen:
-                raise ManifestError(f"duplicate map key {k!r} (FORMAT.md §4.2)", code="manifest-duplicate-key")
-            seen.add(k)
-    return out
+class _Ext:
+    """An ext item the fast decoder met: a defect found in its place by the walk (FORMAT.md §4.2)."""
+
+    __slots__ = ("code",)
+
+    def __init__(self, code: int) -> None:
+        self.code = code
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
-    raise ManifestError(f"msgpack ext type {code} is not allowed (FORMAT.md §4.2)", code="manifest-ext-type")
+_PLAIN_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
+
+
+def _defect(where: str, what: str, *, code: str) -> ManifestError:
+    return ManifestError(f"{what} at {where} (FORMAT.md §4.2)", code=code)
+
+
+def _ext_defect(value: Any, where: str) -> ManifestError:
+    code = value.code if type(value) is _Ext else -1  # msgpack decodes ext -1 (timestamp) to an object of its own
+    return _defect(where, f"msgpack ext type {code} is not allowed", code="manifest-ext-type")
+
+
+def _too_deep(where: str) -> ManifestError:
+    return _defect(where, f"a value nested deeper than {MAX_DEPTH} levels (the manifest map is level 0; FORMAT.md §8)", code="manifest-depth")
+
+
+def _key_defect(key: Any, path: tuple[Any, ...]) -> ManifestError:
+    where = render_path(path) + " (a key)"
+    if type(key) is _Ext or type(key) is msgpack.Timestamp:
+        return _ext_defect(key, where)
+    return _defect(where, f"a map key that is a {_kind(key)}; keys must be str or int", code="manifest-type")
+
+
+def _walk(value: Any, depth: int, path: tuple[Any, ...], flagged: dict[int, tuple[Any, list[tuple[Any, Any]]]]) -> ManifestError | None:
+    """The first defect of a decoded tree in document order: depth, ext types, key types, duplicates."""
+    t = type(value)
+    if t is list:
+        if value and depth >= MAX_DEPTH:
+            return _too_deep(render_path((*path, 0)))
+        for i, x in enumerate(value):
+            if type(x) not in _PLAIN_SCALARS:
+                err = _walk(x, depth + 1, (*path, i), flagged)
+                if err is not None:
+                    return err
+        return None
+    if t is dict:
+        entry = flagged.get(id(value))
+        pairs = value.items() if entry is None or entry[0] is not value else entry[1]
+        if pairs and depth >= MAX_DEPTH:
+            return _too_deep(render_path(path) + " (its first key)")
+        seen: set[Any] | None = None if entry is None else set()
+        for k, x in pairs:
+            if type(k) is not str and type(k) is not int:
+                return _key_defect(k, path)
+            if seen is not None:
+                if k in seen:
+                    return _defect(render_path(path), f"duplicate map key {k!r} (msgpack decoders keep the last)", code="manifest-duplicate-key")
+                seen.add(k)
+            if type(x) not in _PLAIN_SCALARS:
+                err = _walk(x, depth + 1, (*path, k), flagged)
+                if err is not None:
+                    return err
+        return None
+    if t is _Ext or t is msgpack.Timestamp:
+        return _ext_defect(value, render_path(path))
+    return None
 
 
 def unpack(data: bytes) -> Any:
-    """Decode msgpack under the §4.2 rules (one object, str/int keys, no duplicates, no ext types)."""
+    """Decode msgpack under the §4.2 rules: the first defect in byte order raises its ManifestError."""
     n = len(data)
+    flagged: dict[int, tuple[Any, list[tuple[Any, Any]]]] = {}
+
+    def pairs_hook(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        try:
+            out = dict(pairs)
+        except TypeError:  # an array or map as a key
+            out = {}
+            flagged[id(out)] = (out, pairs)
+            return out
+        if len(out) != len(pairs):  # a duplicate (or 1 and true, which Python takes for one key)
+            flagged[id(out)] = (out, pairs)
+        return out
+
+    trailing = 0
     try:
-        return msgpack.unpackb(
+        obj = msgpack.unpackb(
             data,
             raw=False,
-            strict_map_key=False,  # _pairs_hook refuses every key that is not str or int, with one code
+            strict_map_key=False,  # every key type is decoded; the walk refuses all but str and int, in order
             use_list=True,
-            object_pairs_hook=_pairs_hook,
-            ext_hook=_ext_hook,
+            object_pairs_hook=pairs_hook,
+            ext_hook=lambda code, _data: _Ext(code),
             max_str_len=n,
             max_bin_len=n,
             max_array_len=n,
             max_map_len=n,
             max_ext_len=n,
         )
-    except ManifestError:
-        raise
-    except (msgpack.StackError, RecursionError) as e:
-        raise ManifestError(f"manifest nests deeper than the decoder allows (limit {MAX_DEPTH}, FORMAT.md §8)", code="manifest-depth") from e
     except msgpack.ExtraData as e:
-        raise ManifestError(f"{len(e.extra)} bytes follow the manifest's first msgpack value (FORMAT.md §4.2)", code="manifest-msgpack") from e
-    except Exception as e:  # msgpack signals malformed input with several types
-        raise ManifestError(f"manifest is not valid msgpack: {e} (FORMAT.md §4.2)", code="manifest-msgpack") from e
+        obj, trailing = e.unpacked, len(e.extra)
+    except Exception as e:  # msgpack stopped: bad bytes, truncation, too deep for its stack — the scan says which comes first
+        err = _scan(data)
+        if err is None:  # pragma: no cover - the two readings agree (tests/test_manifest_decode.py)
+            err = ManifestError(f"manifest is not valid msgpack: {e} (FORMAT.md §4.2)", code="manifest-msgpack")
+        raise err from e
+    err = _walk(obj, 0, (), flagged)
+    if err is not None:
+        raise err
+    if trailing:
+        raise ManifestError(f"{trailing} bytes follow the manifest's first msgpack value (FORMAT.md §4.2)", code="manifest-msgpack")
+    return obj
+
+
+# msgpack item heads (https://github.com/msgpack/msgpack/blob/master/spec.md): first byte ->
+# (kind, bytes of the length or value field after it, fixed payload size or None)
+def _head_table() -> list[tuple[str, int, int]]:
+    table: list[tuple[str, int, int]] = []
+    for b in range(256):
+        if b <= 0x7F or b >= 0xE0:
+            table.append(("int", 0, 0))
+        elif b <= 0x8F:
+            table.append(("map", 0, b & 0x0F))
+        elif b <= 0x9F:
+            table.append(("array", 0, b & 0x0F))
+        elif b <= 0xBF:
+            table.append(("str", 0, b & 0x1F))
+        else:
+            table.append({
+                0xC0: ("nil", 0, 0), 0xC1: ("never", 0, 0), 0xC2: ("bool", 0, 0), 0xC3: ("bool", 0, 0),
+                0xC4: ("bin", 1, -1), 0xC5: ("bin", 2, -1), 0xC6: ("bin", 4, -1),
+                0xC7: ("ext", 1, -1), 0xC8: ("ext", 2, -1), 0xC9: ("ext", 4, -1),
+                0xCA: ("float", 4, 0), 0xCB: ("float", 8, 0),
+                0xCC: ("int", 1, 0), 0xCD: ("int", 2, 0), 0xCE: ("int", 4, 0), 0xCF: ("int", 8, 0),
+                0xD0: ("int", 1, 0), 0xD1: ("int", 2, 0), 0xD2: ("int", 4, 0), 0xD3: ("int", 8, 0),
+                0xD4: ("ext", 1, 1), 0xD5: ("ext", 1, 2), 0xD6: ("ext", 1, 4), 0xD7: ("ext", 1, 8), 0xD8: ("ext", 1, 16),
+                0xD9: ("str", 1, -1), 0xDA: ("str", 2, -1), 0xDB: ("str", 4, -1),
+                0xDC: ("array", 2, -1), 0xDD: ("array", 4, -1), 0xDE: ("map", 2, -1), 0xDF: ("map", 4, -1),
+            }[b])
+    return table
+
+
+_HEADS = _head_table()
+_SIGNED = frozenset({0xD0, 0xD1, 0xD2, 0xD3})
+# a run of one-byte items with nothing inside: positive and negative fixint, nil, false, true
+_ONE_BYTE_RUN = re.compile(rb"[\x00-\x7f\xc0\xc2\xc3\xe0-\xff]+")
+_ONE_BYTE = frozenset([*range(0x00, 0x80), *range(0xE0, 0x100), 0xC0, 0xC2, 0xC3])
+
+
+def _scan(data: bytes) -> ManifestError | None:
+    """The reference reading of FORMAT.md §4.2: walk the items in byte order; the first defect, or None.
+
+    Each item is checked where it starts, in this order: nesting deeper than MAX_DEPTH
+    [manifest-depth]; the byte 0xC1 [manifest-msgpack]; an ext type [manifest-ext-type]; as a map
+    key, a type other than str or int [manifest-type]; a length running past the member
+    [manifest-msgpack]; a str that is not UTF-8 [manifest-msgpack]; as a map key, a key equal to an
+    earlier key of the same map [manifest-duplicate-key]. After the first item: trailing bytes
+    [manifest-msgpack]. Iterative, so any nesting is walked without recursion.
+    """
+    n = len(data)
+    pos = 0
+    stack: list[list[Any]] = []  # [items left, keys seen (maps) or None]; a map counts its keys and values
+    heads = _HEADS
+    while True:
+        is_key = False
+        if stack:
+            top = stack[-1]
+            if top[1] is None and pos < n and data[pos] in _ONE_BYTE and len(stack) <= MAX_DEPTH:
+                # inside an array: skip a run of one-byte scalars (fixint, nil, bool) without the general path
+                m = _ONE_BYTE_RUN.match(data, pos, min(n, pos + top[0]))
+                if m is not None:
+                    top[0] -= m.end() - pos
+                    pos = m.end()
+                    while stack and stack[-1][0] == 0:
+                        stack.pop()
+                    if not stack:
+                        break
+                    continue
+            top = stack[-1]
+            is_key = top[1] is not None and top[0] % 2 == 0
+            top[0] -= 1
+        if len(stack) > MAX_DEPTH:
+            return _too_deep(f"byte {pos}")
+        if pos >= n:
+            return _defect(f"byte {pos}", "the manifest ends inside a msgpack value (truncated)", code="manifest-msgpack")
+        b = data[pos]
+        kind, field, fixed = heads[b]
+        if kind == "never":
+            return _defect(f"byte {pos}", "byte 0xC1, which msgpack never uses", code="manifest-msgpack")
+        if kind == "ext":
+            return _defect(f"byte {pos}", "a msgpack ext type", code="manifest-ext-type")
+        if is_key and kind != "str" and kind != "int":
+            return _defect(f"byte {pos}", f"a map key of msgpack type {kind}; keys must be str or int", code="manifest-type")
+        if pos + 1 + field > n:
+            return _defect(f"byte {pos}", "the manifest ends inside a msgpack value (truncated)", code="manifest-msgpack")
+        value = int.from_bytes(data[pos + 1 : pos + 1 + field], "big") if field else 0
+        start = pos + 1 + field
+        count = 0
+        if kind == "array" or kind == "map":
+            count = fixed if fixed >= 0 and field == 0 else value
+            size = 0
+        elif kind == "str" or kind == "bin":
+            size = value if fixed < 0 else fixed
+        else:
+            size = field if kind == "int" or kind == "float" else 0
+            start = pos + 1
+        if start + size > n:
+            return _defect(f"byte {pos}", "a length that runs past the end of the manifest (truncated)", code="manifest-msgpack")
+        key: Any = None
+        if kind == "str":
+            try:
+                key = data[start : start + size].decode("utf-8")
+            except UnicodeDecodeError:
+                return _defect(f"byte {pos}", "a str that is not valid UTF-8", code="manifest-msgpack")
+        elif is_key:  # an int key
+            if field:
+                key = int.from_bytes(data[pos + 1 : pos + 1 + field], "big", signed=b in _SIGNED)
+            else:
+                key = b if b <= 0x7F else b - 0x100
+        if is_key:
+            seen = stack[-1][1]
+            if key in seen:
+                return _defect(f"byte {pos}", f"duplicate map key {key!r} (msgpack decoders keep the last)", code="manifest-duplicate-key")
+            seen.add(key)
+        pos = start + size
+        if count:
+            stack.append([count * 2, set()] if kind == "map" else [count, None])
+            continue
+        while stack and stack[-1][0] == 0:
+            stack.pop()
+        if not stack:
+            break
+    if pos != n:
+        return _defect(f"byte {pos}", f"{n - pos} bytes after the manifest's msgpack value", code="manifest-msgpack")
+    return None
 
 
 def decode_manifest(data: bytes) -> Manifest:
@@ -273,7 +465,6 @@ def decode_manifest(data: bytes) -> Manifest:
 
 
 def _type_error(where: str, expected: str, value: Any) -> ManifestError:
-    _not_ext(value, where)
     return ManifestError(f"expected {expected}, got {_kind(value)} at {where} (FORMAT.md §4.3)", code="manifest-type")
 
 
@@ -341,11 +532,9 @@ def validate_manifest(m: dict[Any, Any]) -> Manifest:
     if "format" not in m:
         raise ManifestError("manifest has no 'format' key (FORMAT.md §4.1)", code="manifest-format")
     fmt = m["format"]
-    _not_ext(fmt, "$.format")
     if fmt != MODEL_FORMAT_MARKER or type(fmt) is not str:
         raise ManifestError(f"format is {fmt!r}; expected {MODEL_FORMAT_MARKER!r} (FORMAT.md §4.1)", code="manifest-format")
     version = m.get("version")
-    _not_ext(version, "$.version")
     if type(version) is not int:  # True == 1 and 1.0 == 1 in Python: check the type
         raise ManifestError(f"expected int, got {_kind(version)} at $.version (FORMAT.md §4.1)", code="manifest-version")
     if version > SAVED_MODEL_VERSION:
@@ -368,6 +557,8 @@ def validate_manifest(m: dict[Any, Any]) -> Manifest:
     members = m["members"]
     check_field(members, "map", False, "$.members")
     for name, info in members.items():
+        if type(name) is not str:  # member names are str keys, like those of every schema map (FORMAT.md §4.3)
+            raise ManifestError(f"$.members: key {name!r} is an int; keys here must be str (FORMAT.md §4.3)", code="manifest-type")
         where = f"$.members.{name}"
         check_field(info, "map", False, where)
         _check_keys(info, where, MEMBER_KEYS)

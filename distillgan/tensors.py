@@ -6,13 +6,17 @@ torch-free; the functions that make or read tensors import torch lazily.
 
 from __future__ import annotations
 
+import gc
 import json
+import math
 import re
 import struct
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
 
 from .errors import DistillganError, InputError, TensorError
 
@@ -20,11 +24,13 @@ if TYPE_CHECKING:
     import torch
 
 ALIGNMENT = 64  # FORMAT.md §5.2: the canonical header pads tensor data to this boundary
-MAX_HEADER_BYTES = 4 << 20  # FORMAT.md §8 (safetensors itself allows 100 MB; ours is smaller on purpose)
-MAX_TENSORS = 1 << 16  # FORMAT.md §8
-MAX_NAME_BYTES = 1024  # FORMAT.md §8
+MAX_HEADER_BYTES = 100_000_000  # FORMAT.md §8: safetensors' own limit (its MAX_HEADER_SIZE)
+MAX_HEADER_DEPTH = 3  # FORMAT.md §8: JSON nesting; a header needs 3 (object, tensor object, shape array)
+MAX_TENSORS = 1 << 20  # FORMAT.md §8: 1 048 576 tensors per member
+MAX_NAME_BYTES = 1024  # FORMAT.md §8: UTF-8 bytes of a decoded name
 MAX_RANK = 32  # FORMAT.md §8
 MAX_DIM = (1 << 63) - 1  # FORMAT.md §8: torch sizes are int64
+U64_MAX = (1 << 64) - 1  # FORMAT.md §5.1: data_offsets are u64
 METADATA_KEY = "__metadata__"
 TENSOR_KEYS = frozenset({"dtype", "shape", "data_offsets"})
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 control characters
@@ -52,19 +58,35 @@ DTYPES: dict[str, tuple[int, str]] = {
 }
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """One tensor of a safetensors member; ``begin``/``end`` are relative to its data section."""
+_Dim = Annotated[int, msgspec.Meta(ge=0, le=MAX_DIM)]
+_Offset = Annotated[int, msgspec.Meta(ge=0)]
 
-    name: str
+
+class TensorInfo(msgspec.Struct, forbid_unknown_fields=True, gc=False, order=True):
+    """One tensor of a safetensors member; ``begin``/``end`` are relative to its data section.
+
+    It is also what the fast header parser decodes each tensor entry into (FORMAT.md §5.1): the
+    JSON object of an entry is its first three fields, and the parser sets ``name`` from the key
+    (an entry that holds a ``name`` key of its own fails the parser's key count and goes to the
+    strict parser). Treat instances as immutable.
+    """
+
     dtype: str
-    shape: tuple[int, ...]
-    begin: int
-    end: int
+    shape: Annotated[tuple[_Dim, ...], msgspec.Meta(max_length=MAX_RANK)]
+    data_offsets: tuple[_Offset, _Offset]
+    name: str = ""
+
+    @property
+    def begin(self) -> int:
+        return self.data_offsets[0]
+
+    @property
+    def end(self) -> int:
+        return self.data_offsets[1]
 
     @property
     def nbytes(self) -> int:
-        return self.end - self.begin
+        return self.data_offsets[1] - self.data_offsets[0]
 
 
 @dataclass(frozen=True)
@@ -117,7 +139,7 @@ def build_header(entries: list[tuple[str, str, tuple[int, ...]]]) -> tuple[bytes
         n = DTYPES[dtype][0]
         for d in shape:
             n *= d
-        layout.append(TensorInfo(name, dtype, tuple(shape), offset, offset + n))
+        layout.append(_info(name, dtype, tuple(shape), offset, offset + n))
         offset += n
     header = {t.name: {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [t.begin, t.end]} for t in layout}
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -126,25 +148,120 @@ def build_header(entries: list[tuple[str, str, tuple[int, ...]]]) -> tuple[bytes
 
 
 # --- reading ----------------------------------------------------------------------
+#
+# Two parsers, one verdict. ``_strict_header`` is the reference: it applies the numbered rules of
+# FORMAT.md §5.1 one by one and names the first that fails. ``_fast_header`` decodes the header
+# with msgspec's typed JSON decoder and checks the rest with a few whole-header operations; it only
+# ever *accepts*: on anything unusual (a failed decode, a duplicate-key certificate that does not
+# hold, a ``-0`` token, a ``\u003a`` escape, a name or offset that needs a closer look) it returns
+# None and the strict parser decides. tests/test_tensors_header.py checks that the two agree.
+
+_NUMBER_SIZE = {code: size for code, (size, _) in DTYPES.items()}
+_NEG_ZERO_TOKEN = re.compile(rb"[\[,][ \t\r\n]*-0")  # a -0 number token inside an array (shape, data_offsets)
+_COLON_ESCAPE = re.compile(rb"\\u003[aA]")  # an escaped ':' would fool the duplicate-key certificate
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")  # bytes.translate deletes these, keeping brackets
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-def _no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        for k, _ in pairs:
-            if k in seen:
-                raise TensorError(f"duplicate key {k!r} in a safetensors header (FORMAT.md §5.1)", code="st-duplicate-key")
-            seen.add(k)
-    return out
+def _parse_uint(token: str) -> Any:
+    """``parse_int`` of the strict parser: a JSON int token, with ``-0`` and over-long tokens made harmless.
+
+    ``-0`` is not a uint (safetensors refuses it: FORMAT.md §5.1), so it becomes a marker that
+    no type check accepts; a token of more than 20 digits cannot be a u64 and becomes 2**64
+    (Python's ``int()`` would refuse more than 4300 digits with an error of its own).
+    """
+    if token == "-0":
+        return _NEGATIVE_ZERO
+    digits = len(token) - (token[0] == "-")
+    if digits > 20:
+        return -(1 << 64) if token[0] == "-" else 1 << 64
+    return int(token)
 
 
-def _no_constants(token: str) -> Any:
-    raise TensorError(f"{token} is not valid JSON (FORMAT.md §5.1)", code="st-header-json")
+class _NegativeZero:
+    """The JSON token ``-0``: a number, but not an int of any rule (FORMAT.md §5.1)."""
+
+    def __repr__(self) -> str:
+        return "-0"
+
+
+_NEGATIVE_ZERO = _NegativeZero()
+
+
+def _json_depth_ok(raw: bytes) -> bool:
+    """True when no value of the JSON text nests deeper than MAX_HEADER_DEPTH (FORMAT.md §5.1, §8).
+
+    Strings are blanked out, then innermost bracket pairs are removed MAX_HEADER_DEPTH times: text
+    of valid JSON within the limit is then empty. Anything left is either deeper nesting or not
+    JSON — both are [st-header-json], so the scan never needs to tell them apart. Linear in the
+    size of the text, and without recursion.
+    """
+    brackets = _JSON_STRING.sub(b'""', raw).translate(None, _BRACKETS)
+    for _ in range(MAX_HEADER_DEPTH):
+        if not brackets:
+            return True
+        brackets = _INNERMOST.sub(b"", brackets)
+    return not brackets
+
+
+def _strings(value: Any) -> Any:
+    """Every str of a decoded JSON value (keys included); depth is bounded by MAX_HEADER_DEPTH."""
+    if type(value) is str:
+        yield value
+    elif type(value) is list:
+        for v in value:
+            yield from _strings(v)
+    elif type(value) is dict:
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+
+
+def _header_json(raw: bytes, where: str) -> dict[str, Any]:
+    """Steps 4-7 of FORMAT.md §5.1: the header text as one JSON object, duplicates refused after syntax."""
+    def bad(why: str, cause: BaseException | None = None) -> TensorError:
+        err = TensorError(f"{where}: header is not valid JSON: {why} (FORMAT.md §5.1)", code="st-header-json")
+        err.__cause__ = cause
+        return err
+
+    if not raw.startswith(b"{"):
+        raise bad("it does not start with '{'")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise bad("not UTF-8", e) from e
+    if not _json_depth_ok(raw):
+        raise bad(f"not JSON, or nested deeper than {MAX_HEADER_DEPTH} levels (FORMAT.md §8)")
+    duplicates: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(items)
+        if len(out) != len(items) and not duplicates:
+            seen: set[str] = set()
+            duplicates.append(next(k for k, _ in items if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+        return out
+
+    def constant(token: str) -> Any:
+        raise ValueError(f"{token} is not JSON")
+
+    try:
+        header = json.loads(text, object_pairs_hook=pairs, parse_constant=constant, parse_int=_parse_uint)
+    except ValueError as e:
+        raise bad(str(e), e) from e
+    if _SURROGATE_ESCAPE.search(raw):
+        for s in _strings(header):
+            if not _utf8(s):
+                raise bad(f"the string {s!r} holds a lone surrogate escape")
+    if duplicates:
+        raise TensorError(f"{where}: duplicate key {duplicates[0]!r} in the header (FORMAT.md §5.1)", code="st-duplicate-key")
+    if type(header) is not dict:  # unreachable: the text starts with '{'; kept as the rule it is
+        raise bad(f"it is a JSON {type(header).__name__}, not an object")
+    return header
 
 
 def _utf8(s: str) -> bool:
-    """JSON may escape lone surrogates (\\ud800); such strings are not UTF-8 and are refused."""
     try:
         s.encode("utf-8")
     except UnicodeEncodeError:
@@ -154,18 +271,184 @@ def _utf8(s: str) -> bool:
 
 def _bad_shape(where: str, name: str, shape: Any) -> TensorError:
     return TensorError(
-        f"{where}: tensor {name!r}: shape {shape!r} must be at most {MAX_RANK} ints in 0..{MAX_DIM} (FORMAT.md §5.1)", code="st-shape"
+        f"{where}: tensor {name!r}: shape {shape!r} must be an array of at most {MAX_RANK} uints in 0..{MAX_DIM} (FORMAT.md §5.1)",
+        code="st-shape",
     )
 
 
 def _bad_offsets(where: str, name: str, offsets: Any) -> TensorError:
-    return TensorError(f"{where}: tensor {name!r}: data_offsets {offsets!r} must be [begin, end] with 0 <= begin <= end", code="st-offsets")
+    return TensorError(
+        f"{where}: tensor {name!r}: data_offsets {offsets!r} must be [begin, end], two uints with begin <= end (FORMAT.md §5.1)",
+        code="st-offsets",
+    )
+
+
+def _is_uint(v: Any) -> bool:
+    return type(v) is int and 0 <= v <= U64_MAX
+
+
+def _strict_header(raw: bytes, data_size: int, where: str) -> tuple[list[TensorInfo], dict[str, str] | None]:
+    """FORMAT.md §5.1 steps 4-18, in order: the reference parser (any header, any defect)."""
+    header = _header_json(raw, where)
+    metadata = header.pop(METADATA_KEY, None)
+    if metadata is not None and not (type(metadata) is dict and all(type(v) is str for v in metadata.values())):
+        raise TensorError(f"{where}: {METADATA_KEY} must be an object mapping str to str (FORMAT.md §5.1)", code="st-metadata")
+    if len(header) > MAX_TENSORS:
+        raise TensorError(f"{where}: {len(header)} tensors; the limit is {MAX_TENSORS} (FORMAT.md §8)", code="st-header-size")
+    infos = []
+    for name, spec in header.items():
+        check_name(name, where)
+        if type(spec) is not dict or len(spec) != 3 or spec.keys() != TENSOR_KEYS:
+            raise TensorError(
+                f"{where}: tensor {name!r}: expected an object with exactly dtype, shape, data_offsets (FORMAT.md §5.1)",
+                code="st-header-json",
+            )
+        dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+        itemsize = _NUMBER_SIZE.get(dtype) if type(dtype) is str else None
+        if itemsize is None:
+            raise TensorError(
+                f"{where}: tensor {name!r}: dtype {dtype!r} is not one of {', '.join(DTYPES)} (FORMAT.md §5.3)", code="st-dtype"
+            )
+        if type(shape) is not list or len(shape) > MAX_RANK or not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape):
+            raise _bad_shape(where, name, shape)
+        if type(offsets) is not list or len(offsets) != 2 or not all(map(_is_uint, offsets)) or offsets[0] > offsets[1]:
+            raise _bad_offsets(where, name, offsets)
+        begin, end = offsets
+        elements = math.prod(d or 1 for d in shape)  # zero dimensions count as 1: torch computes strides from the others
+        if elements > MAX_DIM:
+            raise TensorError(
+                f"{where}: tensor {name!r}: shape {shape!r} has more than {MAX_DIM} elements "
+                "(zero dimensions counted as 1; FORMAT.md §5.1)",
+                code="st-shape",
+            )
+        expected = math.prod(shape) * itemsize
+        if expected != end - begin:
+            raise TensorError(
+                f"{where}: tensor {name!r}: shape {shape} of {dtype} needs {expected} bytes; "
+                f"data_offsets give {end - begin} (FORMAT.md §5.1)",
+                code="st-shape",
+            )
+        infos.append(_info(name, dtype, tuple(shape), begin, end))
+    _check_contiguous(infos, data_size, where)
+    return infos, metadata
+
+
+def _check_contiguous(infos: list[TensorInfo], data_size: int, where: str) -> None:
+    """Steps 17-18 of FORMAT.md §5.1: sorted by (begin, end), contiguous from 0 to the end of the data."""
+    infos.sort(key=_by_offsets)
+    pos = 0
+    for t in infos:
+        if t.begin != pos:
+            raise TensorError(
+                f"{where}: tensor {t.name!r} starts at {t.begin}; expected {pos} "
+                "(offsets are contiguous from 0, no gaps or overlaps; FORMAT.md §5.1)",
+                code="st-offsets",
+            )
+        pos = t.end
+    if pos != data_size:
+        raise TensorError(f"{where}: tensors cover {pos} bytes; the data section holds {data_size} (FORMAT.md §5.1)", code="st-offsets")
+
+
+def _by_offsets(t: TensorInfo) -> tuple[int, int]:
+    return (t.begin, t.end)
+
+
+# The fast path: msgspec's typed decoder checks types and ranges in C (anything it refuses goes to
+# the strict parser). Field constraints only narrow what is accepted; the strict parser is the rule.
+_DECODE_PLAIN = msgspec.json.Decoder(dict[str, TensorInfo])
+_DECODE_RAW = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_DECODE_ENTRIES = msgspec.json.Decoder(list[TensorInfo])
+_DECODE_METADATA = msgspec.json.Decoder(dict[str, str])
+_JSON_STR = rb'"(?:[^"\\\x00-\x1f]|\\.)*"'
+# safetensors writes __metadata__ first, as an object of strings: split it off so the tensors decode in one pass
+_METADATA_FIRST = re.compile(rb'\{[ \t\r\n]*"__metadata__"[ \t\r\n]*:[ \t\r\n]*(\{[ \t\r\n]*(?:' + _JSON_STR + rb'[ \t\r\n]*:[ \t\r\n]*'
+                             + _JSON_STR + rb'[ \t\r\n]*(?:,[ \t\r\n]*' + _JSON_STR + rb'[ \t\r\n]*:[ \t\r\n]*' + _JSON_STR
+                             + rb'[ \t\r\n]*)*)?\})[ \t\r\n]*(,|\})')
+
+
+def _fast_header(raw: bytes, data_size: int) -> tuple[list[TensorInfo], dict[str, str] | None] | None:
+    """The table when ``raw`` certainly passes FORMAT.md §5.1 (the strict parser would accept it), else None."""
+    if not raw.startswith(b"{"):
+        return None
+    # single-byte searches first (memchr): real headers rarely hold a '-' or a backslash at all
+    if (b"-" in raw and _NEG_ZERO_TOKEN.search(raw)) or (b"\\" in raw and _COLON_ESCAPE.search(raw)):
+        return None
+    metadata: dict[str, str] | None = None
+    try:
+        first = _METADATA_FIRST.match(raw) if raw[:32].find(b'"__metadata__"') >= 0 else None
+        if first is None and b'"__metadata__"' not in raw:
+            table = _DECODE_PLAIN.decode(raw)
+            keys_seen = len(table) * 4
+        elif first is not None:  # {"__metadata__": {...}, then the tensors
+            metadata = _DECODE_METADATA.decode(first.group(1))
+            table = _DECODE_PLAIN.decode(b"{" + raw[first.end() :] if first.group(2) == b"," else b"{}")
+            if first.group(2) == b"}" and raw[first.end() :].strip(b" \t\r\n"):
+                return None
+            keys_seen = 1 + len(metadata) + len(table) * 4
+        else:  # __metadata__ elsewhere, or null: decode each entry's bytes, then the entries in one pass
+            pieces = _DECODE_RAW.decode(raw)
+            meta_raw = pieces.pop(METADATA_KEY, None)
+            if meta_raw is not None:
+                metadata = None if bytes(meta_raw) == b"null" else _DECODE_METADATA.decode(meta_raw)
+            entries = _DECODE_ENTRIES.decode(b"[" + b",".join(pieces.values()) + b"]") if pieces else []
+            table = dict(zip(pieces, entries))
+            keys_seen = len(table) * 4 + (0 if meta_raw is None else 1 + (len(metadata) if metadata is not None else 0))
+        names = list(table)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    if len(names) > MAX_TENSORS or METADATA_KEY in names:
+        return None
+    # Names (FORMAT.md §5.4), all at once: no control character, none empty, none over MAX_NAME_BYTES.
+    joined = "".join(names)
+    if (not joined.isprintable() and _CONTROL.search(joined)) or "" in names:  # isprintable: no control character, in C
+        return None
+    if names and max(map(len, names)) * 4 > MAX_NAME_BYTES and any(len(n.encode("utf-8")) > MAX_NAME_BYTES for n in names):
+        return None
+    # Duplicate keys: msgspec keeps the last of two equal keys. Every ':' of valid JSON is either a
+    # key's separator or inside a string, so with no escaped ':' the text has exactly one ':' per key
+    # seen plus those of the strings kept; any key dropped (with its value) breaks the equality.
+    strings_colons = joined.count(":")
+    if metadata:
+        strings_colons += "".join(metadata).count(":") + "".join(metadata.values()).count(":")
+    sizes = _NUMBER_SIZE
+    prod = math.prod
+    pos = 0
+    in_order = True
+    # Per tensor only what msgspec did not check: a known dtype (which has no ':' to count) and
+    # byte size = elements x dtype size. begin <= end follows from it; end <= the data size and so
+    # every element count <= MAX_DIM follow from contiguity, checked below.
+    for name, info in table.items():
+        itemsize = sizes.get(info.dtype)
+        begin, end = info.data_offsets
+        shape = info.shape
+        elements = prod(shape)
+        if itemsize is None or elements * itemsize != end - begin:
+            return None
+        if not elements and shape and prod(d or 1 for d in shape) > MAX_DIM:
+            return None
+        if begin != pos:
+            in_order = False
+        pos = end
+        info.name = name
+    infos = list(table.values())
+    if raw.count(b":") != keys_seen + strings_colons:
+        return None
+    if in_order:
+        if pos != data_size:
+            return None
+    else:
+        try:
+            _check_contiguous(infos, data_size, "")
+        except TensorError:
+            return None
+    return infos, metadata
 
 
 def parse_header(src: Any, offset: int, size: int, where: str) -> TensorTable:
-    """Validate the safetensors member of ``size`` bytes at ``offset`` of source ``src``.
+    """Validate the safetensors member of ``size`` bytes at ``offset`` of source ``src`` (FORMAT.md §5.1).
 
-    Reads only the 8-byte length and the JSON header. Raises :class:`TensorError`.
+    Reads only the 8-byte length and the JSON header. Raises :class:`TensorError`
+    for the first rule of §5.1 that the member breaks.
     """
     if size < 8:
         raise TensorError(f"{where}: member of {size} bytes cannot hold a safetensors header (FORMAT.md §5.1)", code="st-header-size")
@@ -175,80 +458,20 @@ def parse_header(src: Any, offset: int, size: int, where: str) -> TensorTable:
     if 8 + n > size:
         raise TensorError(f"{where}: header length {n} runs past the member's {size} bytes (FORMAT.md §5.1)", code="st-header-size")
     raw = src.read(offset + 8, n)
-    if not raw.startswith(b"{"):
-        raise TensorError(f"{where}: header does not start with '{{' (FORMAT.md §5.1)", code="st-header-json")
-    try:
-        text = raw.decode("utf-8")
-        header = json.loads(text, object_pairs_hook=_no_dupes, parse_constant=_no_constants)
-    except TensorError:
-        raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise TensorError(f"{where}: header is not UTF-8 JSON: {e} (FORMAT.md §5.1)", code="st-header-json") from e
-    if not isinstance(header, dict):
-        raise TensorError(f"{where}: header is a JSON {type(header).__name__}; expected an object", code="st-header-json")
-    metadata = header.pop(METADATA_KEY, None)
-    if metadata is not None and not (
-        isinstance(metadata, dict) and all(isinstance(v, str) and _utf8(v) and _utf8(k) for k, v in metadata.items())
-    ):
-        raise TensorError(f"{where}: {METADATA_KEY} must map str to str (FORMAT.md §5.1)", code="st-metadata")
-    if len(header) > MAX_TENSORS:
-        raise TensorError(f"{where}: {len(header)} tensors; the limit is {MAX_TENSORS} (FORMAT.md §8)", code="st-header-size")
     data_size = size - 8 - n
-    infos = []
-    sizes = {code: size for code, (size, _) in DTYPES.items()}
-    for name, spec in header.items():
-        check_name(name, where)
-        if type(spec) is not dict or len(spec) != 3 or spec.keys() != TENSOR_KEYS:
-            raise TensorError(
-                f"{where}: tensor {name!r}: expected an object with exactly dtype, shape, data_offsets (FORMAT.md §5.1)",
-                code="st-header-json",
-            )
-        dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
-        itemsize = sizes.get(dtype) if type(dtype) is str else None
-        if itemsize is None:
-            raise TensorError(
-                f"{where}: tensor {name!r}: dtype {dtype!r} is not one of {', '.join(DTYPES)} (FORMAT.md §5.3)", code="st-dtype"
-            )
-        if type(shape) is not list or len(shape) > MAX_RANK:
-            raise _bad_shape(where, name, shape)
-        expected = itemsize
-        elements = 1
-        for d in shape:
-            if type(d) is not int or d < 0 or d > MAX_DIM:
-                raise _bad_shape(where, name, shape)
-            expected *= d  # Python ints: no overflow
-            if d:
-                elements *= d  # zero dims count as 1: torch computes strides from the others
-        if type(offsets) is not list or len(offsets) != 2:
-            raise _bad_offsets(where, name, offsets)
-        begin, end = offsets
-        if type(begin) is not int or type(end) is not int or begin < 0 or begin > end:
-            raise _bad_offsets(where, name, offsets)
-        if elements > MAX_DIM:
-            raise TensorError(
-                f"{where}: tensor {name!r}: shape {shape!r} has more than {MAX_DIM} elements (zero dimensions counted as 1; FORMAT.md §5.1)",
-                code="st-shape",
-            )
-        if expected != end - begin:
-            raise TensorError(
-                f"{where}: tensor {name!r}: shape {shape} of {dtype} needs {expected} bytes; data_offsets give {end - begin} (FORMAT.md §5.1)",
-                code="st-shape",
-            )
-        infos.append(TensorInfo(name, dtype, tuple(shape), begin, end))
-    infos.sort(key=lambda t: (t.begin, t.end))
-    pos = 0
-    for t in infos:
-        if t.begin != pos:
-            raise TensorError(
-                f"{where}: tensor {t.name!r} starts at {t.begin}; expected {pos} (offsets are contiguous from 0, no gaps or overlaps; FORMAT.md §5.1)",
-                code="st-offsets",
-            )
-        pos = t.end
-    if pos != data_size:
-        raise TensorError(
-            f"{where}: tensors cover {pos} bytes; the data section holds {data_size} (FORMAT.md §5.1)", code="st-offsets"
-        )
+    was_enabled = gc.isenabled()
+    gc.disable()  # a million small objects would trigger collections that find nothing to free
+    try:
+        fast = _fast_header(raw, data_size)
+        infos, metadata = fast if fast is not None else _strict_header(raw, data_size, where)
+    finally:
+        if was_enabled:
+            gc.enable()
     return TensorTable(tuple(infos), offset + 8 + n, metadata)
+
+
+def _info(name: str, dtype: str, shape: tuple[int, ...], begin: int, end: int) -> TensorInfo:
+    return TensorInfo(dtype, shape, (begin, end), name)
 
 
 # --- torch ------------------------------------------------------------------------

@@ -392,33 +392,27 @@ _SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 class Decoder:
     """Turn decoded msgpack data of a value slot back into the Python tree, with :class:`Ref` leaves.
 
-    ``refs`` collects ``(ref, path)`` for every placeholder, in document order.
-    Paths are only rendered when an error is raised, so decoding is linear in
-    the size of the data.
+    The data has passed :func:`distillgan.manifest.unpack` (depth, key types, duplicate map keys and
+    ext types are settled there, FORMAT.md §4.2); this checks the tagged maps (§4.4).
+    ``refs`` collects ``(ref, path)`` for every placeholder, in document order. Scalars are
+    taken as they are and paths are extended only for containers, so decoding is linear in the
+    size of the data.
     """
 
     def __init__(self) -> None:
         self.refs: list[tuple[Ref, tuple[Any, ...]]] = []
 
     def decode(self, raw: Any, path: tuple[Any, ...], member: str) -> Any:
-        return self._dec(raw, path, len(path), member)
+        return raw if type(raw) in _SCALARS else self._dec(raw, path, member)
 
-    def _dec(self, raw: Any, path: tuple[Any, ...], depth: int, member: str) -> Any:
-        if depth > MAX_DEPTH:
-            raise _bad(path, f"nested deeper than {MAX_DEPTH} levels", code="manifest-depth")
-        t = type(raw)
-        if t is list:
-            return [self._dec(x, (*path, i), depth + 1, member) for i, x in enumerate(raw)]
-        if t is dict:
-            if TAG in raw:
-                return self._tagged(raw, path, depth, member)
-            return {k: self._dec(x, (*path, k), depth + 1, member) for k, x in raw.items()}
-        if t in _SCALARS:
-            return raw
-        # msgpack decoders turn the timestamp ext type (-1) into an object of their own, bypassing ext hooks
-        raise _bad(path, f"{t.__name__} is not a plain msgpack value (an ext type)", code="manifest-ext-type")
+    def _dec(self, raw: Any, path: tuple[Any, ...], member: str) -> Any:
+        if type(raw) is list:
+            return [x if type(x) in _SCALARS else self._dec(x, (*path, i), member) for i, x in enumerate(raw)]
+        if TAG in raw:
+            return self._tagged(raw, path, member)
+        return {k: x if type(x) in _SCALARS else self._dec(x, (*path, k), member) for k, x in raw.items()}
 
-    def _tagged(self, raw: dict[Any, Any], path: tuple[Any, ...], depth: int, member: str) -> Any:
+    def _tagged(self, raw: dict[Any, Any], path: tuple[Any, ...], member: str) -> Any:
         tag = raw[TAG]
         if type(tag) is not str or tag not in TAGS:
             raise _bad(path, f"tag {tag!r} is not one of {', '.join(TAGS)}", code="manifest-tag")
@@ -426,38 +420,33 @@ class Decoder:
         if not (need <= raw.keys() <= allowed):
             required, optional = TAGS[tag]
             raise _bad(path, f"a {tag!r} tagged map has keys {sorted(map(str, raw))}; expected '$', {', '.join(required + optional)}", code="manifest-tag")
-        if depth + 1 > MAX_DEPTH:
-            raise _bad(path, f"nested deeper than {MAX_DEPTH} levels", code="manifest-depth")
         if tag in ("tuple", "map"):
             items = raw["items"]
             if type(items) is not list:
                 raise _bad(path, f"'items' of a {tag!r} tagged map must be an array", code="manifest-tag")
             if tag == "tuple":
-                return tuple(self._dec(x, (*path, i), depth + 2, member) for i, x in enumerate(items))
+                return tuple(x if type(x) in _SCALARS else self._dec(x, (*path, i), member) for i, x in enumerate(items))
             out: dict[Any, Any] = {}
             for pair in items:
                 if type(pair) is not list or len(pair) != 2 or type(pair[0]) not in (str, int):
                     raise _bad(path, "each item of a 'map' tagged map must be a [key, value] array with a str or int key", code="manifest-tag")
-                k = pair[0]
+                k, x = pair
                 if k in out:
                     raise _bad(path, f"duplicate key {k!r} in a 'map' tagged map", code="manifest-duplicate-key")
-                if depth + 3 > MAX_DEPTH:
-                    raise _bad(path, f"nested deeper than {MAX_DEPTH} levels", code="manifest-depth")
-                out[k] = self._dec(pair[1], (*path, k), depth + 3, member)
+                out[k] = x if type(x) in _SCALARS else self._dec(x, (*path, k), member)
             return out
         if tag == "tensors":
             prefix, keys_ = raw["prefix"], raw["keys"]
             if type(prefix) is not str or type(keys_) is not list or not all(type(k) is str for k in keys_):
                 raise _bad(path, "a 'tensors' tagged map needs a str 'prefix' and an array of str 'keys'", code="manifest-tag")
-            if keys_ and depth + 2 > MAX_DEPTH:
-                raise _bad(path, f"nested deeper than {MAX_DEPTH} levels", code="manifest-depth")
             flat: dict[str, Ref] = {}
+            refs = self.refs
             for k in keys_:
                 if k in flat:
                     raise _bad(path, f"duplicate key {k!r} in a 'tensors' tagged map", code="manifest-duplicate-key")
                 ref = Ref("tensor", member, prefix + k)
                 flat[k] = ref
-                self.refs.append((ref, (*path, k)))
+                refs.append((ref, (*path, k)))
             return flat
         name = raw["name"]
         if type(name) is not str:

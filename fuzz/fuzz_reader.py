@@ -5,7 +5,11 @@ Every input is written to a file and read the three ways a user reads one:
 ``inspect``, ``verify`` and ``open_archive(...).tensors(...)``. Success and
 :class:`~distillgan.DistillganError` are fine; any other exception, any
 warning, or an input that takes longer than ``DISTILLGAN_FUZZ_LIMIT_S``
-(default 1 s) is a crash. A custom mutator mixes libFuzzer's byte mutations
+(default 1 s) is a crash. Before that, the members of an input that is a
+zip go through the fast readers and the reference readers of FORMAT.md
+§4.2 and §5.1 (``manifest.unpack`` against ``manifest._scan``,
+``tensors._fast_header`` against ``tensors._strict_header``); a different
+verdict is a crash too. A custom mutator mixes libFuzzer's byte mutations
 with structure-aware ones: it unpacks an archive, mutates one member and
 repacks it with correct CRCs, sizes and padding, so that the manifest and
 safetensors layers are reached instead of stopping at the CRC check.
@@ -32,7 +36,7 @@ import atheris
 
 with atheris.instrument_imports(include=["distillgan"]):
     import distillgan
-    from distillgan import DistillganError
+    from distillgan import DistillganError, manifest, tensors
     from distillgan.container import ContainerWriter
 
 import msgpack
@@ -61,7 +65,41 @@ def _load_tensors(path: str) -> None:
 ENTRY_POINTS = (distillgan.inspect, distillgan.verify, _load_tensors)
 
 
+class Disagreement(Exception):
+    """The fast and the reference reading of a manifest or safetensors header gave different verdicts."""
+
+
+def check_differentials(data: bytes) -> None:
+    """Fast readers against reference readers (FORMAT.md §4.2, §5.1) on the members of ``data``, when it is a zip."""
+    members = _members(data, strict=False)
+    for name, body in members or []:
+        if name == "manifest.msgpack":
+            try:
+                manifest.unpack(body)
+                fast = None
+            except DistillganError as e:
+                fast = e.code
+            ref = manifest._scan(body)
+            if fast != (ref.code if ref is not None else None):
+                raise Disagreement(f"manifest: unpack says {fast}, the byte scan says {ref and ref.code}")
+        elif name.endswith(".safetensors") and len(body) >= 8:
+            (n,) = struct.unpack_from("<Q", body, 0)
+            if 8 + n > len(body) or n > 1 << 20:
+                continue
+            raw, size = body[8 : 8 + n], len(body) - 8 - n
+            fast_table = tensors._fast_header(raw, size)
+            if fast_table is None:
+                continue
+            try:
+                strict = tensors._strict_header(raw, size, name)
+            except DistillganError as e:
+                raise Disagreement(f"{name}: the fast parser accepts what the strict one refuses with {e.code}") from e
+            if (sorted(fast_table[0]), fast_table[1]) != (sorted(strict[0]), strict[1]):
+                raise Disagreement(f"{name}: the fast and strict parsers read different tables")
+
+
 def TestOneInput(data: bytes) -> None:
+    check_differentials(data)
     with open(_SCRATCH, "wb") as f:
         f.write(data)
     for entry in ENTRY_POINTS:
@@ -82,14 +120,14 @@ def TestOneInput(data: bytes) -> None:
 # --- structure-aware mutation ---------------------------------------------------------------
 
 
-def _members(data: bytes) -> list[tuple[str, bytes]] | None:
+def _members(data: bytes, *, strict: bool = True) -> list[tuple[str, bytes]] | None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
-            out = [(i.filename, z.read(i)) for i in z.infolist()]
+            out = [(i.filename, z.read(i)) for i in z.infolist() if i.file_size <= 1 << 22]
     except Exception:  # noqa: BLE001 - zipfile raises many types on mutated input; the mutator then works on bytes
         return None
     names = [n for n, _ in out]
-    return out if 2 <= len(out) <= 3 and names == list(MEMBER_NAMES[: len(out)]) else None
+    return out if not strict or (2 <= len(out) <= 3 and names == list(MEMBER_NAMES[: len(out)])) else None
 
 
 def _repack(members: list[tuple[str, bytes]]) -> bytes:

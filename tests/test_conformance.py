@@ -216,7 +216,7 @@ def test_runner_skips_data_defects_for_readers_that_never_read_tensor_data(tmp_p
 
 
 def test_runner_reports_a_reader_that_accepts_everything() -> None:
-    proc = _run_runner("--reader", "true", "--json")
+    proc = _run_runner("--reader", "true {path}", "--json")
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
     assert doc["passed"] == 0 and doc["failed"] == len(ALL)
@@ -227,10 +227,11 @@ def test_runner_reports_a_reader_that_accepts_everything() -> None:
 
 
 def test_runner_reports_a_reader_that_rejects_everything_without_codes() -> None:
-    proc = _run_runner("--reader", "false", "--select", "invalid/zip")
+    proc = _run_runner("--reader", "false {path}", "--select", "invalid/zip")
     assert proc.returncode == 1
     passed, failed, _ = _summary(proc)
     assert passed == 0 and failed > 0
+    assert all("CRASH: exit status 1 without" in line for line in proc.stdout.splitlines()[:-1])
 
 
 def test_runner_refuses_an_altered_vector(tmp_path: Path) -> None:
@@ -250,7 +251,7 @@ def test_runner_and_reference_reader_do_not_import_torch() -> None:
     code = (
         "import sys\n"
         "from distillgan import cli, conformance\n"
-        f"rc = conformance.main(['--reader', 'true', '--select', {VALID[0]['id']!r}])\n"
+        f"rc = conformance.main(['--reader', 'true {{path}}', '--select', {VALID[0]['id']!r}])\n"
         f"rc2 = cli.main(['inspect', '--json', '--digests', {str(path)!r}])\n"
         "assert rc == 1 and rc2 == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
     )
@@ -259,19 +260,100 @@ def test_runner_and_reference_reader_do_not_import_torch() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "code", "found"),
+    ("returncode", "stderr", "passed", "crash"),
     [
-        ("distillgan: error [zip64]: ...", "zip64", True),
-        ("error zip64-extra", "zip64", False),
-        ("code=st-shape.", "st-shape", True),
-        ("st-shapes", "st-shape", False),
-        ("not-zip", "zip", False),
-        ('{"code": "pickle"}', "pickle", True),
+        (1, "distillgan: error [zip64]: ...", True, False),
+        (1, "error [zip64]", True, False),
+        (1, "warning: x\nerror [zip64] found at byte 3\n", True, False),
+        (1, "error [zip64-extra]", False, False),  # another code: a plain failure
+        (1, "Traceback (most recent call last):\n  ...\nValueError: zip64", False, True),  # the word is not a verdict
+        (1, "error [zip64]\nerror [zip-layout]", False, True),  # several codes
+        (1, "myerror [zip64]", False, True),  # 'error' must start a word
+        (2, "error [zip64]", False, True),  # another exit status
+        (-9, "", False, True),  # a signal
+        (0, "", False, False),  # accepted
     ],
 )
-def test_code_tokens(text: str, code: str, found: bool) -> None:
-    vector = {"valid": False, "expected": {"code": code}}
-    assert conformance.judge(vector, 1, text, "")[0] is found
+def test_judge_one_process(returncode: int, stderr: str, passed: bool, crash: bool) -> None:
+    vector = {"valid": False, "expected": {"code": "zip64"}}
+    ok, _, crashed = conformance.judge(vector, returncode, "", stderr)
+    assert (ok, crashed) == (passed, crash)
+
+
+@pytest.mark.parametrize(
+    ("answer", "passed", "crash"),
+    [
+        ({"path": "p", "error": "zip64"}, True, False),
+        ({"path": "p", "error": "zip-layout", "message": "m"}, False, False),
+        ({"path": "p", "error": "zip64 zip-layout"}, False, True),
+        ({"path": "p", "error": ["zip64"]}, False, True),
+        ({"path": "p", "error": "zip64", "manifest": {}}, False, True),
+        ({"path": "p"}, False, True),
+        ({"path": "p", "manifest": {}, "digests": {}}, False, False),
+    ],
+)
+def test_judge_batch(answer: dict[str, Any], passed: bool, crash: bool) -> None:
+    vector = {"valid": False, "expected": {"code": "zip64"}}
+    ok, _, crashed = conformance.judge_batch(vector, answer)
+    assert (ok, crashed) == (passed, crash)
+
+
+def test_runner_self_test_fails_readers_that_misbehave() -> None:
+    """--self-test: the reference reader passes, and readers that accept everything, print every code, crash with a
+    stack trace, die by a signal, hang or exit with another status fail every vector (FORMAT.md §10)."""
+    proc = _run_runner("--self-test", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "self-test passed"
+    assert sum(line.startswith("OK ") for line in lines) == len(lines) - 1 >= 10
+
+
+def test_batch_mode_over_every_vector() -> None:
+    """The reference reader started once answers every vector (FORMAT.md §10); the figure is in the report, not asserted."""
+    proc = _run_runner("--batch", "--json", timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["passed"] == len(ALL) and doc["failed"] == 0 and doc["crashed"] == 0
+
+
+def test_batch_reader_restarts_after_a_crash(tmp_path: Path) -> None:
+    """A batch reader that dies on one vector loses that vector only: the runner starts it again."""
+    root, vectors = _subset(tmp_path)
+    victim = INVALID[0]["id"]
+    script = tmp_path / "reader.py"
+    script.write_text(
+        "import os, subprocess, sys\n"
+        f"victim = {str((root / INVALID[0]['file']).resolve())!r}\n"
+        "ref = subprocess.Popen([sys.executable, '-m', 'distillgan.conformance', '--serve'], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)\n"
+        "for line in sys.stdin:\n"
+        "    if line[:-1] == victim:\n"
+        "        os._exit(3)\n"
+        "    ref.stdin.write(line); ref.stdin.flush()\n"
+        "    sys.stdout.write(ref.stdout.readline()); sys.stdout.flush()\n",
+        encoding="utf-8",
+    )
+    proc = _run_runner("--batch", "--reader", f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}", "--vectors", str(root),
+                       "--json", "--jobs", "1")
+    doc = json.loads(proc.stdout)
+    failed = [r for r in doc["results"] if r["status"] == "FAIL"]
+    assert [r["id"] for r in failed] == [victim] and failed[0]["crash"]
+    assert doc["passed"] == len(vectors) - 1
+
+
+def test_batch_and_path_placeholders_are_checked() -> None:
+    assert _run_runner("--batch", "--reader", "true {path}").returncode == 2
+    assert _run_runner("--reader", "true").returncode == 2
+
+
+def test_vectors_ship_inside_the_package() -> None:
+    """pyproject force-includes spec/vectors as distillgan/_spec/vectors, which default_vectors_dir prefers (FORMAT.md §10)."""
+    tomllib = pytest.importorskip("tomllib")
+
+    config = tomllib.loads((SOURCE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    include = config["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    assert include["spec/vectors"] == "distillgan/_spec/vectors"
+    assert include["spec/FORMAT.md"] == "distillgan/_spec/FORMAT.md"
+    assert conformance.default_vectors_dir() == VECTORS
 
 
 def test_json_comparison_is_strict_about_booleans() -> None:
@@ -279,3 +361,15 @@ def test_json_comparison_is_strict_about_booleans() -> None:
     assert conformance.same_json({"a": True}, {"a": 1}) is not None
     assert conformance.same_json({"a": None}, {"a": 0}) is not None
     assert conformance.same_json(["x"], ["x", "y"]) is not None
+
+
+@pytest.mark.skipif(os.environ.get("DISTILLGAN_LARGE_VECTORS") != "1", reason="set DISTILLGAN_LARGE_VECTORS=1 (minutes, ~700 MB of disk)")
+def test_large_vectors(tmp_path: Path) -> None:
+    """The limits no small file reaches and every accepting zip64 path (generate.py --large), read by the batch runner."""
+    out = tmp_path / "large"
+    gen = subprocess.run([sys.executable, str(VECTORS / "generate.py"), "--large", str(out)], capture_output=True, text=True,
+                         timeout=3600, check=False)
+    assert gen.returncode == 0, gen.stderr[-2000:]
+    proc = _run_runner("--batch", "--vectors", str(out), "--timeout", "1200", "--jobs", "1", "--json", timeout=7200)
+    doc = json.loads(proc.stdout)
+    assert doc["failed"] == 0, [r for r in doc["results"] if r["status"] != "PASS"]

@@ -313,14 +313,31 @@ def test_manifest_over_the_limit(tmp_path: Path) -> None:
     _raises(path, "manifest-too-large")
 
 
-def test_too_many_tensors(tmp_path: Path) -> None:
-    header = {f"t{i}": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]} for i in range((1 << 16) + 1)}
+@pytest.mark.parametrize("count", [16, 17])
+def test_tensor_count_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    """MAX_TENSORS (1 048 576) scaled down to 16: at the limit accepted, one past refused by both parsers.
+
+    The real boundary (a header of MAX_TENSORS + 1 tensors) is in ``generate.py --large``.
+    """
+    monkeypatch.setattr(distillgan.tensors, "MAX_TENSORS", 16)
+    names = [f"t{i}" for i in range(count)]
+    header = {name: {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]} for name in names}
     text = json.dumps(header, separators=(",", ":")).encode()
     body = struct.pack("<Q", len(text)) + text
-    members = with_sizes([members_of(VALID[0])[0], ("model.safetensors", body)])
+    raw = msgpack.unpackb(members_of(VALID[0])[0][1], raw=False, strict_map_key=False)
+    raw["state_dict"] = {"$": "tensors", "prefix": "", "keys": names}
+    raw["members"]["model.safetensors"] = {"aliases": {}, "size": len(body)}
     path = tmp_path / "many-tensors.distillgan"
-    path.write_bytes(repack(members))
-    _raises(path, "st-header-size")
+    path.write_bytes(repack([("manifest.msgpack", msgpack.packb(raw, use_bin_type=True)), ("model.safetensors", body)]))
+    if count > 16:
+        for entry in (distillgan.inspect, distillgan.verify):
+            with pytest.raises(DistillganError) as e:
+                entry(path)
+            assert e.value.code == "st-header-size", str(e.value)
+        assert distillgan.tensors._fast_header(text, 0) is None
+    else:
+        assert len(distillgan.inspect(path)["tensors"]["model.safetensors"]) == 16
+        assert distillgan.tensors._fast_header(text, 0) is not None
 
 
 def test_central_directory_over_the_limit(tmp_path: Path) -> None:

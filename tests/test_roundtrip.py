@@ -332,8 +332,14 @@ def test_rank_over_the_limit_is_refused_before_writing(where: str, save: Callabl
     assert _published(models_dir) == []
 
 
-def test_header_over_the_limit_is_refused_before_writing(save: Callable[..., Path], models_dir: Path) -> None:
-    """A safetensors header over FORMAT.md §8's 4 MiB (4500 names of 1000 bytes) must not be published."""
+def test_header_over_the_limit_is_refused_before_writing(
+    save: Callable[..., Path], models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A safetensors header over FORMAT.md §8's limit must not be published (the 100 MB limit scaled down to 4 MiB:
+    4500 names of 1000 bytes)."""
+    import distillgan.archive
+
+    monkeypatch.setattr(distillgan.archive, "MAX_HEADER_BYTES", 4 << 20)
     state = {f"{i:05d}" + "n" * 995: torch.empty(0) for i in range(4500)}
     with pytest.raises(InputError):
         save(state)

@@ -4,6 +4,7 @@
     python spec/vectors/generate.py            # rewrite spec/vectors/{valid,invalid,index.json}
     python spec/vectors/generate.py --out DIR  # write them elsewhere (the tests compare the two)
     python spec/vectors/generate.py --check    # exit 1 unless the committed vectors are up to date
+    python spec/vectors/generate.py --large DIR  # the large vectors (limits past 64 KiB, 4 GiB zip64 files), into DIR
 
 The output is deterministic: no randomness, no clocks, no host paths; re-running
 reproduces every byte. Valid vectors come from distillgan's own writer (plus a
@@ -671,6 +672,32 @@ def valid_by_hand() -> list[tuple[str, bytes, str, str]]:
                 ("Placeholders as another writer may write them: tensor names outside the writer's naming rule, keys of tagged maps "
                  "in another order, an explicit requires_grad false, the map tag for str keys, a float32 inside a tuple, and an "
                  "alias named by its own placeholder.")))
+
+    # boundaries at the limit (FORMAT.md §8); the one-past vectors are invalid/*
+    for id_, header, raw, desc in [
+        ("rank-32", {"w": {"dtype": "F32", "shape": [1] * 31 + [2], "data_offsets": [0, 8]}}, f32(1.0, 2.0),
+         "A tensor of rank 32, MAX_RANK (invalid/st-rank-33 is one past)."),
+        ("dim-int64-max", {"w": {"dtype": "U8", "shape": [0, 2**63 - 1], "data_offsets": [0, 0]}}, b"",
+         "A zero-size tensor with a dimension of 2^63-1, MAX_DIM (invalid/st-dim-over-int64 is one past)."),
+        ("name-1024-bytes", {"n" * 1024: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, f32(1.0),
+         "A tensor name of 1024 bytes, MAX_NAME_BYTES (invalid/st-name-too-long is one past)."),
+        ("name-1024-bytes-escaped", None, f32(1.0),
+         "A name of 512 characters written as \\u00e9 escapes (3072 bytes of JSON, 1024 UTF-8 bytes decoded): "
+         "the limit applies to the decoded name (invalid/st-name-too-long-escaped is one past)."),
+    ]:
+        if header is None:
+            text = json.dumps({"é" * 512: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+            member = st_raw(text, raw)
+        else:
+            member = st_raw(header, raw)
+        names = st_names(member) or []
+        man = full_manifest(member, state_dict={"$": "tensors", "prefix": "", "keys": names})
+        out.append((id_, archive_of(member, manifest=man), "§8", desc))
+    out.append(("depth-64-maps", archive_of(model, manifest=full_manifest(model, training_config={"d": _nest_maps(62)})), "§8",
+                "Maps nested so that the innermost value sits at depth 64, MAX_DEPTH (invalid/manifest-depth-65-map is one past)."))
+    meta_null = st_raw({"__metadata__": None, "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, f32(1.0, -2.0))
+    out.append(("metadata-null", archive_of(meta_null, manifest=full_manifest(meta_null, state_dict={"$": "tensors", "prefix": "", "keys": ["b"]})),
+                "§5.1", "__metadata__: null in the safetensors header (accepted as no metadata)."))
     return out
 
 
@@ -827,6 +854,11 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
         ("attr-device", 0o020644 << 16, MADE_BY, "Unix character-device mode."),
         ("attr-fifo", 0o010644 << 16, MADE_BY, "Unix FIFO mode."),
         ("attr-host-ntfs", XATTR_FILE, (10 << 8) | 45, "Made by host 10 (NTFS), whose attributes we do not interpret."),
+        ("attr-host-msdos", XATTR_FILE, 45, "Made by host 0 (MS-DOS) with the writer's attributes: the host is pinned to 3 (Unix)."),
+        ("attr-volume-label", XATTR_FILE | 0x08, MADE_BY, "The MS-DOS volume-label bit 0x08 beside a regular file mode (unzip skips such an entry)."),
+        ("attr-setuid-world-writable", 0o106777 << 16, MADE_BY, "Mode 06777: setuid, setgid, world-writable (bsdtar as root restores it)."),
+        ("attr-mode-0600", 0o100600 << 16, MADE_BY, "Regular file of mode 0600: any value but 0x81A40000 is refused."),
+        ("attr-zero", 0, MADE_BY, "External attributes 0 (no file type)."),
     ]:
         add(id_, zip_archive(members, central={1: {"xattr": xattr, "made_by": made_by}}), "zip-attributes", "§3.2",
             f"The model's directory entry: {desc}")
@@ -1028,6 +1060,9 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
         "§4.5", "metadata.author.")
     add("unknown-key-member", manifest_variant(P(members={MODEL: {"aliases": {}, "compression": "none", "size": len(model)}})),
         "manifest-unknown-key", "§4.5", "$.members.model.safetensors.compression.")
+    add("members-int-key", manifest_variant(P(members=Pairs([(MODEL, {"aliases": {}, "size": len(model)}), (1, {"aliases": {}, "size": 0})]))),
+        "manifest-type", "§4.3", "members has an int key 1 beside model.safetensors (found by this issue's review: it used to crash a reader "
+        "that sorts the member names).")
     add("missing-latent-dim", manifest_variant(P(latent_dim=DROP)), "manifest-missing-key", "§4.3", "No latent_dim key.")
     add("missing-members", manifest_variant(P(members=DROP)), "manifest-missing-key", "§4.3", "No members key.")
     add("missing-metadata-field", manifest_variant(P(metadata=meta_pairs(save_date=DROP))), "manifest-missing-key", "§4.3",
@@ -1233,7 +1268,6 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
         ("st-name-newline", "w\nb", "a newline"),
         ("st-name-del", "w\x7f", "DEL"),
         ("st-name-c1", "w\x85", "the C1 control NEL (U+0085)"),
-        ("st-name-surrogate", "w\ud800", "a lone UTF-16 surrogate (\\ud800 escape)"),
         ("st-name-too-long", "n" * 1025, "1025 bytes (the limit is 1024)"),
     ]:
         text = json.dumps({name: {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, ensure_ascii=True).encode()
@@ -1254,6 +1288,36 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
         "st-offsets", "§5.1", "The vocoder member's only tensor starts at 4.")
     add("st-vocoder-bool", archive_of(model, st_raw(bools, b"\x01\x01\xff\x00")), "st-bool", "§5.3",
         "A vocoder BOOL tensor holding 0xFF.", "verify")
+
+    for id_, text, desc in [
+        ("st-header-lone-surrogate", b'{"w\\ud800": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}',
+         "A tensor name with a lone UTF-16 surrogate escape (\\ud800): not valid Unicode, so not valid JSON text here."),
+        ("st-metadata-lone-surrogate", b'{"__metadata__": {"k": "\\udc00"}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}',
+         "A lone low surrogate escape in a __metadata__ value."),
+    ]:
+        st(id_, st_raw(text, b), "st-header-json", "§5.1", desc)
+    st("st-shape-negative-zero", st_raw(b'{"w": {"dtype": "F32", "shape": [-0, 2], "data_offsets": [0, 0]}}', b""), "st-shape", "§5.1",
+       "A shape [-0, 2]: -0 is not a uint token (safetensors reads it as the float -0.0 and refuses it).")
+    st("st-offsets-negative-zero", st_raw(b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [-0, 8]}}', b"\x00" * 8), "st-offsets",
+       "§5.1", "data_offsets [-0, 8].")
+    st("st-shape-exponent", st_raw(b'{"w": {"dtype": "F32", "shape": [2E0], "data_offsets": [0, 8]}}', b"\x00" * 8), "st-shape", "§5.1",
+       "A shape [2E0]: a number token with an exponent is not an int.")
+    st("st-offsets-exponent", st_raw(b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8e0]}}', b"\x00" * 8), "st-offsets",
+       "§5.1", "data_offsets [0, 8e0].")
+    st("st-shape-huge-token", st_raw(b'{"w": {"dtype": "F32", "shape": [' + b"9" * 5000 + b'], "data_offsets": [0, 8]}}', b"\x00" * 8),
+       "st-shape", "§5.1", "A dimension of 5000 digits: a uint beyond 2^63-1, not a JSON error.")
+    st("st-header-depth-4", st_raw(b'{"__metadata__": {"k": [["v"]]}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', b"\x00" * 8),
+       "st-header-json", "§8", "An array in an array in __metadata__: nesting depth 4 (MAX_HEADER_DEPTH is 3), a JSON-level refusal.")
+    st("st-header-depth-3-metadata", st_raw(b'{"__metadata__": {"k": ["v"]}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', b"\x00" * 8),
+       "st-metadata", "§8", "An array in __metadata__: depth 3 is within MAX_HEADER_DEPTH, so the metadata rule decides.")
+    st("st-shape-nested", st_raw(b'{"w": {"dtype": "F32", "shape": [[2]], "data_offsets": [0, 8]}}', b"\x00" * 8), "st-header-json", "§8",
+       "A shape [[2]]: depth 4, refused as JSON before the shape rule.")
+    st("st-name-too-long-escaped", st_raw(json.dumps({"é" * 512 + "n": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode(), b),
+       "st-name", "§5.4", "A name of 513 characters written as \\u00e9 escapes: 1025 UTF-8 bytes once decoded (the limit applies after unescaping).")
+    add("alias-named-metadata", archive_of(model, manifest=full_manifest(model, aliases={"__metadata__": "state_dict/w"})), "st-name",
+        "§5.5", "An alias named __metadata__ (refused like a tensor of that name).")
+    st("st-metadata-null", st_raw(hdr(__metadata__=None), data + b"x"), "st-offsets", "§5.1",
+       "__metadata__ null is accepted as no metadata; the trailing byte after the data is the defect.")
 
     # ---- §7 legacy and pickles ----
     import torch
@@ -1294,7 +1358,196 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
                     local={1: {"extra": b""}}),
         "legacy-distill-v1", "§7", "A torch-style zip (archive/data.pkl holding the v1 marker) whose second directory entry has a "
         "2-byte extra field 01 00 (a torn zip64 header): the legacy detector must neither crash nor give up on the file.")
+
+    # ---- precedence: two defects, the first in FORMAT.md's order of checks decides (FORMAT.md §9) ----
+    def two(id_: str, data: bytes, code: str, section: str, desc: str, needs: str | None = None) -> None:
+        add("order-" + id_, data, code, section, "Two defects; the first check that fails decides: " + desc, needs)
+
+    two("truncated-not-zip", b"PK\x03\x05" + bytes(100), "not-zip", "§3.1", "a 104-byte file (truncated) whose signature is not PK\\x03\\x04: not-zip.")
+    two("eocd-comment-length-and-disk", zip_archive(members, eocd={"comment_len": 7, "disk": 1}), "zip-comment", "§3.5",
+        "comment length 7 (checked first) and disk number 1.")
+    two("eocd-disk-and-count", zip_archive(members, eocd={"disk": 1, "n_disk": 1, "n_total": 1}), "zip-eocd", "§3.5",
+        "disk number 1 (zip-eocd) and 1 entry (zip-entry-count).")
+    two("eocd-count-ffff-no-zip64", zip_archive(members, eocd={"n_disk": 0xFFFF, "n_total": 0xFFFF}), "zip64", "§3.5",
+        "0xFFFF entries asks for zip64 records, which are missing: zip64, not zip-entry-count.")
+    two("entry-count-and-cd-offset", zip_archive(members, eocd={"n_disk": 17, "n_total": 17, "cd_off": cd_off - 1}), "zip-entry-count", "§3.1",
+        "17 entries (over MAX_MEMBERS) and a directory offset one byte early.")
+    two("cd-offset-and-name", zip_archive(members, eocd={"cd_off": cd_off - 1}, central={1: {"name": b"x/y"}}), "zip-layout", "§3.5",
+        "directory offset one byte early (checked before any entry) and an entry named x/y.")
+    two("cd-name-and-comment", zip_archive([members[0], (b"x/model", model)], central={1: {"comment": b"hi"}}), "zip-member-name", "§3.2",
+        "entry 1 is named x/model and has a file comment.")
+    two("cd-comment-and-attributes", zip_archive(members, central={1: {"comment": b"hi", "xattr": 0}}), "zip-comment", "§3.2",
+        "a file comment and external attributes 0.")
+    two("cd-attributes-and-flags", zip_archive(members, central={1: {"xattr": 0, "flags": 1}}, local={1: {"flags": 1}}), "zip-attributes", "§3.2",
+        "external attributes 0 and the encryption flag.")
+    two("cd-flags-and-method", zip_archive(members, central={1: {"flags": 1, "method": 8}}, local={1: {"flags": 1, "method": 8}}),
+        "zip-flags", "§3.2", "the encryption flag and method 8.")
+    two("cd-method-and-extra", zip_archive(members, central={1: {"method": 8, "extra": struct.pack("<HH", PAD_ID, 0)}}, local={1: {"method": 8}}),
+        "zip-method", "§3.2", "method 8 and an extra field in the directory entry.")
+    two("cd-extra-and-version", zip_archive(members, central={1: {"version": 45, "extra": struct.pack("<HH", PAD_ID, 0)}}, local={1: {"version": 45}}),
+        "zip-extra-field", "§3.3", "an extra field without sentinels and version needed 45.")
+    two("cd-sizes-and-version", zip_archive(members, central={1: {"csize": size1 + 1, "version": 10}}, local={1: {"csize": size1 + 1, "version": 10}}),
+        "zip-method", "§3.2", "compressed size differs from size (STORED) and version needed 10.")
+    two("cd-entry0-before-entry1", zip_archive([members[0], (b"x/model", model)], central={0: {"flags": 1}}, local={0: {"flags": 1}}),
+        "zip-flags", "§3.2", "the manifest's entry has the encryption flag; the model's entry has a bad name (entries are checked in order).")
+    two("cd-before-local", zip_archive(members, central={1: {"xattr": 0}}, local={0: {"name": b"manifest.msgpacK"}}), "zip-attributes", "§3.2",
+        "entry 1 has attributes 0 and local header 0 names manifest.msgpacK (every directory entry is checked before any local header).")
+    two("local-fields-and-padding", zip_archive(members, local={1: {"crc": 0, "extra": b""}}), "zip-header-mismatch", "§3.2",
+        "the model's local CRC-32 differs and its padding field is missing.")
+    two("local-manifest-fields-and-extra", zip_archive(members, local={0: {"time": 1, "extra": struct.pack("<HH", PAD_ID, 0)}}),
+        "zip-header-mismatch", "§3.4", "the manifest's local time differs and it has an extra field.")
+    two("local-offset-and-signature", zip_archive(members, central={1: {"offset": 0x40}}, local={1: {"sig": b"PK\x03\x05"}}), "zip-layout", "§3.1",
+        "the model's entry points at offset 64 and its local header signature is wrong (both zip-layout; the offset is checked first).")
+    bad_manifest = b"\xc1" + mbytes[1:]
+    two("crc-and-msgpack", zip_archive([(MANIFEST, bad_manifest), (MODEL, model)], local={0: {"crc": zlib.crc32(mbytes)}},
+                                      central={0: {"crc": zlib.crc32(mbytes)}}),
+        "crc-mismatch", "§6", "the manifest's CRC-32 does not match and its first byte is 0xC1.")
+    two("container-and-manifest", zip_archive([(MANIFEST, b"\xc1"), (MODEL, model)], central={1: {"xattr": 0}}), "zip-attributes", "§3.2",
+        "external attributes 0 and a manifest that is not msgpack (the container is checked first).")
+    # decoding: the first defect in byte order (FORMAT.md §4.2)
+    ext = Raw(b"\xd4\x05\x00")
+    two("decode-ext-before-duplicate", manifest_variant(Pairs(list(P(training_config={"x": ext})) + [("latent_dim", 9)])), "manifest-ext-type", "§4.2",
+        "an ext type in training_config, then a duplicate top-level key later in the bytes.")
+    two("decode-duplicate-before-ext", manifest_variant(Pairs(list(P(extra=DROP)) + [("latent_dim", 9), ("extra", ext)])), "manifest-duplicate-key",
+        "§4.2", "a duplicate key latent_dim, then an ext type later in the bytes.")
+    deep: Any = 0
+    for _ in range(63):
+        deep = [deep]
+    two("decode-depth-before-trailing", manifest_variant(mp(P(training_config={"deep": deep})) + b"\xc0"), "manifest-depth", "§4.2",
+        "a value at depth 65 and a trailing nil.")
+    two("decode-key-type-before-utf8", manifest_variant(P(analysis=Pairs([(1.5, 1)]), metadata=meta_pairs(name=Raw(b"\xa2\xff\xfe")))),
+        "manifest-type", "§4.2", "a float key in analysis (earlier in the bytes: top-level keys are sorted) and a str that is not UTF-8 in metadata.")
+    two("decode-utf8-before-key-type", manifest_variant(P(analysis=Raw(b"\xa2\xff\xfe"), training_config=Pairs([(1.5, 1)]))),
+        "manifest-msgpack", "§4.2", "a str that is not UTF-8 in analysis, then a float key in training_config.")
+    two("decode-duplicate-before-truncation", manifest_variant(mp(Pairs(list(P()) + [("latent_dim", 9)]))[:-1]), "manifest-duplicate-key", "§4.2",
+        "a duplicate top-level key, then the member ends one byte early.")
+    two("decode-duplicate-before-deep", manifest_variant(P(analysis=Pairs([("a", 1), ("a", 2)]), training_config={"deep": Raw(b"\x91" * 3000 + b"\x90")})),
+        "manifest-duplicate-key", "§4.2", "a duplicate key in analysis, then 3000 nested arrays (deeper than decoders' own stacks).")
+    two("decode-depth-before-c1", manifest_variant(P(analysis=Raw(b"\x91" * 3000 + b"\x90"), training_config=Raw(b"\xc1"))), "manifest-depth", "§4.2",
+        "3000 nested arrays, then the byte 0xC1.")
+    two("decode-before-not-map", manifest_variant(b"\x92\xc0\xc1"), "manifest-msgpack", "§4.2", "an array (not a map) holding the byte 0xC1.")
+    two("format-before-version", manifest_variant(P(format="other", version=2)), "manifest-format", "§4.1", "format 'other' and version 2.")
+    two("version-before-key-order", manifest_variant(Pairs([p for p in P(version=2) if p[0] == "version"] + [p for p in P(version=2) if p[0] != "version"])),
+        "version-newer", "§4.1", "version 2 written before format: the version is checked before the key order.")
+    two("version-before-v1-members", zip_archive([(MANIFEST, mp(P(version=2))), (MODEL, model), (VOCODER, vocoder), ("x", b"")]),
+        "version-newer", "§4.5", "version 2 and a fourth member: the v1 member list is checked only for version 1.")
+    two("schema-before-v1-members", zip_archive([(MANIFEST, mp(P(latent_dim="8"))), (MODEL, model), (VOCODER, vocoder), ("x", b"")]),
+        "manifest-type", "§3.1", "latent_dim '8' and a fourth member: the whole manifest is checked before the v1 member list.")
+    two("int-key-before-missing", manifest_variant(Pairs(list(P(latent_dim=DROP)) + [(1, "x")])), "manifest-type", "§4.3",
+        "an int top-level key and no latent_dim.")
+    two("missing-before-unknown", manifest_variant(Pairs(list(P(latent_dim=DROP)) + [("zz", 1)])), "manifest-missing-key", "§4.3",
+        "no latent_dim and an unknown key zz.")
+    two("unknown-before-type", manifest_variant(Pairs(list(P(latent_dim="8")) + [("zz", 1)])), "manifest-unknown-key", "§4.3",
+        "an unknown key zz and latent_dim '8'.")
+    two("latent-dim-before-metadata", manifest_variant(P(latent_dim="8", metadata=meta_pairs(name=DROP))), "manifest-type", "§4.3",
+        "latent_dim '8' and metadata without name.")
+    two("metadata-field-order", manifest_variant(P(metadata=meta_pairs(name=5, dataset_total_duration_s=math.inf))), "manifest-type", "§4.3",
+        "metadata.name 5 and a non-finite dataset_total_duration_s: fields are checked in the order of the §4.3 table (name first), "
+        "not in map order (dataset_total_duration_s first).")
+    two("metadata-before-members", manifest_variant(P(metadata=meta_pairs(name=DROP), members=[])), "manifest-missing-key", "§4.3",
+        "metadata without name and members an array.")
+    two("members-before-slots", manifest_variant(P(members=[], training_config={"x": {"$": "set"}})), "manifest-type", "§4.3",
+        "members an array and an unknown tag in training_config.")
+    two("slots-before-slot-types", manifest_variant(P(training_config={"x": {"$": "set"}}, state_dict=None)), "manifest-tag", "§4.4",
+        "an unknown tag in training_config and state_dict nil (every slot is decoded before the slot types are checked).")
+    two("slot-order", manifest_variant(P(analysis={"x": {"$": "map", "items": [[1, 1], [1, 2]]}}, extra={"$": "set"})), "manifest-duplicate-key",
+        "§4.4", "a duplicate key in a map tag in analysis and an unknown tag in extra (slots in the order analysis, extra, ...).")
+    two("slot-types-before-member-set", manifest_variant(P(state_dict=None, vocoder_state={"type": "x"})), "manifest-type", "§4.3",
+        "state_dict nil and a vocoder_state without a vocoder member.")
+    two("v1-members-before-headers", zip_archive([(MANIFEST, mbytes), (MODEL, b""), (VOCODER, vocoder), ("x", b"")]), "zip-entry-count", "§3.1",
+        "a fourth member named x, and an empty model member.")
+    bad_voc = st_raw(b'{"x": {"dtype": "F99", "shape": [1], "data_offsets": [0, 4]}}', f32(1.0))
+    two("header-before-cross-check", zip_archive([(MANIFEST, manifest_bytes(full_manifest(model, vocoder))), (MODEL, st_raw(hdr(b=DROP), w)),
+                                                  (VOCODER, bad_voc)]),
+        "st-dtype", "§5.1", "the model member's size differs from the manifest's and the vocoder header has dtype F99.")
+    two("model-header-before-vocoder", archive_of(st_raw(hdr(b={"dtype": "F32", "shape": [3], "data_offsets": [16, 24]}), data), bad_voc),
+        "st-shape", "§5.1", "the model header has a shape mismatch and the vocoder's dtype F99.")
+    two("tensor-by-tensor", with_model(st_raw(b'{"w": {"dtype": "F99", "shape": [2, 2], "data_offsets": [0, 16]}, '
+                                              b'"b\\u0000": {"dtype": "F32", "shape": [2], "data_offsets": [16, 24]}}', data)),
+        "st-dtype", "§5.1", "the first tensor's dtype is F99, the second's name holds NUL: tensors are checked one by one in header order.")
+    two("tensor-header-order", with_model(st_raw(b'{"b\\u0000": {"dtype": "F32", "shape": [2], "data_offsets": [16, 24]}, '
+                                                 b'"w": {"dtype": "F99", "shape": [2, 2], "data_offsets": [0, 16]}}', data)),
+        "st-name", "§5.1", "the same defects with the tensors in the other header order (offsets play no part).")
+    st("order-name-before-fields", st_raw(b'{"\\u0007": {"dtype": "F32", "shape": [2]}}', b"\x00" * 8), "st-name", "§5.1",
+       "Two defects: a name holding BEL and an entry without data_offsets.")
+    st("order-fields-before-dtype", st_raw(b'{"w": {"dtype": "F99", "shape": [2]}}', b"\x00" * 8), "st-header-json", "§5.1",
+       "Two defects: an entry without data_offsets and dtype F99.")
+    st("order-dtype-before-shape", st_raw(hdr(b={"dtype": "F99", "shape": [-1], "data_offsets": [16, 24]}), data), "st-dtype", "§5.1",
+       "Two defects: dtype F99 and shape [-1].")
+    st("order-shape-before-offsets", st_raw(hdr(b={"dtype": "F32", "shape": [-1], "data_offsets": [24, 16]}), data), "st-shape", "§5.1",
+       "Two defects: shape [-1] and data_offsets [24, 16].")
+    st("order-offsets-before-size", st_raw(hdr(b={"dtype": "F32", "shape": [3], "data_offsets": [24, 16]}), data), "st-offsets", "§5.1",
+       "Two defects: data_offsets [24, 16] and a shape [3] that does not match them.")
+    st("order-tensor-before-contiguity", st_raw(hdr(w={"dtype": "F32", "shape": [2, 2], "data_offsets": [8, 24]},
+                                                    b={"dtype": "F32", "shape": [3], "data_offsets": [16, 24]}), data), "st-shape", "§5.1",
+       "Two defects: w overlaps b, and b's shape [3] does not match its 8 bytes (every tensor is checked before contiguity).")
+    st("order-metadata-before-tensors", st_raw(b'{"w": {"dtype": "F99", "shape": [2], "data_offsets": [0, 8]}, "__metadata__": {"k": 1}}',
+                                               b"\x00" * 8), "st-metadata", "§5.1",
+       "Two defects: dtype F99, and a non-str value in __metadata__ written after it (metadata is checked before the tensors).")
+    st("order-json-before-duplicate", st_raw(b'{"w": {"dtype": "F32", "dtype": "F32", "shape": [2], "data_offsets": [0, 8]}} x', b"\x00" * 8,
+                                             pad=False), "st-header-json", "§5.1",
+       "Two defects: a duplicate key and trailing text (the whole text must be JSON before duplicates are looked for).")
+    st("order-duplicate-before-metadata", st_raw(b'{"__metadata__": {"k": 1}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, '
+                                                 b'"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', b"\x00" * 8), "st-duplicate-key",
+       "§5.1", "Two defects: a non-str metadata value and a duplicate tensor.")
+    st("order-size-before-json", st_raw(b"[]", b"", length=4096), "st-header-size", "§5.1",
+       "Two defects: a header length past the member and a header that does not start with '{'.")
+    two("cross-size-before-alias", archive_of(model, manifest=full_manifest(model, aliases={"t\x1b": "state_dict/w"}) | {
+        "members": {MODEL: {"aliases": {"t\x1b": "state_dict/w"}, "size": len(model) + 1}}}),
+        "manifest-mismatch", "§6", "the model's size is one more than the member and an alias name holds ESC (sizes, then aliases).")
+    two("cross-alias-before-claims", archive_of(model, manifest=full_manifest(model, aliases={"t\x1b": "state_dict/w"}, state_dict=w_only)),
+        "st-name", "§6", "an alias name holds ESC and state_dict/b is claimed by no placeholder.")
+    both = bytearray(st_raw({"w": {"dtype": "BOOL", "shape": [4], "data_offsets": [0, 4]}}, b"\x00\x01\x02\x01"))
+    good_crc = {1: {"crc": zlib.crc32(bytes(both))}}
+    both[-4] = 0x01
+    two("crc-before-bool", zip_archive([(MANIFEST, manifest_bytes(full_manifest(bytes(both)))), (MODEL, bytes(both))], local=good_crc, central=good_crc),
+        "crc-mismatch", "§6", "a BOOL byte 2 and a CRC-32 that does not match (CRCs are checked before bool bytes).", "verify")
+
+    # ---- boundaries: at each limit (valid vectors) and one past it (FORMAT.md §8) ----
+    add("entries-17-version-2", zip_archive([(MANIFEST, mp(P(version=2)))] + [(f"m{i:02d}", b"") for i in range(16)]), "zip-entry-count", "§8",
+        "17 entries with a version 2 manifest: one past MAX_MEMBERS (entries-16-version-2 is at the limit).")
+    add("entries-16-version-2", zip_archive([(MANIFEST, mp(P(version=2)))] + [(f"m{i:02d}", b"") for i in range(15)]), "version-newer", "§8",
+        "16 entries with a version 2 manifest: at MAX_MEMBERS, so the version decides.")
+    add("truncated-173", b"PK\x03\x04" + bytes(169), "truncated", "§8", "173 bytes starting with a local header signature: one below MIN_ARCHIVE_BYTES.")
+    add("not-truncated-174", b"PK\x03\x04" + bytes(170), "zip-eocd", "§8", "174 bytes (MIN_ARCHIVE_BYTES): the end record check decides.")
+    add("st-rank-33", with_model(st_raw({"w": {"dtype": "F32", "shape": [1] * 32 + [2], "data_offsets": [0, 8]}}, b"\x00" * 8)), "st-shape", "§8",
+        "Rank 33 (valid/rank-32 is at the limit).")
+    add("st-dim-over-int64", with_model(st_raw({"w": {"dtype": "U8", "shape": [0, 2**63], "data_offsets": [0, 0]}}, b"")), "st-shape", "§8",
+        "A dimension of 2^63, one past MAX_DIM (valid/dim-int64-max has 2^63-1).")
+    add("manifest-depth-65-map", manifest_variant(P(training_config={"d": _nest_maps(63)})), "manifest-depth", "§8",
+        "Maps nested so that the innermost value sits at depth 65.")
+    legacy_boundaries(add)
     return V
+
+
+def _nest_maps(n: int) -> Any:
+    """``n`` maps each holding the next under key "d", the innermost holding 0."""
+    value: Any = 0
+    for _ in range(n):
+        value = {"d": value}
+    return value
+
+
+def _pickle_chain(n_before: int, marker_in: bool) -> bytes:
+    """``n_before`` small pickles, then one holding the v1 marker (or not)."""
+    out = pickle.dumps(None, protocol=2) * n_before
+    return out + pickle.dumps({"format": "distill_model" if marker_in else "other"}, protocol=2)
+
+
+def legacy_boundaries(add: Any) -> None:
+    """The small limits of the v1 marker search (FORMAT.md §7); the 16 MiB and 200 000-opcode limits are in --large."""
+    add("pickle-marker-in-8th", _pickle_chain(7, True), "legacy-distill-v1", "§7",
+        "Seven pickles of None, then one holding the v1 marker: the 8th pickle is still searched (MAX_PICKLES).")
+    add("pickle-marker-in-9th", _pickle_chain(8, True), "pickle", "§7",
+        "Eight pickles of None, then one holding the v1 marker: the 9th is not searched.")
+    add("pickle-marker-after-bad-opcode", b"\x80\x02\xff" + pickle.dumps({"format": "distill_model"}, protocol=2)[2:], "pickle", "§7",
+        "An unknown opcode 0xFF before the marker ends the search: no marker.")
+    add("pickle-marker-escaped", b"\x80\x02}S'distill\\x5fmodel'\n.", "legacy-distill-v1", "§7",
+        "The marker as a STRING opcode argument written with a \\x5f escape: compared after decoding the escape.")
+    add("pickle-marker-bytes", b"\x80\x03C\x0ddistill_model.", "legacy-distill-v1", "§7",
+        "The marker as SHORT_BINBYTES: bytes arguments are compared as their ASCII text.")
+    add("pickle-marker-global-not-string", b"\x80\x02cdistill_model\ndistill_model\n.", "pickle", "§7",
+        "The marker only as GLOBAL's module and name: not a string opcode, so not a marker.")
 
 
 def _fixed_storage_keys(data: bytes) -> bytes:
@@ -1414,11 +1667,278 @@ def _check_with_safetensors(members: list[tuple[str, bytes]]) -> None:
             raise SystemExit(f"safetensors reads {sorted(tensors)} from {name}; the generator wrote {sorted(expected)}")
 
 
+# --- large vectors: limits no 64 KiB file reaches (FORMAT.md §8, §10) -----------------------------
+#
+# Written on demand (``--large DIR``), never committed. The zip64 vectors are 4 GiB files whose
+# tensor data is zeros: they are written sparse (seek over the zeros) and their CRC-32 is computed
+# with zlib's crc32_combine instead of reading 4 GiB.
+
+def crc_zeros(n: int) -> int:
+    """CRC-32 of ``n`` zero bytes, by squaring (zlib's crc32_combine)."""
+    from distillgan.container import crc32_combine
+
+    block = 1 << 20
+    q, r = divmod(n, block)
+    acc, p, p_len = 0, zlib.crc32(bytes(block)), block
+    while q:
+        if q & 1:
+            acc = crc32_combine(acc, p, p_len)
+        p = crc32_combine(p, p, p_len)
+        p_len *= 2
+        q >>= 1
+    return crc32_combine(acc, zlib.crc32(bytes(r)), r)
+
+
+def sha256_zeros(n: int) -> str:
+    h = hashlib.sha256()
+    zeros = bytes(64 << 20)
+    while n:
+        k = min(n, len(zeros))
+        h.update(memoryview(zeros)[:k])
+        n -= k
+    return h.hexdigest()
+
+
+Part = bytes | int  # bytes, or a count of zero bytes (a hole in a sparse file)
+
+
+def _parts_len(parts: list[Part]) -> int:
+    return sum(len(p) if isinstance(p, bytes) else p for p in parts)
+
+
+def _parts_crc(parts: list[Part]) -> int:
+    from distillgan.container import crc32_combine
+
+    crc = 0
+    for p in parts:
+        crc = crc32_combine(crc, zlib.crc32(p), len(p)) if isinstance(p, bytes) else crc32_combine(crc, crc_zeros(p), p)
+    return crc
+
+
+def sparse_zip(path: Path, members: list[tuple[str, list[Part]]]) -> None:
+    """Write ``members`` in the strict profile (FORMAT.md §3), zip64 exactly where needed, zeros as holes."""
+    entries = []
+    with open(path, "wb") as f:
+        for i, (name, parts) in enumerate(members):
+            nb = name.encode("ascii")
+            size, crc, lho = _parts_len(parts), _parts_crc(parts), f.tell()
+            need64 = size >= U32
+            extra = struct.pack("<HHQQ", 1, 16, size, size) if need64 else b""
+            if i:
+                pad = (-(lho + LOCAL.size + len(nb) + len(extra) + 4)) % ALIGNMENT
+                extra += struct.pack("<HH", PAD_ID, pad) + bytes(pad)
+            version = 45 if need64 or lho >= U32 else VERSION
+            f.write(LOCAL.pack(LOCAL_SIG, version, 0, 0, 0, DOS_DATE, crc, U32 if need64 else size, U32 if need64 else size,
+                               len(nb), len(extra)) + nb + extra)
+            for p in parts:
+                if isinstance(p, bytes):
+                    f.write(p)
+                else:
+                    f.seek(p, 1)
+            entries.append((nb, crc, size, lho, version))
+        cd_off = f.tell()
+        cd = b""
+        for nb, crc, size, lho, version in entries:
+            vals = ([size, size] if size >= U32 else []) + ([lho] if lho >= U32 else [])
+            extra = struct.pack(f"<HH{len(vals)}Q", 1, 8 * len(vals), *vals) if vals else b""
+            cd += CENTRAL.pack(CENTRAL_SIG, MADE_BY, version, 0, 0, 0, DOS_DATE, crc, U32 if size >= U32 else size,
+                               U32 if size >= U32 else size, len(nb), len(extra), 0, 0, 0, XATTR_FILE, U32 if lho >= U32 else lho)
+            cd += nb + extra
+        f.write(cd)
+        n = len(entries)
+        if cd_off >= U32:
+            rec = f.tell()
+            f.write(zip64_record(n, len(cd), cd_off) + ZIP64_LOCATOR.pack(ZIP64_LOCATOR_SIG, 0, rec, 1))
+        f.write(EOCD.pack(EOCD_SIG, 0, 0, n, n, len(cd), min(cd_off, U32), 0))
+
+
+def _large_manifest(model_size: int, state_dict: Any, vocoder: bytes | None = None, **changes: Any) -> bytes:
+    m = base_manifest(**changes)
+    m["state_dict"] = state_dict
+    m["members"] = {MODEL: {"aliases": {}, "size": model_size}}
+    if vocoder is not None:
+        m["vocoder_state"] = vocoder_state_for(vocoder)
+        m["members"][VOCODER] = {"aliases": {}, "size": len(vocoder)}
+    return manifest_bytes(m)
+
+
+def _zeros_model(size: int) -> tuple[list[Part], str]:
+    """A safetensors member of exactly ``size`` bytes: one U8 tensor state_dict/z of zeros; (parts, tensor digest)."""
+    n = 120  # 8 + n is a multiple of 64, and the JSON below fits
+    body = size - 8 - n
+    text = json.dumps({"state_dict/z": {"dtype": "U8", "shape": [body], "data_offsets": [0, body]}}, separators=(",", ":")).encode()
+    assert len(text) <= n, text
+    return [struct.pack("<Q", n) + text + b" " * (n - len(text)), body], sha256_zeros(body)
+
+
+def large_vectors(out: Path) -> list[dict[str, Any]]:
+    """Write the large vectors into ``out`` and return their index entries (without sha256, added by the caller)."""
+    entries: list[dict[str, Any]] = []
+    sd_z = {"$": "tensors", "prefix": "state_dict/", "keys": ["z"]}
+
+    def valid(id_: str, path: Path, section: str, desc: str, digests: dict[str, dict[str, str]]) -> None:
+        with open(path, "rb") as f:
+            data = f.read(1 << 16)
+        (mlen,) = struct.unpack_from("<I", data, 22)
+        manifest = json_projection(decode_manifest_independently(data[46 : 46 + mlen] if mlen <= len(data) - 46 else _read_at(path, 46, mlen)))
+        entries.append({"id": f"valid/{id_}", "file": f"valid/{id_}.distillgan", "valid": True, "section": section, "description": desc,
+                        "expected": {"manifest": manifest, "digests": digests}})
+
+    def invalid(id_: str, section: str, code: str, desc: str) -> None:
+        entries.append({"id": f"invalid/{id_}", "file": f"invalid/{id_}.distillgan", "valid": False, "section": section,
+                        "description": desc, "expected": {"code": code}})
+
+    v, iv = out / "valid", out / "invalid"
+    # zip64: the member size, the directory offset and a local header offset, each just below and at 0xFFFFFFFF
+    mlen_guess = len(_large_manifest(U32, sd_z))
+    data_off = 46 + mlen_guess + 30 + len(MODEL) + 4
+    data_off += (-data_off) % ALIGNMENT
+    for id_, size, desc in [
+        ("zip64-member-size-fffffffe", U32 - 1, "model.safetensors of 0xFFFFFFFE bytes: its sizes fit in 32 bits; the directory offset needs zip64 end records."),
+        ("zip64-member-size-ffffffff", U32, "model.safetensors of exactly 0xFFFFFFFF bytes: zip64 sizes in its local header and directory entry, and zip64 end records."),
+        ("zip64-cd-offset-fffffffe", U32 - 1 - data_off, "The directory starts at 0xFFFFFFFE: the largest layout without any zip64 record."),
+        ("zip64-cd-offset-ffffffff", U32 - data_off, "The directory starts at exactly 0xFFFFFFFF: zip64 end records, no zip64 extra field."),
+    ]:
+        parts, digest = _zeros_model(size)
+        mbytes = _large_manifest(size, sd_z)
+        assert len(mbytes) == mlen_guess
+        sparse_zip(v / f"{id_}.distillgan", [(MANIFEST, [mbytes]), (MODEL, parts)])
+        valid(id_, v / f"{id_}.distillgan", "§3.3", desc + " Sparse: the tensor is zeros.", {MODEL: {"state_dict/z": digest}})
+    vocoder = st_canonical(VOCODER_TENSORS)
+    mlen_voc = len(_large_manifest(U32, sd_z, vocoder))
+    voc_data_off = 46 + mlen_voc + 30 + len(MODEL) + 4
+    voc_data_off += (-voc_data_off) % ALIGNMENT
+    for id_, lho, desc in [
+        ("zip64-local-offset-fffffffe", U32 - 1, "vocoder.safetensors' local header at 0xFFFFFFFE: its offset fits in 32 bits."),
+        ("zip64-local-offset-ffffffff", U32, "vocoder.safetensors' local header at exactly 0xFFFFFFFF: a zip64 offset in its directory entry."),
+    ]:
+        size = lho - voc_data_off
+        parts, digest = _zeros_model(size)
+        mbytes = _large_manifest(size, sd_z, vocoder)
+        assert len(mbytes) == mlen_voc
+        sparse_zip(v / f"{id_}.distillgan", [(MANIFEST, [mbytes]), (MODEL, parts), (VOCODER, [vocoder])])
+        valid(id_, v / f"{id_}.distillgan", "§3.3", desc + " Sparse: the model tensor is zeros.",
+              {MODEL: {"state_dict/z": digest}, VOCODER: {t: sha256(raw) for t, raw in parse_st(vocoder).items()}})
+
+    # the safetensors header limit: exactly 100 000 000 bytes (valid) / one more (refused before reading)
+    model = st_canonical(BASE_TENSORS)
+    (n,) = struct.unpack_from("<Q", model, 0)
+    text = model[8 : 8 + n].rstrip(b" ")
+    big = struct.pack("<Q", 100_000_000) + text + b" " * (100_000_000 - len(text)) + model[8 + n :]
+    (v / "st-header-100000000.distillgan").write_bytes(archive_of(big, manifest=full_manifest(big)))
+    valid("st-header-100000000", v / "st-header-100000000.distillgan", "§8", "A safetensors header of exactly 100 000 000 bytes "
+          "(MAX_HEADER_BYTES), JSON followed by spaces.", {MODEL: {t: sha256(raw) for t, raw in parse_st(model).items()}})
+    over = struct.pack("<Q", 100_000_001) + text + b" " * (100_000_001 - len(text)) + model[8 + n :]
+    (iv / "st-header-100000001.distillgan").write_bytes(archive_of(over, manifest=full_manifest(over)))
+    invalid("st-header-100000001", "§8", "st-header-size", "A safetensors header of 100 000 001 bytes, one past MAX_HEADER_BYTES.")
+
+    # the tensor count limit: 1 048 576 tensors (valid) / one more
+    for id_, count, ok in [("st-tensors-1048576", 1 << 20, True), ("st-tensors-1048577", (1 << 20) + 1, False)]:
+        names = [f"t{i:07d}" for i in range(count)]
+        header = b"{" + b",".join(b'"%s":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}' % nm.encode() for nm in names) + b"}"
+        member = st_raw(header, b"")
+        (v if ok else iv).joinpath(f"{id_}.distillgan").write_bytes(
+            archive_of(member, manifest=full_manifest(member, state_dict={"$": "tensors", "prefix": "", "keys": names})))
+        if ok:
+            empty = hashlib.sha256(b"").hexdigest()
+            valid(id_, v / f"{id_}.distillgan", "§8", "1 048 576 zero-size tensors in model.safetensors: MAX_TENSORS.",
+                  {MODEL: dict.fromkeys(names, empty)})
+        else:
+            invalid(id_, "§8", "st-header-size", "1 048 577 tensors, one past MAX_TENSORS.")
+
+    # the manifest limit: exactly 64 MiB (valid) / one more byte (refused on the member size)
+    limit = 64 << 20
+    base = manifest_bytes(full_manifest(model, training_config={"pad": b""}))
+    for id_, target, ok in [("manifest-67108864", limit, True), ("manifest-67108865", limit + 1, False)]:
+        pad = target - len(base) - 4  # bin8 (2-byte head) becomes bin32 (5-byte head): 3 more bytes, and the size grows
+        mbytes = manifest_bytes(full_manifest(model, training_config={"pad": bytes(pad)}))
+        mbytes = manifest_bytes(full_manifest(model, training_config={"pad": bytes(pad + target - len(mbytes))}))
+        assert len(mbytes) == target, (len(mbytes), target)
+        (v if ok else iv).joinpath(f"{id_}.distillgan").write_bytes(archive_of(model, manifest=mbytes))
+        if ok:
+            valid(id_, v / f"{id_}.distillgan", "§8", "A manifest of exactly 64 MiB (MAX_MANIFEST_BYTES): a 64 MiB bin in training_config.",
+                  {MODEL: {t: sha256(raw) for t, raw in parse_st(model).items()}})
+        else:
+            invalid(id_, "§8", "manifest-too-large", "A manifest of 64 MiB + 1 byte, one past MAX_MANIFEST_BYTES.")
+
+    # the pickle marker search: the marker ending at byte 16 MiB (found) / one byte later (cut: not found)
+    marker = b"\x8c\x0ddistill_model"
+    for id_, end, code in [("pickle-scan-16mib", 16 << 20, "legacy-distill-v1"), ("pickle-scan-16mib-plus-1", (16 << 20) + 1, "pickle")]:
+        filler = end - 2 - 9 - len(marker)
+        data = b"\x80\x04\x8e" + struct.pack("<Q", filler) + bytes(filler) + marker + b"."
+        assert data.index(marker) + len(marker) == end
+        (iv / f"{id_}.distillgan").write_bytes(data)
+        invalid(id_, "§7", code, f"A raw pickle whose marker (SHORT_BINUNICODE) ends at byte {end}: "
+                + ("the last byte the search reads (MAX_PICKLE_SCAN_BYTES)." if code != "pickle" else "one byte past the scan limit."))
+    for id_, before, code in [("pickle-ops-200000", 199_998, "legacy-distill-v1"), ("pickle-ops-200001", 199_999, "pickle")]:
+        (iv / f"{id_}.distillgan").write_bytes(b"\x80\x02" + b"N" * before + marker + b".")
+        invalid(id_, "§7", code, f"PROTO, {before} NONE opcodes, then the marker as opcode {before + 2}: "
+                + ("the last opcode examined (MAX_PICKLE_OPS)." if code != "pickle" else "one past MAX_PICKLE_OPS."))
+
+    # the torch-zip probe: a directory of exactly 16 MiB is walked, one byte more is not
+    pkl = pickle.dumps({"format": "distill_model"}, protocol=2)
+    for id_, cd_size, code in [("torch-zip-cd-16mib", 16 << 20, "legacy-distill-v1"), ("torch-zip-cd-16mib-plus-1", (16 << 20) + 1, "zip-entry-count")]:
+        first = CENTRAL.pack(CENTRAL_SIG, MADE_BY, VERSION, 0, 0, 0, DOS_DATE, zlib.crc32(pkl), len(pkl), len(pkl), 16, 0, 0, 0, 0,
+                             XATTR_FILE, 0) + b"archive/data.pkl"
+        rest, count = cd_size - len(first), 1
+        fillers = []
+        while rest:
+            extra = min(rest - 46 - 1, 0xFFFF)
+            if rest - (46 + 1 + extra) and rest - (46 + 1 + extra) < 47:
+                extra -= 47
+            fillers.append(CENTRAL.pack(CENTRAL_SIG, MADE_BY, VERSION, 0, 0, 0, DOS_DATE, 0, 0, 0, 1, extra, 0, 0, 0, XATTR_FILE, 0)
+                           + b"x" + bytes(extra))
+            rest -= 46 + 1 + extra
+            count += 1
+        local = LOCAL.pack(LOCAL_SIG, VERSION, 0, 0, 0, DOS_DATE, zlib.crc32(pkl), len(pkl), len(pkl), 16, 0) + b"archive/data.pkl" + pkl
+        cd = first + b"".join(fillers)
+        assert len(cd) == cd_size
+        (iv / f"{id_}.distillgan").write_bytes(local + cd + EOCD.pack(EOCD_SIG, 0, 0, count, count, len(cd), len(local), 0))
+        invalid(id_, "§7", code, f"A torch-style zip holding archive/data.pkl with the v1 marker, whose directory is {cd_size} bytes: "
+                + ("walked by the probe (MAX_CD_SCAN_BYTES)." if code != "zip-entry-count"
+                   else f"one byte past MAX_CD_SCAN_BYTES, so not identified: the strict reader refuses its {count} entries."))
+    return entries
+
+
+def _read_at(path: Path, offset: int, n: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(n)
+
+
+def build_large(out_dir: Path) -> dict[str, Any]:
+    for sub in ("valid", "invalid"):
+        d = out_dir / sub
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+    entries = large_vectors(out_dir)
+    for e in entries:
+        h = hashlib.sha256()
+        with open(out_dir / e["file"], "rb") as f:
+            while chunk := f.read(64 << 20):
+                h.update(chunk)
+        e["sha256"] = h.hexdigest()
+    index = {
+        "format": "distillgan-conformance-vectors", "version": 1, "spec": "spec/FORMAT.md", "generator": "spec/vectors/generate.py --large",
+        "contract": "as in spec/vectors/index.json",
+        "vectors": entries,
+    }
+    (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=None, ensure_ascii=True, allow_nan=False) + "\n", encoding="ascii")
+    return index
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: the folder of this script)")
     parser.add_argument("--check", action="store_true", help="regenerate into a temporary folder and compare with --out")
+    parser.add_argument("--large", type=Path, metavar="DIR", help="write the large vectors (not committed) into DIR instead")
     args = parser.parse_args(argv)
+    if args.large is not None:
+        index = build_large(args.large)
+        n_valid = sum(v["valid"] for v in index["vectors"])
+        print(f"{n_valid} valid and {len(index['vectors']) - n_valid} invalid large vectors written to {args.large}")
+        return 0
     if not args.check:
         index = build(args.out)
         n_valid = sum(v["valid"] for v in index["vectors"])
