@@ -119,7 +119,8 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="distillgan-bench-header-")
     rows = []
     try:
-        contenders: list[tuple[str, str, str | None]] = [("distillgan", "distillgan", ROOT), ("safetensors", "safetensors", None)]
+        src = os.environ.get("BENCH_DISTILLGAN_SRC", ROOT)  # bench/run.py --rev points it at the exported revision
+        contenders: list[tuple[str, str, str | None]] = [("distillgan", "distillgan", src), ("safetensors", "safetensors", None)]
         if args.strict:
             contenders.insert(1, ("distillgan (strict parser)", "distillgan-strict", ROOT))
         if args.rev:

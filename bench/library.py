@@ -22,6 +22,7 @@ No timing assertion lives in the test suite: the numbers go in commit messages.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import subprocess
@@ -74,7 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tmp", default=None, help="parent of the temporary folder (default: the system's)")
     ap.add_argument("--fresh", action="store_true", help="also time saves by fresh processes")
     ap.add_argument("--fresh-reps", type=int, default=5, help="fresh processes per folder size (default 5)")
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON object instead of text (bench/run.py reads it)")
     args = ap.parse_args(argv)
+    result: dict = {"n": args.n, "window": args.window, "rounds": args.rounds}
+
+    def say(line: str) -> None:
+        if not args.json:
+            result["fresh"] = {"large_s": fresh[large], "small_s": fresh.get(small)}
+            say(line)
 
     from distillgan import delete_model
 
@@ -89,17 +97,20 @@ def main(argv: list[str] | None = None) -> int:
             wall.append(w)
             cpu.append(c)
         index = large / "model_library.json"
-        print(f"sequence: {args.n} saves of the same tiny model into one folder; index {index.stat().st_size / 1024:.0f} KiB at the end")
-        print(f"{'save #':>8}  {'wall, median':>14}  {'CPU, median':>13}")
+        result["index_bytes"] = index.stat().st_size
+        say(f"sequence: {args.n} saves of the same tiny model into one folder; index {index.stat().st_size / 1024:.0f} KiB at the end")
+        say(f"{'save #':>8}  {'wall, median':>14}  {'CPU, median':>13}")
         med: dict[int, tuple[float, float]] = {}
         for k in (*CHECKPOINTS[:-1], args.n) if args.n not in CHECKPOINTS else CHECKPOINTS:
             if k > args.n:
                 continue
             lo = max(0, k - args.window)
             med[k] = (statistics.median(wall[lo:k]), statistics.median(cpu[lo:k]))
-            print(f"{k:>8}  {_ms(med[k][0]):>14}  {_ms(med[k][1]):>13}")
+            say(f"{k:>8}  {_ms(med[k][0]):>14}  {_ms(med[k][1]):>13}")
         last = max(med)
-        print(f"ratio save #{last} / save #10: wall {med[last][0] / med[10][0]:.2f}, CPU {med[last][1] / med[10][1]:.2f}; "
+        result["sequence"] = {str(k): {"wall_s": w, "cpu_s": c} for k, (w, c) in med.items()}
+        result["sequence_ratio"] = {"last": last, "wall": med[last][0] / med[10][0], "cpu": med[last][1] / med[10][1]}
+        say(f"ratio save #{last} / save #10: wall {med[last][0] / med[10][0]:.2f}, CPU {med[last][1] / med[10][1]:.2f}; "
               f"mean wall {statistics.fmean(wall) * 1e3:.2f} ms, slowest {max(wall) * 1e3:.2f} ms (save #{wall.index(max(wall)) + 1})")
 
         if args.rounds:
@@ -113,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                     delete_model(model_id, folder)
             s_w, s_c = (statistics.median(x[i] for x in timed[small]) for i in (0, 1))
             l_w, l_c = (statistics.median(x[i] for x in timed[large]) for i in (0, 1))
-            print(f"paired, {args.rounds} rounds alternating: folder of 10 models {_ms(s_w)} wall, {_ms(s_c)} CPU; "
+            result["paired"] = {"small_wall_s": s_w, "small_cpu_s": s_c, "large_wall_s": l_w, "large_cpu_s": l_c,
+                                "ratio_wall": l_w / s_w, "ratio_cpu": l_c / s_c}
+            say(f"paired, {args.rounds} rounds alternating: folder of 10 models {_ms(s_w)} wall, {_ms(s_c)} CPU; "
                   f"of {args.n}: {_ms(l_w)} wall, {_ms(l_c)} CPU; ratio wall {l_w / s_w:.2f}, CPU {l_c / s_c:.2f}")
 
         if args.fresh:
@@ -130,9 +143,12 @@ def main(argv: list[str] | None = None) -> int:
             line = f"fresh process, median of {args.fresh_reps}: folder of {args.n} models {_ms(fresh[large])}"
             if small in fresh:
                 line += f", of 10 models {_ms(fresh[small])}, ratio {fresh[large] / fresh[small]:.2f}"
-            print(line)
+            result["fresh"] = {"large_s": fresh[large], "small_s": fresh.get(small)}
+            say(line)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result))
     return 0
 
 

@@ -85,6 +85,8 @@ REMOTE_INSPECT_REQUESTS = 3
 REMOTE_INSPECT_BYTES = 128 << 10
 REMOTE_LOAD_BPS = 1.5e9  # remote load_model over loopback HTTP, 1 GiB model: at least this many bytes per second
 REMOTE_LOAD_RSS_SLACK = 64 * MiB  # remote load peak RSS Δ ≤ tensor bytes + this
+HEADER_US = 2.0  # safetensors header parsing: at most this many µs per tensor
+LIBRARY_RATIO = 1.5  # save into a folder of 1 000 models ≤ this × save into a folder of 10
 
 
 def parse_size(s: str) -> int:
@@ -367,6 +369,27 @@ def phase_remote(model: dict[str, Any], reps: int, server: Any) -> dict[str, Any
     return out
 
 
+def _script(name: str, *args: str) -> Any:
+    """Run bench/<name> with ``--json`` and return what it printed last, or ``{"error": ...}``."""
+    cmd = [sys.executable, os.path.join(HERE, name), *args, "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=CHILD_ENV, timeout=7200, check=False)
+    if p.returncode != 0:
+        return {"error": (p.stderr or p.stdout)[-2000:]}
+    return json.loads(p.stdout)
+
+
+def phase_header(sizes: str, reps: int) -> dict[str, Any]:
+    """bench/header.py: µs per tensor to parse a safetensors header, distillgan vs safe_open + keys()."""
+    rows = _script("header.py", "--sizes", sizes, "--reps", str(reps))
+    return rows if isinstance(rows, dict) else {"rows": rows}
+
+
+def phase_library(n: int, rounds: int, tmp: str) -> dict[str, Any]:
+    """bench/library.py: one save into a folder of 10 models vs one of ``n``, alternating (and the sequence)."""
+    result: dict[str, Any] = _script("library.py", "--n", str(n), "--rounds", str(rounds), "--tmp", tmp)
+    return result
+
+
 def _max(summary: dict[str, Any], key: str) -> float | None:
     return summary[key]["max"] if key in summary else None
 
@@ -412,7 +435,7 @@ def tables(res: dict[str, Any]) -> str:
         "(rotating start); all reads from a warm page cache (every file read once before its phase); "
         "peak RSS Δ = ru_maxrss after the operation − the same child's RSS just before it (high-water mark reset after imports and setup)\n"
     )
-    for size in res["config"]["sizes"]:
+    for size in res["sizes"]:
         s = res["sizes"][size]
         mdl = s["model"]
         lay = mdl["layout"]
@@ -520,6 +543,36 @@ def tables(res: dict[str, Any]) -> str:
             s.get("torch_imported") for k in ("small", "big") for s in ins[k]["child"]["samples"] if "error" not in s
         )
         out.append(f"\ntorch imported by inspect: {'YES' if torch_seen else 'no'}\n")
+    if "header" in res:
+        h = res["header"]
+        out.append("### safetensors header parsing (bench/header.py; CPU time of a fresh process, median)\n")
+        if "error" in h:
+            out.append(f"ERROR: {h['error']}\n")
+        else:
+            out.append("| tensors | header bytes | contender | µs per tensor | ratio to safetensors |")
+            out.append("|---:|---:|---|---:|---:|")
+            for r in h["rows"]:
+                out.append(f"| {r['tensors']:,} | {r['header_bytes']:,} | {r['contender']} | {r['us_per_tensor']:.2f} | {r['ratio_vs_safetensors']:.2f}× |")
+            out.append("")
+    if "library" in res:
+        lib = res["library"]
+        out.append("### per-save cost as the folder grows (bench/library.py; the same tiny model, save_model with fsync)\n")
+        if "error" in lib:
+            out.append(f"ERROR: {lib['error']}\n")
+        else:
+            out.append("| measurement | folder of 10 | folder of " + f"{lib['n']:,}" + " | ratio |")
+            out.append("|---|---:|---:|---:|")
+            seq, last = lib["sequence"], str(lib["sequence_ratio"]["last"])
+            out.append(
+                f"| sequence: median of the {lib['window']} saves before save #10 / #{last}, wall | {fmt_time(seq['10']['wall_s'])} | "
+                f"{fmt_time(seq[last]['wall_s'])} | {lib['sequence_ratio']['wall']:.2f}× |"
+            )
+            out.append(f"| same, CPU | {fmt_time(seq['10']['cpu_s'])} | {fmt_time(seq[last]['cpu_s'])} | {lib['sequence_ratio']['cpu']:.2f}× |")
+            if "paired" in lib:
+                pr = lib["paired"]
+                out.append(f"| paired, {lib['rounds']} rounds alternating, wall | {fmt_time(pr['small_wall_s'])} | {fmt_time(pr['large_wall_s'])} | {pr['ratio_wall']:.2f}× |")
+                out.append(f"| same, CPU | {fmt_time(pr['small_cpu_s'])} | {fmt_time(pr['large_cpu_s'])} | {pr['ratio_cpu']:.2f}× |")
+            out.append(f"\nindex after {lib['n']:,} saves: {lib['index_bytes'] / 1024:.0f} KiB\n")
     out.append("### targets\n")
     out.append("| target | size | figure | result |")
     out.append("|---|---|---|---|")
@@ -543,7 +596,7 @@ def evaluate(res: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
 
-    for size in res["config"]["sizes"]:
+    for size in res["sizes"]:
         s = res["sizes"][size]
         label = s["model"]["label"]
         if "load" in s:
@@ -682,6 +735,24 @@ def evaluate(res: dict[str, Any]) -> list[dict[str, Any]]:
             fmt_time(a),
             None if a is None else a * 1e3 < INSPECT_WARM_MS,
         )
+    if "header" in res and "rows" in res["header"]:
+        for r in res["header"]["rows"]:
+            if r["contender"] != "distillgan":
+                continue
+            add(
+                f"header parse ≤ {HEADER_US:.0f} µs per tensor",
+                f"{r['tensors']:,} tensors",
+                f"{r['us_per_tensor']:.2f} µs per tensor ({r['ratio_vs_safetensors']:.2f}× safetensors safe_open + keys())",
+                r["us_per_tensor"] <= HEADER_US,
+            )
+    if "library" in res and "sequence_ratio" in res["library"]:
+        lib = res["library"]
+        pr = lib.get("paired")
+        figure = f"sequence {lib['sequence_ratio']['wall']:.2f}× wall, {lib['sequence_ratio']['cpu']:.2f}× CPU"
+        if pr:
+            figure = f"paired {pr['ratio_wall']:.2f}× wall, {pr['ratio_cpu']:.2f}× CPU; " + figure
+        worst = pr["ratio_wall"] if pr else lib["sequence_ratio"]["wall"]
+        add(f"save into {lib['n']:,} models ≤ {LIBRARY_RATIO}× save into 10", "tiny model", figure, worst <= LIBRARY_RATIO)
     return targets
 
 
@@ -697,7 +768,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5, help="repetitions per contender (default 5; each one a fresh subprocess)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="folder for the JSON and markdown results")
     ap.add_argument("--tmp", default="/tmp", help="where the temporary models go (default /tmp)")
-    ap.add_argument("--phases", default="save,load,verify,inspect,remote", help="subset of save,load,verify,inspect,remote")
+    ap.add_argument(
+        "--phases",
+        default="save,load,verify,inspect,remote,header,library",
+        help="subset of save,load,verify,inspect,remote,header,library (default: all)",
+    )
+    ap.add_argument("--header-sizes", default="1000,10000,100000,1000000", help="tensor counts of the header phase")
+    ap.add_argument("--library-models", type=int, default=1000, help="size of the large folder in the library phase (default 1000)")
+    ap.add_argument("--library-rounds", type=int, default=40, help="alternating rounds of the library phase (default 40)")
     ap.add_argument("--inspect-calls", type=int, default=200, help="warm inspect calls per child (capped at ~3 s)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument(
@@ -720,6 +798,7 @@ def main(argv: list[str] | None = None) -> int:
         src, full = export_rev(args.rev, tmp)
         CHILD_ENV["PYTHONPATH"] = src + (os.pathsep + CHILD_ENV["PYTHONPATH"] if CHILD_ENV.get("PYTHONPATH") else "")
         machine["distillgan_commit"] = f"{full[:7]} (exported with --rev {args.rev})"
+        CHILD_ENV["BENCH_DISTILLGAN_SRC"] = src
     res: dict[str, Any] = {
         "machine": machine,
         "config": {
@@ -743,7 +822,8 @@ def main(argv: list[str] | None = None) -> int:
             res["config"]["http_server"] = server.base_url
             progress(f"HTTP server on {server.base_url}")
         models: dict[str, dict[str, Any]] = {}
-        for size in sizes:
+        model_phases = {"save", "load", "verify", "inspect", "remote"} & phases
+        for size in sizes if model_phases else []:
             label = size_label(size)
             d = os.path.join(tmp, label.replace(" ", ""))
             os.makedirs(d)
@@ -775,6 +855,12 @@ def main(argv: list[str] | None = None) -> int:
             labels = list(models)
             progress(f"inspect {labels[0]} vs {labels[-1]}")
             res["inspect"] = phase_inspect(models[labels[0]], models[labels[-1]], args.reps, args.inspect_calls)
+        if "header" in phases:
+            progress(f"header parsing, {args.header_sizes} tensors")
+            res["header"] = phase_header(args.header_sizes, min(args.reps, 3))
+        if "library" in phases:
+            progress(f"per-save cost, folder of 10 vs {args.library_models} models")
+            res["library"] = phase_library(args.library_models, args.library_rounds, tmp)
         res["torch_threads"] = _torch_threads()
     finally:
         if server is not None:
