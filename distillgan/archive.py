@@ -73,23 +73,27 @@ def _counter(progress: Progress | None, total: int) -> Callable[[int], None] | N
 # --- writing ------------------------------------------------------------------------
 
 
-_SMALL = 1 << 20  # tensors below this are copied into a shared block: one write and one CRC step per block
-_BLOCK = 4 << 20
+_SMALL = 1 << 20  # tensors below this are written in batches: one vectored write per batch
+_BATCH_BYTES = 4 << 20
+_BATCH_VIEWS = 512  # below the IOV_MAX of every POSIX system (1024 on Linux and macOS)
 
 
-def _member_chunks(header: bytes, layout: list[Any], stored: Mapping[str, Any]) -> Iterator[bytes | bytearray | memoryview]:
+def _member_chunks(header: bytes, layout: list[Any], stored: Mapping[str, Any]) -> Iterator[bytes | memoryview | list[memoryview]]:
     """The bytes of one safetensors member: header, then each tensor's bytes in layout order.
 
-    Large tensors are yielded as views of their own memory (no copy); small
-    ones are gathered into fresh 4 MiB blocks so that a model of many small
-    tensors costs a few large writes instead of one syscall and one CRC job
-    per tensor. Views hold their tensor alive until the writer is done.
+    Every tensor is yielded as views of its own memory (no copy). Large tensors
+    come as 8 MiB views; small ones are batched into lists of views (up to 4 MiB
+    or 512 views), which the writer hands to one vectored write
+    (``ContainerWriter.write_member``), so that a model of many small tensors
+    costs a few system calls instead of one per tensor. Each view pins its
+    tensor until the writer is done with it (its CRC may still be pending).
     """
     import ctypes
 
     import torch
 
-    block = bytearray(header)
+    batch: list[memoryview] = [memoryview(header)]
+    batch_bytes = len(header)
     for info in layout:
         t = plain_tensor(stored[info.name], f"tensor {info.name!r}")
         if info.dtype == "BOOL" and t.numel() and bool((t.view(torch.uint8) > 1).any()):
@@ -97,22 +101,23 @@ def _member_chunks(header: bytes, layout: list[Any], stored: Mapping[str, Any]) 
         view = tensor_bytes(t)
         if not view.nbytes:
             continue
-        if view.nbytes < _SMALL:
-            block += view
-            if len(block) >= _BLOCK:
-                yield block
-                block = bytearray()
-            continue
-        if block:
-            yield block
-            block = bytearray()
-        holder = view.obj  # the ctypes array; pin the tensor to it so it outlives pending CRC work
+        holder = view.obj  # the ctypes array; pin the tensor to it so it outlives pending writes and CRC work
         if isinstance(holder, ctypes.Array):
             holder._owner = t  # type: ignore[attr-defined]
+        if view.nbytes < _SMALL:
+            batch.append(view)
+            batch_bytes += view.nbytes
+            if batch_bytes >= _BATCH_BYTES or len(batch) >= _BATCH_VIEWS:
+                yield batch
+                batch, batch_bytes = [], 0
+            continue
+        if batch:
+            yield batch
+            batch, batch_bytes = [], 0
         for start in range(0, view.nbytes, zc._CHUNK):
             yield view[start : start + zc._CHUNK]
-    if block:
-        yield block
+    if batch:
+        yield batch
 
 
 @dataclass
@@ -121,7 +126,7 @@ class ArchivePlan:
 
     raw: dict[str, Any]
     manifest_bytes: bytes
-    members: list[tuple[str, int, Callable[[], Iterator[bytes | bytearray | memoryview]]]]  # name, size, its bytes
+    members: list[tuple[str, int, Callable[[], Iterator[bytes | memoryview | list[memoryview]]]]]  # name, size, its bytes
 
     @property
     def tensor_bytes(self) -> int:
@@ -154,7 +159,7 @@ def plan_archive(manifest: Mapping[str, Any]) -> ArchivePlan:
     return ArchivePlan(raw, encode_checked(raw), plans)
 
 
-def plan_member(name: str, claims: list[Any]) -> tuple[int, Callable[[], Iterator[bytes | bytearray | memoryview]], dict[str, str]]:
+def plan_member(name: str, claims: list[Any]) -> tuple[int, Callable[[], Iterator[bytes | memoryview | list[memoryview]]], dict[str, str]]:
     """(size, bytes, aliases) of one safetensors member holding the tensors of ``claims``."""
     tensors = {c.name: c.tensor for c in claims}
     kinds = {c.name: (c.kind, c.requires_grad) for c in claims}
@@ -201,7 +206,7 @@ def write_archive(f: BinaryIO, manifest: Mapping[str, Any] | ArchivePlan, *, pro
     try:
         writer.write_member(zc.MANIFEST_NAME, len(plan.manifest_bytes), [plan.manifest_bytes])
         for name, size, chunks in plan.members:
-            writer.write_member(name, size, cast("Iterator[bytes]", chunks()))  # bytearray blocks are bytes-like
+            writer.write_member(name, size, chunks())
         return writer.finish()
     except BaseException:
         writer.abort()

@@ -12,7 +12,9 @@ Structures and field names follow PKWARE APPNOTE 6.3.10 (cited as §4.x).
 
 from __future__ import annotations
 
+import io
 import mmap
+import os
 import re
 import stat
 import struct
@@ -24,6 +26,8 @@ from typing import BinaryIO
 
 from .errors import ContainerError
 from .source import Source
+
+_HAS_WRITEV = hasattr(os, "writev")  # POSIX; not on Windows
 
 # --- constants (FORMAT.md §3, APPNOTE §4.3) ---------------------------------
 MANIFEST_NAME = "manifest.msgpack"
@@ -71,6 +75,7 @@ crc32 = _crc32  # the CRC-32 of the zip format (APPNOTE §4.4.7); both release t
 
 _CHUNK = 8 << 20  # bytes handed to one write / one CRC step
 _SPLIT = 2 << 20  # members at least twice this size are CRC'd on two threads
+_THREAD_CRC_BYTES = 1 << 20  # chunks from this size have their CRC-32 computed on the worker thread
 _MAX_PENDING = 64 << 20  # bytes written but not yet through CRC (bounds memory)
 
 
@@ -367,6 +372,28 @@ def _write_all(f: BinaryIO, data: bytes | memoryview) -> None:
         view = view[n:]
 
 
+def _writev_all(f: BinaryIO, views: list[memoryview]) -> None:
+    """Write ``views`` in order: one ``os.writev`` where the platform has it and ``f`` is an unbuffered
+    file (nothing of ours is waiting in a buffer), else one write of their concatenation (a batch is
+    a few MiB at most: Windows, buffered and in-memory files)."""
+    if not (_HAS_WRITEV and isinstance(f, io.FileIO)):
+        _write_all(f, b"".join(views))
+        return
+    fd = f.fileno()
+    todo = [v.cast("B") for v in views]
+    while todo:
+        n = os.writev(fd, todo)
+        if n <= 0:
+            raise OSError("short write")
+        while n:  # drop what was written: whole views, then the front of a partly written one
+            if n >= todo[0].nbytes:
+                n -= todo[0].nbytes
+                todo.pop(0)
+            else:
+                todo[0] = todo[0][n:]
+                n = 0
+
+
 class ContainerWriter:
     """Write the members of one archive, in order, into a seekable file.
 
@@ -383,12 +410,13 @@ class ContainerWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distillgan-crc")
         self._finished = False
 
-    def write_member(self, name: str, size: int, chunks: Iterable[bytes | memoryview]) -> Member:
+    def write_member(self, name: str, size: int, chunks: Iterable[bytes | memoryview | list[memoryview]]) -> Member:
         """Write one member of ``size`` bytes taken from ``chunks``.
 
-        Each chunk must stay valid until the next chunk is requested (the
-        generator may keep objects alive for that long); CRC-32 is computed
-        on a worker thread while the data is written.
+        A chunk is bytes-like, or a list of bytes-like views written in order
+        with one vectored write. The writer keeps each chunk referenced until
+        its CRC-32, computed on a worker thread while the data is written, is
+        done, so a chunk must keep its memory valid for as long as it lives.
         """
         if self._finished:
             raise RuntimeError("archive already finished")
@@ -433,7 +461,12 @@ class ContainerWriter:
         self._members.append(member)
         return member
 
-    def _stream(self, chunks: Iterable[bytes | memoryview], size: int, name: str) -> int:
+    def _stream(self, chunks: Iterable[bytes | memoryview | list[memoryview]], size: int, name: str) -> int:
+        # Large chunks go through CRC-32 on the worker thread while the main thread writes them
+        # (the CRC releases the GIL for its whole length). Batches of small views and small chunks
+        # are summed here, after the pending work: handing them to the thread costs more than the
+        # CRC, because the two threads then pass the GIL back and forth (measured at 16 MiB in 394
+        # tensors: 21 ms threaded vs 12 ms inline).
         state = {"crc": 0}
 
         def step(chunk: bytes | memoryview) -> None:
@@ -443,15 +476,23 @@ class ContainerWriter:
         pending_bytes = 0
         written = 0
         for chunk in chunks:
-            n = memoryview(chunk).nbytes
+            n = sum(memoryview(v).nbytes for v in chunk) if isinstance(chunk, list) else memoryview(chunk).nbytes
             if n == 0:
                 continue
             written += n
             if written > size:
                 raise RuntimeError(f"member {name!r}: more than the declared {size} bytes")
-            pending.append((self._pool.submit(step, chunk), n))  # the future holds the chunk alive
-            pending_bytes += n
-            _write_all(self._f, chunk)
+            if isinstance(chunk, list) or n < _THREAD_CRC_BYTES:
+                _writev_all(self._f, chunk) if isinstance(chunk, list) else _write_all(self._f, chunk)
+                while pending:  # keep the order: the thread's earlier chunks first
+                    pending.popleft()[0].result()
+                pending_bytes = 0
+                for part in chunk if isinstance(chunk, list) else (chunk,):
+                    state["crc"] = crc32(part, state["crc"])
+            else:
+                pending.append((self._pool.submit(step, chunk), n))  # the future holds the chunk alive
+                pending_bytes += n
+                _write_all(self._f, chunk)
             if self._tick is not None:
                 self._tick(n)
             while pending_bytes > _MAX_PENDING:
