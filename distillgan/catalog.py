@@ -410,6 +410,9 @@ class ModelLibrary:
     def check_id_free(self, model_id: str, entries: dict[str, ModelEntry] | None = None) -> None:
         """LibraryError ``duplicate-model-id`` if ``model_id`` already names an existing file here.
 
+        The index is a hint: an entry whose file holds another model (its manifest says) does not
+        take the id; a file that cannot say (pickle-era, damaged) does.
+
         Without ``entries``, an early check on the index as this process last saw it (read if it
         saw none); ``save_model`` checks again under the lock (``prepare_add``).
         """
@@ -427,12 +430,17 @@ class ModelLibrary:
                 return  # checked again under the lock, on the rebuilt index
             entries = {} if doc is None else doc.entries
         old = entries.get(model_id)
-        if old is not None and os.path.lexists(self.models_dir / old.file_path):
-            raise LibraryError(
-                f"model id {model_id!r} already names {old.file_path!r} in {str(self.models_dir)!r}; "
-                "save with a fresh ModelMetadata (or model_id='') or delete the old model first",
-                code="duplicate-model-id",
-            )
+        if old is None or not os.path.lexists(self.models_dir / old.file_path):
+            return
+        truth = self._probe(old.file_path)[0]
+        if truth is not None and truth.model_id != model_id:
+            return  # a stale or decoy entry: that file holds another model, and this save's entry replaces the wrong one
+        # the file holds this id, or cannot say (a pickle-era or damaged file): the id is taken
+        raise LibraryError(
+            f"model id {model_id!r} already names {old.file_path!r} in {str(self.models_dir)!r}; "
+            "save with a fresh ModelMetadata (or model_id='') or delete the old model first",
+            code="duplicate-model-id",
+        )
 
     def prepare_add(self, model_id: str) -> _Seen | dict[str, ModelEntry]:
         """Before publishing a new file (the caller holds the lock): check its id is free, get ready to index it.

@@ -169,6 +169,20 @@ def test_decoy_entry_alone_never_deletes_the_real_model(tmp_path: Path) -> None:
     assert delete_model("a", tmp_path) and not real.exists()
 
 
+def test_decoy_entry_does_not_take_the_id_of_a_new_save(tmp_path: Path) -> None:
+    """An entry naming another model's file under id "c" must not stop a save of model "c" (found by the property test below)."""
+    real = _save(tmp_path, "Precious", model_id="a")
+    raw = json.loads((tmp_path / INDEX_NAME).read_text())
+    raw["models"]["c"] = dict(raw["models"]["a"], model_id="c", name="Decoy")
+    (tmp_path / INDEX_NAME).write_text(json.dumps(raw))
+    new = _save(tmp_path, "New", model_id="c")
+    assert _raw_ids(tmp_path) == {"a": real.name, "c": new.name}
+    with pytest.raises(LibraryError) as e:  # a real owner of the id still takes it
+        _save(tmp_path, "Again", model_id="c")
+    assert e.value.code == "duplicate-model-id"
+    distillgan.verify(real)
+
+
 def _imposter(tmp_path: Path, folder: Path, model_id: str, name: str) -> Path:
     elsewhere = _save(tmp_path / "elsewhere", "Imposter", model_id=model_id, size=99)
     dropped = folder / name
@@ -505,3 +519,82 @@ def test_threads_of_one_process_share_the_folder_lock(tmp_path: Path) -> None:
         t.join()
     assert errors == []
     assert len(_raw_ids(tmp_path)) == 16 and len(set(_raw_ids(tmp_path).values())) == 16
+
+
+# --- 11 (acceptance): index poisoning, as a property ------------------------------------------------
+
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_p_junk = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8) | st.sampled_from(["\ud800", "1" + "0" * 400, "a.distillgan", "../a.distillgan"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+_p_file_names = st.sampled_from(
+    ["a.distillgan", "b.distillgan", "../outside.distillgan", "OUTSIDE", "", ".a.distillgan", "missing.distillgan",
+     "sub/a.distillgan", "a.distillgan\x00", "A.DISTILLGAN", "model_library.json", ".model_library.lock", "a.distill"]
+) | st.text(max_size=12)
+_p_ids = st.sampled_from(["a", "b", "junk", "", "../a", "c"]) | st.text(max_size=6)
+_P_FIELDS = ["model_id", "name", "description", "file_path", "file_size_bytes", "dataset_name", "training_date", "save_date",
+           "training_epochs", "final_train_loss", "final_val_loss", "has_analysis", "n_active_components", "tags", "vocoder"]
+_p_mutations = st.lists(st.tuples(st.sampled_from(_P_FIELDS) | st.text(max_size=6), _p_junk | _p_file_names | _p_ids), max_size=4)
+_p_poison = st.fixed_dictionaries(
+    {
+        "keep": st.sets(st.sampled_from(["a", "b"])),  # real entries left in the index
+        "damage": st.lists(st.tuples(st.sampled_from(["a", "b"]), _p_mutations), max_size=2),  # real entries edited
+        "decoys": st.lists(
+            st.tuples(_p_ids, st.sampled_from(["a", "b"]), st.sampled_from(["a.distillgan", "b.distillgan"]) | _p_file_names,
+                      st.just([]) | _p_mutations),
+            max_size=4,
+        ),
+        "version": st.sampled_from([2, 2, 2, 1, 3, "2", None, True]),
+    }
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(poison=_p_poison)
+def test_a_poisoned_index_never_deletes_a_real_model_or_touches_the_outside(poison: dict[str, Any]) -> None:
+    """Whatever the index says, the models' own manifests decide: listing never fails, deleting a decoy
+    never removes a real model, a save still lands, a repair restores the truth, and nothing outside
+    the folder (a copy of a real model one level up, named to tempt ``../``) is touched."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        folder = root / "models"
+        real = {mid: _save(folder, mid, model_id=mid) for mid in ("a", "b")}
+        assert {p.name for p in real.values()} == {"a.distillgan", "b.distillgan"}
+        outside = root / "outside.distillgan"
+        shutil.copyfile(real["a"], outside)
+        before = outside.read_bytes()
+        clean = json.loads((folder / INDEX_NAME).read_text())["models"]
+
+        models: dict[str, Any] = {mid: dict(clean[mid]) for mid in sorted(poison["keep"])}
+        for mid, edits in poison["damage"]:
+            entry = models.setdefault(mid, dict(clean[mid]))
+            for field, value in edits:
+                entry[field] = str(outside) if value == "OUTSIDE" else value
+        for decoy_id, like, file_name, edits in poison["decoys"]:
+            entry = dict(clean[like], model_id=decoy_id, file_path=str(outside) if file_name == "OUTSIDE" else file_name)
+            for field, value in edits:
+                entry[field] = value
+            models[decoy_id] = entry
+        text = json.dumps({"version": poison["version"], "models": models})
+        (folder / INDEX_NAME).write_bytes(text.encode("utf-8", "surrogatepass"))
+
+        listed = ModelLibrary(folder).list_all()  # never raises: the index is a hint
+        assert all(isinstance(e.model_id, str) for e in listed)
+        event(f"listed: {sorted(e.model_id in real for e in listed)}")
+        for decoy_id in [d for d in models if d not in real]:
+            try:
+                event(f"delete of a decoy: {delete_model(decoy_id, folder)}")
+            except distillgan.DistillganError as e:
+                assert e.code == "index-mismatch", e
+                event("delete of a decoy: index-mismatch")
+            for p in real.values():
+                distillgan.verify(p)  # still there, still whole
+        saved = _save(folder, "c", model_id="c")
+        ModelLibrary(folder).repair_index()
+        assert _raw_ids(folder) == {"a": "a.distillgan", "b": "b.distillgan", "c": saved.name}
+        assert outside.read_bytes() == before and sorted(os.listdir(root)) == ["models", "outside.distillgan"]
