@@ -318,31 +318,33 @@ class Archive:
         private = copy or verify
         if isinstance(self.source, MappedFile) and not private:
             self.source.exported = True  # tensors view the mapping: it must outlive close()
-        stored: dict[tuple[str, str], Any] = {}
+        stored: dict[tuple[str, str], Any] = {}  # CPU views (or private copies) of the stored tensors
+        moved: dict[tuple[str, str], Any] = {}  # their copies on a non-CPU device
         objects: dict[tuple[str, str, str, bool], Any] = {}
         tick = _counter(progress, sum(t.nbytes for table in self.tables.values() for t in table.tensors))
 
-        def base(member: str, name: str) -> Any:
+        def base(member: str, name: str, to_device: bool) -> Any:
             key = (member, name)
             if key not in stored:
                 table = self.tables[member]
                 info = self._index[member][name]
                 buf, offset = self.member_data(member, private=private, verify=verify)
-                t = tensor_from(buf, info, table.data_start - offset, member)
-                if not on_cpu:
-                    t = t.to(device)
-                stored[key] = t
+                stored[key] = tensor_from(buf, info, table.data_start - offset, member)
                 if tick is not None:
                     tick(info.nbytes)
-            return stored[key]
+            if not to_device:
+                return stored[key]
+            if key not in moved:  # the one copy to the device, straight from the mapping
+                moved[key] = stored[key].to(device)
+            return moved[key]
 
         def resolve(ref: Ref) -> Any:
             name = self.manifest["members"][ref.member]["aliases"].get(ref.name, ref.name)
             key = (ref.member, name, ref.kind, ref.requires_grad)
             if key not in objects:
-                t = base(ref.member, name)
-                if ref.kind == "ndarray":
-                    obj = as_numpy(t if on_cpu else t.cpu())
+                t = base(ref.member, name, to_device=not on_cpu and ref.kind != "ndarray")
+                if ref.kind == "ndarray":  # numpy arrays live on the CPU, whatever the device
+                    obj = as_numpy(t)
                 elif ref.kind == "parameter":
                     obj = torch.nn.Parameter(t, requires_grad=ref.requires_grad)
                 else:
