@@ -66,6 +66,20 @@ LOAD_PEERS = {  # into a module: the generator alone, built on meta + assign vs 
     "distillgan.load_model(meta module, assign)": "safetensors.load_model(module)",
     "safetensors.load_model(module)": "safetensors.load_model(module)",
 }
+DEVICE_CONTENDERS = [  # --phases device: onto --device (a GPU), from a warm page cache
+    "distillgan.load_model(device)",
+    "safetensors.load_file(device)",
+    "torch.load(mmap,weights_only,map_location)",
+    "distillgan.load_model(meta module, assign, device)",
+    "safetensors.load_model(module on device)",
+]
+DEVICE_PEERS = {
+    "distillgan.load_model(device)": "safetensors.load_file(device)",
+    "safetensors.load_file(device)": "safetensors.load_file(device)",
+    "torch.load(mmap,weights_only,map_location)": "safetensors.load_file(device)",
+    "distillgan.load_model(meta module, assign, device)": "safetensors.load_model(module on device)",
+    "safetensors.load_model(module on device)": "safetensors.load_model(module on device)",
+}
 VERIFY_CONTENDERS = ["distillgan.verify", "zlib.crc32(in-memory)", "zlib.crc32(mmap)"]
 VERIFY_PEER = "zlib.crc32(in-memory)"
 REMOTE_OPS = ["inspect", "load+touch", "verify"]  # each: local path vs the same file over loopback HTTP
@@ -87,6 +101,8 @@ REMOTE_LOAD_BPS = 1.5e9  # remote load_model over loopback HTTP, 1 GiB model: at
 REMOTE_LOAD_RSS_SLACK = 64 * MiB  # remote load peak RSS Δ ≤ tensor bytes + this
 HEADER_US = 2.0  # safetensors header parsing: at most this many µs per tensor
 LIBRARY_RATIO = 1.5  # save into a folder of 1 000 models ≤ this × save into a folder of 10
+DEVICE_VS_ST = 1.10  # load_model(device=…) ≤ this × safetensors.load_file(device=…)
+DEVICE_ANON_SLACK = 64 * MiB  # no intermediate CPU copy: anonymous memory grows by less than this
 
 
 def parse_size(s: str) -> int:
@@ -283,6 +299,20 @@ def phase_load(model: dict[str, Any], reps: int) -> dict[str, Any]:
     return {c: summarize(s, ("time_s", "open_s", "touch_s")) for c, s in samples.items()}
 
 
+def phase_device(model: dict[str, Any], reps: int, device: str) -> dict[str, Any]:
+    samples: dict[str, list[dict[str, Any]]] = {c: [] for c in DEVICE_CONTENDERS}
+    warm(list(model["files"].values()))
+    for r in range(reps):
+        for c in rotate(DEVICE_CONTENDERS, r):
+            res = run_child({"op": "device_load", "contender": c, "files": model["files"], "device": device})
+            samples[c].append(res)
+            progress(f"  {device} {c:48s} rep {r + 1}/{reps}: {fmt_time(res.get('time_s'))}  "
+                     f"device peak {fmt_mib(res.get('device_peak_delta'))}  ΔRssAnon {fmt_mib(res.get('anon_delta'))}"
+                     + (f"  ERROR {res['error'][-300:]}" if "error" in res else ""))
+    keys = ("time_s", "touch_s", "Bps", "anon_delta", "device_peak_delta", "device_allocations", "bytes_on_device")
+    return {c: summarize(s, keys) for c, s in samples.items()}
+
+
 def phase_verify(model: dict[str, Any], reps: int) -> dict[str, Any]:
     samples: dict[str, list[dict[str, Any]]] = {c: [] for c in VERIFY_CONTENDERS}
     path = model["files"]["distillgan"]
@@ -471,6 +501,23 @@ def tables(res: dict[str, Any]) -> str:
                     f"| load+touch | {c} | {fmt_time(med(row))} | {fmt_time(t and t['min'])} … {fmt_time(t and t['max'])} | "
                     f"{fmt_ratio(ratio(med(row), med(s['load'][peer])))} ({peer}) | {fmt_mib(med(row, 'rss_delta'))} | {note} |"
                 )
+        if "device" in s:
+            for c in DEVICE_CONTENDERS:
+                row = s["device"][c]
+                t = row.get("time_s")
+                notes = []
+                if med(row, "Bps") is not None:
+                    notes.append(f"{med(row, 'Bps') / 1e9:.2f} GB/s of {fmt_mib(med(row, 'bytes_on_device'))}")
+                if med(row, "device_peak_delta") is not None:
+                    notes.append(f"device peak {fmt_mib(med(row, 'device_peak_delta'))}, {med(row, 'device_allocations'):.0f} allocations")
+                notes.append(f"ΔRssAnon {fmt_mib(med(row, 'anon_delta'))}")
+                if row["errors"]:
+                    notes.append(f"ERRORS: {len(row['errors'])}")
+                peer = DEVICE_PEERS[c]
+                out.append(
+                    f"| load to {res['config'].get('device')} | {c} | {fmt_time(med(row))} | {fmt_time(t and t['min'])} … {fmt_time(t and t['max'])} | "
+                    f"{fmt_ratio(ratio(med(row), med(s['device'][peer])))} ({peer}) | {fmt_mib(med(row, 'rss_delta'))} | {'; '.join(notes)} |"
+                )
         if "verify" in s:
             for c in VERIFY_CONTENDERS:
                 row = s["verify"][c]
@@ -599,6 +646,26 @@ def evaluate(res: dict[str, Any]) -> list[dict[str, Any]]:
     for size in res["sizes"]:
         s = res["sizes"][size]
         label = s["model"]["label"]
+        if "device" in s:
+            D, dev = s["device"], res["config"].get("device")
+            for c in ("distillgan.load_model(device)", "distillgan.load_model(meta module, assign, device)"):
+                row, peer = D[c], D[DEVICE_PEERS[c]]
+                r = ratio(med(row), med(peer))
+                add(f"{c} ≤ {DEVICE_VS_ST:.2f}× {DEVICE_PEERS[c]} ({dev})", label,
+                    f"{fmt_time(med(row))} vs {fmt_time(med(peer))} = {fmt_ratio(r)} (paired {fmt_ratio(paired(row, peer))})",
+                    None if r is None else r <= DEVICE_VS_ST)
+            row = D["distillgan.load_model(device)"]
+            anon = _max(row, "anon_delta")
+            add(f"load_model(device={dev}): no intermediate CPU copy (ΔRssAnon < {DEVICE_ANON_SLACK // MiB} MiB)", label,
+                f"largest ΔRssAnon {fmt_mib(anon)} for {fmt_mib(med(row, 'bytes_on_device'))} of tensors", None if anon is None else anon < DEVICE_ANON_SLACK)
+            # a second copy of any tensor is one more device allocation; the peak is compared with
+            # safetensors.load_file(device), which allocates each tensor once (allocator rounding included)
+            allocs, tensors = _max(row, "device_allocations"), s["model"]["tensors"]
+            peak, st_peak = _max(row, "device_peak_delta"), _max(D["safetensors.load_file(device)"], "device_peak_delta")
+            add(f"load_model(device={dev}): each tensor copied to the device once", label,
+                f"{allocs if allocs is None else int(allocs)} device allocations for {tensors} tensors; device peak {fmt_mib(peak)} "
+                f"vs {fmt_mib(st_peak)} for safetensors.load_file ({fmt_mib(med(row, 'bytes_on_device'))} of tensors)",
+                None if allocs is None or peak is None or st_peak is None else (allocs <= tensors and peak <= 1.05 * st_peak))
         if "load" in s:
             L = s["load"]
             dg, stv, tl = med(L["distillgan.load_model"]), med(L[LOAD_PEER]), med(L["torch.load(weights_only)"])
@@ -771,8 +838,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--phases",
         default="save,load,verify,inspect,remote,header,library",
-        help="subset of save,load,verify,inspect,remote,header,library (default: all)",
+        help="subset of save,load,verify,inspect,remote,header,library,device (default: all but device, which needs a GPU)",
     )
+    ap.add_argument("--device", default="cuda", help="torch device of the device phase (default cuda; that phase runs only when named)")
     ap.add_argument("--header-sizes", default="1000,10000,100000,1000000", help="tensor counts of the header phase")
     ap.add_argument("--library-models", type=int, default=1000, help="size of the large folder in the library phase (default 1000)")
     ap.add_argument("--library-rounds", type=int, default=40, help="alternating rounds of the library phase (default 40)")
@@ -784,7 +852,15 @@ def main(argv: list[str] | None = None) -> int:
         "instead of the working tree, e.g. HEAD while the library is being edited",
     )
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads in the children (default 1)")
+    ap.add_argument("--report", metavar="JSON", help="print the tables and targets of an earlier run's JSON (re-evaluated) and exit")
     args = ap.parse_args(argv)
+
+    if args.report:
+        with open(args.report) as f:
+            earlier = json.load(f)
+        earlier["targets"] = evaluate(earlier)
+        print(tables(earlier))
+        return 0
 
     sizes = [parse_size(x) for x in args.sizes.split(",") if x.strip()]
     if args.large and (1 << 30) not in sizes:
@@ -806,6 +882,7 @@ def main(argv: list[str] | None = None) -> int:
             "size_bytes": sizes,
             "reps": args.reps,
             "phases": sorted(phases),
+            "device": args.device if "device" in phases else None,
             "tmp": tmp,
         },
         "sizes": {},
@@ -822,7 +899,7 @@ def main(argv: list[str] | None = None) -> int:
             res["config"]["http_server"] = server.base_url
             progress(f"HTTP server on {server.base_url}")
         models: dict[str, dict[str, Any]] = {}
-        model_phases = {"save", "load", "verify", "inspect", "remote"} & phases
+        model_phases = {"save", "load", "verify", "inspect", "remote", "device"} & phases
         for size in sizes if model_phases else []:
             label = size_label(size)
             d = os.path.join(tmp, label.replace(" ", ""))
@@ -845,6 +922,9 @@ def main(argv: list[str] | None = None) -> int:
             if "load" in phases:
                 progress(f"[{label}] load+touch")
                 s["load"] = phase_load(mdl, args.reps)
+            if "device" in phases:
+                progress(f"[{label}] load onto {args.device}")
+                s["device"] = phase_device(mdl, args.reps, args.device)
             if "verify" in phases:
                 progress(f"[{label}] verify")
                 s["verify"] = phase_verify(mdl, args.reps)

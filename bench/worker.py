@@ -338,6 +338,87 @@ def job_load(j: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
+DEVICE_CONTENDERS = (
+    "distillgan.load_model(device)",
+    "safetensors.load_file(device)",
+    "torch.load(mmap,weights_only,map_location)",
+    "distillgan.load_model(meta module, assign, device)",
+    "safetensors.load_model(module on device)",
+)
+
+
+def _device_counters(torch: Any, dev: Any) -> dict[str, Any]:
+    if dev.type != "cuda":
+        return {}
+    torch.cuda.synchronize(dev)
+    stats = torch.cuda.memory_stats(dev)
+    return {"allocated": torch.cuda.memory_allocated(dev), "allocations": stats.get("allocation.all.allocated", 0)}
+
+
+def job_device_load(j: dict[str, Any]) -> dict[str, Any]:
+    """Load onto ``j["device"]``: wall time to tensors on the device (synchronized), device and CPU memory.
+
+    The device is initialised before the timed region (context, allocator, a first copy); the
+    figures are the call until the device has finished, then a touch (a sum of every tensor on
+    the device). ``anon_delta`` is the growth of the process's anonymous memory (RssAnon) over
+    the call, which an intermediate CPU copy of the tensors would show; ``rss_delta`` also counts
+    the file's pages mapped in by the loaders that map it.
+    """
+    torch = import_torch_stack()
+    import safetensors.torch as st
+
+    distillgan = _distillgan()
+
+    contender, files = j["contender"], j["files"]
+    dev = torch.device(j["device"])
+    float(torch.ones(1024, device=dev).sum())  # context, allocator and a first copy, untimed
+    spec = None
+    if "module" in contender:
+        with st.safe_open(files["safetensors_model"], "pt") as f:
+            spec = {k: (f.get_slice(k).get_shape(), f.get_slice(k).get_dtype()) for k in f.keys()}  # noqa: SIM118
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    before = _device_counters(torch, dev)
+    anon0 = rss_now().get("RssAnon")
+    peak = Peak()
+    t0 = time.perf_counter()
+    if contender == "distillgan.load_model(device)":
+        lm = distillgan.load_model(files["distillgan"], device=dev)
+        tensors = list(lm.state_dict.values()) + list(lm.vocoder_state["state_dict"].values())
+    elif contender == "safetensors.load_file(device)":
+        tensors = list(st.load_file(files["safetensors"], device=str(dev)).values())
+    elif contender == "torch.load(mmap,weights_only,map_location)":
+        obj = torch.load(files["torch"], map_location=dev, weights_only=True, mmap=True)
+        tensors = list(obj["model"].values()) + list(obj["vocoder"].values())
+    elif contender == "distillgan.load_model(meta module, assign, device)":
+        lm = distillgan.load_model(files["distillgan"], device=dev, model_builder=lambda m: module_for(spec, "meta"), assign=True)
+        tensors = list(lm.model.parameters())
+    elif contender == "safetensors.load_model(module on device)":
+        module = module_for(spec, str(dev))
+        st.load_model(module, files["safetensors_model"], device=str(dev))
+        tensors = list(module.parameters())
+    else:
+        raise ValueError(contender)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t1 = time.perf_counter()
+    anon1 = rss_now().get("RssAnon")
+    after = _device_counters(torch, dev)  # before the touch, whose sums allocate on the device too
+    device_peak = torch.cuda.max_memory_allocated(dev) if after else None
+    info = touch(tensors)
+    t2 = time.perf_counter()
+    res = peak.done()
+    moved = sum(t.numel() * t.element_size() for t in tensors)
+    res.update({"time_s": t1 - t0, "touch_s": t2 - t1, **info, "device": str(dev), "bytes_on_device": moved,
+                "Bps": moved / (t1 - t0) if t1 > t0 else None,
+                "anon_delta": anon1 - anon0 if anon0 is not None and anon1 is not None else None})
+    if after:
+        res.update({"device_peak_delta": device_peak - before["allocated"],
+                    "device_allocations": after["allocations"] - before["allocations"],
+                    "device_name": torch.cuda.get_device_name(dev), "torch_version": torch.__version__})
+    return res
+
+
 def file_pmd_mapped() -> int | None:
     """Bytes of file pages this process maps with 2 MiB entries (diagnostic: fewer faults)."""
     try:
@@ -634,6 +715,7 @@ JOBS = {
     "build": job_build,
     "save": job_save,
     "load": job_load,
+    "device_load": job_device_load,
     "verify": job_verify,
     "inspect": job_inspect,
     "inspect_cold": job_inspect_cold,

@@ -49,3 +49,26 @@ def test_run_script_header_and_library_phases(tmp_path: Path) -> None:
     assert {r["contender"] for r in doc["header"]["rows"]} == {"distillgan", "safetensors"}
     assert doc["library"]["n"] == 12
     assert len(doc["targets"]) == 2 and all(isinstance(t["met"], bool) for t in doc["targets"])
+
+
+def test_run_script_device_phase_on_the_cpu_and_report(tmp_path: Path) -> None:
+    """The device phase (meant for a GPU) runs end to end with --device cpu; --report re-renders its JSON."""
+    out = tmp_path / "results"
+    p = _run(str(BENCH / "run.py"), "--phases", "device", "--device", "cpu", "--sizes", "1M", "--reps", "1",
+             "--out", str(out), "--tmp", str(tmp_path), tmp_path=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (result,) = out.glob("bench-*.json")
+    doc = json.loads(result.read_text())
+    rows = next(iter(doc["sizes"].values()))["device"]
+    assert set(rows) == {"distillgan.load_model(device)", "safetensors.load_file(device)", "torch.load(mmap,weights_only,map_location)",
+                         "distillgan.load_model(meta module, assign, device)", "safetensors.load_model(module on device)"}
+    assert all(r["n"] == 1 and not r["errors"] for r in rows.values())
+    whole = rows["distillgan.load_model(device)"]["samples"][0]
+    assert whole["bytes_on_device"] == rows["safetensors.load_file(device)"]["samples"][0]["bytes_on_device"] > 0
+    # on the CPU there is no device allocator: the copy-count target is n/a, the others are judged
+    met = {t["target"]: t["met"] for t in doc["targets"]}
+    assert met["load_model(device=cpu): each tensor copied to the device once"] is None
+    assert isinstance(met["load_model(device=cpu): no intermediate CPU copy (ΔRssAnon < 64 MiB)"], bool)
+    again = _run(str(BENCH / "run.py"), "--report", str(result), tmp_path=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "| load to cpu | distillgan.load_model(device) |" in again.stdout and "### targets" in again.stdout
