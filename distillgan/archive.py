@@ -38,6 +38,7 @@ from .tensors import (
     build_header,
     check_name,
     dtype_code,
+    gc_paused,
     parse_header,
     plain_tensor,
     tensor_bytes,
@@ -447,16 +448,21 @@ def _check_v1_members(manifest: dict[str, Any], members: list[zc.Member]) -> Non
         )
 
 
-def _cross_check(manifest: Manifest, members: list[zc.Member], tables: dict[str, TensorTable]) -> None:
-    """Manifest versus members: sizes, aliases, and placeholders one to one with tensors (FORMAT.md §6)."""
+def _cross_check(manifest: Manifest, members: list[zc.Member], tables: dict[str, TensorTable]) -> dict[str, dict[str, TensorInfo]]:
+    """Manifest versus members: sizes, aliases, and placeholders one to one with tensors (FORMAT.md §6).
+
+    Returns each member's tensors by name (the archive keeps it). Linear in the number of
+    tensors and placeholders: a file may hold 2**20 of each.
+    """
     declared = manifest.raw["members"]
+    infos = {m: {t.name: t for t in table.tensors} for m, table in tables.items()}
     for m in members[1:]:
         if declared[m.name]["size"] != m.size:
             raise ManifestError(
                 f"$.members.{m.name}.size is {declared[m.name]['size']}; the member holds {m.size} bytes (FORMAT.md §6)",
                 code="manifest-mismatch",
             )
-        stored = {t.name for t in tables[m.name].tensors}
+        stored = infos[m.name]
         for alias, target in declared[m.name]["aliases"].items():
             check_name(alias, f"$.members.{m.name}.aliases", ManifestError)
             if alias in stored or target not in stored:
@@ -464,55 +470,65 @@ def _cross_check(manifest: Manifest, members: list[zc.Member], tables: dict[str,
                     f"$.members.{m.name}.aliases: {alias!r} -> {target!r} must name a new tensor and a stored one (FORMAT.md §5.5)",
                     code="manifest-mismatch",
                 )
-    dtypes = {m: {t.name: t.dtype for t in table.tensors} for m, table in tables.items()}
-    infos = {m: {t.name: t for t in table.tensors} for m, table in tables.items()}
     claimed: dict[str, dict[str, tuple[Any, ...]]] = {m: {} for m in tables}
-    kinds: dict[tuple[str, str], tuple[str, bool]] = {}
+    kinds: dict[str, dict[str, tuple[str, bool]]] = {m: {} for m in tables}
+    aliases = {m: declared[m]["aliases"] for m in tables}
     for ref, path in manifest.refs:
-        names = claimed[ref.member]
-        if ref.name in names:
+        member, name = ref.member, ref.name
+        names = claimed[member]
+        if name in names:
             raise ManifestError(
-                f"{render_path(path)} and {render_path(names[ref.name])} both name tensor {ref.name!r} of {ref.member}; "
+                f"{render_path(path)} and {render_path(names[name])} both name tensor {name!r} of {member}; "
                 "each tensor and alias is named by one placeholder (FORMAT.md §6)",
                 code="manifest-mismatch",
             )
-        names[ref.name] = path
-        target = declared[ref.member]["aliases"].get(ref.name, ref.name)
-        dtype = dtypes[ref.member].get(target)
-        if dtype is None:
+        names[name] = path
+        target = aliases[member].get(name, name)
+        info = infos[member].get(target)
+        if info is None:
             raise ManifestError(
-                f"{render_path(path)} names tensor {ref.name!r}, which {ref.member} does not hold (FORMAT.md §6)", code="manifest-mismatch"
-            )
-        if ref.kind == "ndarray" and dtype not in NUMPY_DTYPES:
-            raise ManifestError(
-                f"{render_path(path)}: tensor {ref.name!r} is {dtype}, which has no numpy dtype; an ndarray placeholder needs one of "
-                f"{', '.join(sorted(NUMPY_DTYPES))} (FORMAT.md §4.4)",
-                code="manifest-mismatch",
-            )
-        if ref.kind == "ndarray" and _numpy_extent(infos[ref.member][target]) > MAX_NUMPY_BYTES:
-            raise ManifestError(
-                f"{render_path(path)}: tensor {ref.name!r} of shape {list(infos[ref.member][target].shape)} cannot be a numpy "
-                "array: its dimensions, zeros counted as 1, times its element size exceed 2**63 - 1 bytes (FORMAT.md §4.4)",
-                code="manifest-mismatch",
-            )
-        if ref.requires_grad and dtype not in FLOAT_DTYPES:
-            raise ManifestError(
-                f"{render_path(path)}: tensor {ref.name!r} is {dtype}; only floating point and complex tensors can require gradients (FORMAT.md §4.4)",
-                code="manifest-mismatch",
+                f"{render_path(path)} names tensor {name!r}, which {member} does not hold (FORMAT.md §6)", code="manifest-mismatch"
             )
         kind = (ref.kind, ref.requires_grad)
-        if kinds.setdefault((ref.member, target), kind) != kind:
+        if kind != ("tensor", False):
+            _check_kind(ref, info, path)
+        if kinds[member].setdefault(target, kind) != kind:
             raise ManifestError(
-                f"{render_path(path)}: tensor {target!r} of {ref.member} is named by placeholders of different kinds (FORMAT.md §5.5)",
+                f"{render_path(path)}: tensor {target!r} of {member} is named by placeholders of different kinds (FORMAT.md §5.5)",
                 code="manifest-mismatch",
             )
     for m in members[1:]:
         names = claimed[m.name]
-        for name in [t.name for t in tables[m.name].tensors] + list(declared[m.name]["aliases"]):
+        # every claimed name is a stored tensor or an alias (checked above), and aliases are new names
+        if len(names) == len(infos[m.name]) + len(aliases[m.name]):
+            continue
+        for name in [*infos[m.name], *aliases[m.name]]:
             if name not in names:
                 raise ManifestError(
                     f"tensor {name!r} of {m.name} is named by no placeholder of the manifest (FORMAT.md §6)", code="manifest-mismatch"
                 )
+    return infos
+
+
+def _check_kind(ref: Ref, info: TensorInfo, path: tuple[Any, ...]) -> None:
+    """An ndarray placeholder needs a numpy dtype and extent; requires_grad needs a float or complex tensor (§4.4)."""
+    if ref.kind == "ndarray" and info.dtype not in NUMPY_DTYPES:
+        raise ManifestError(
+            f"{render_path(path)}: tensor {ref.name!r} is {info.dtype}, which has no numpy dtype; an ndarray placeholder needs one of "
+            f"{', '.join(sorted(NUMPY_DTYPES))} (FORMAT.md §4.4)",
+            code="manifest-mismatch",
+        )
+    if ref.kind == "ndarray" and _numpy_extent(info) > MAX_NUMPY_BYTES:
+        raise ManifestError(
+            f"{render_path(path)}: tensor {ref.name!r} of shape {list(info.shape)} cannot be a numpy "
+            "array: its dimensions, zeros counted as 1, times its element size exceed 2**63 - 1 bytes (FORMAT.md §4.4)",
+            code="manifest-mismatch",
+        )
+    if ref.requires_grad and info.dtype not in FLOAT_DTYPES:
+        raise ManifestError(
+            f"{render_path(path)}: tensor {ref.name!r} is {info.dtype}; only floating point and complex tensors can require gradients (FORMAT.md §4.4)",
+            code="manifest-mismatch",
+        )
 
 
 def _looks_like_safetensors(src: MappedFile | RemoteSource) -> bool:
@@ -549,11 +565,14 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
             )
         raw = src.read(m0.data_offset, m0.size)
         _check_crc(m0, zc.crc32(raw))
-        manifest = decode_manifest(raw)
-        _check_v1_members(manifest.raw, members)
-        tables = {m.name: parse_header(src, m.data_offset, m.size, m.name) for m in members[1:]}
-        _cross_check(manifest, members, tables)
-        return Archive(os.fspath(path), src, members, manifest, tables)
+        with gc_paused():  # tens of thousands of small objects, no cycles: collections would only cost time
+            manifest = decode_manifest(raw)
+            _check_v1_members(manifest.raw, members)
+            tables = {m.name: parse_header(src, m.data_offset, m.size, m.name) for m in members[1:]}
+            index = _cross_check(manifest, members, tables)
+        archive = Archive(os.fspath(path), src, members, manifest, tables)
+        archive.__dict__["_tensor_index"] = index
+        return archive
     except BaseException:
         src.close()
         raise
@@ -562,10 +581,10 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
 # --- inspect / verify -------------------------------------------------------------
 
 
-def _describe(archive: Archive) -> dict[str, Any]:
+def _describe(archive: Archive, tensors_table: bool = True) -> dict[str, Any]:
     manifest = archive.manifest
     tensors = {}
-    for name, table in archive.tables.items():
+    for name, table in archive.tables.items() if tensors_table else ():
         tensors[name] = [
             {
                 "name": t.name,
@@ -585,20 +604,21 @@ def _describe(archive: Archive) -> dict[str, Any]:
             for m in archive.members
         ],
         "manifest": json_view(manifest),
-        "tensors": tensors,
+        **({"tensors": tensors} if tensors_table else {}),
     }
 
 
-def inspect(path: str | os.PathLike[str]) -> dict[str, Any]:
+def inspect(path: str | os.PathLike[str], *, tensors: bool = True) -> dict[str, Any]:
     """Describe an archive (a path or an fsspec URL) without torch and without reading tensor data.
 
     Returns a JSON-serialisable dict: format, version, file_size, members
     (name, header_offset, data_offset, size, crc32), the manifest, and per
-    tensor member a table of name, dtype, shape, bytes and data_offset.
+    tensor member a table of name, dtype, shape, bytes and data_offset
+    (left out with ``tensors=False``; the file is validated the same).
     Raises :class:`~distillgan.DistillganError` for any invalid file.
     """
-    with open_archive(path) as archive:
-        return _describe(archive)
+    with open_archive(path) as archive, gc_paused():
+        return _describe(archive, tensors)
 
 
 def _check_bools(archive: Archive) -> None:

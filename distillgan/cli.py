@@ -118,7 +118,7 @@ def _describe_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
 
     # --digests reads every tensor byte anyway, so it checks CRCs and bool bytes as verify does;
     # verify returns the same description as inspect, so the file is validated once, not twice.
-    info = verify(path) if (args.verify or args.digests) else inspect(path)
+    info = verify(path) if (args.verify or args.digests) else inspect(path, tensors=not args.no_tensors)
     if args.digests:
         info["digests"] = tensor_digests(path)
     if args.sha256:

@@ -6,13 +6,14 @@ torch-free; the functions that make or read tensors import torch lazily.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
 import re
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -459,15 +460,25 @@ def parse_header(src: Any, offset: int, size: int, where: str) -> TensorTable:
         raise TensorError(f"{where}: header length {n} runs past the member's {size} bytes (FORMAT.md §5.1)", code="st-header-size")
     raw = src.read(offset + 8, n)
     data_size = size - 8 - n
-    was_enabled = gc.isenabled()
-    gc.disable()  # a million small objects would trigger collections that find nothing to free
-    try:
+    with gc_paused():
         fast = _fast_header(raw, data_size)
         infos, metadata = fast if fast is not None else _strict_header(raw, data_size, where)
+    return TensorTable(tuple(infos), offset + 8 + n, metadata)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No garbage collection inside: a million small objects would trigger collections that find nothing to free.
+
+    The objects made here hold no reference cycles; collection resumes (if it was on) on the way out.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
     finally:
         if was_enabled:
             gc.enable()
-    return TensorTable(tuple(infos), offset + 8 + n, metadata)
 
 
 def _info(name: str, dtype: str, shape: tuple[int, ...], begin: int, end: int) -> TensorInfo:

@@ -115,9 +115,9 @@ def tensor_name(path: tuple[Any, ...]) -> str:
 # --- what the codec hands to the layers around it ----------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen __init__ costs 4x, and a file can hold 2**20 of these
 class Ref:
-    """A placeholder, decoded: restore the tensor ``name`` of ``member`` as a ``kind`` object."""
+    """A placeholder, decoded: restore the tensor ``name`` of ``member`` as a ``kind`` object (never modified)."""
 
     kind: str  # "tensor", "parameter" or "ndarray"
     member: str

@@ -9,6 +9,8 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
+
 import distillgan
 from distillgan import LoadedModel, ModelMetadata
 
@@ -142,3 +144,18 @@ def test_inspect_and_verify_do_not_import_torch(saved_model: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert int(r.stdout) > 0
+
+
+def test_inspect_without_the_tensor_table_validates_the_same(saved_model: Path, tmp_path: Path) -> None:
+    full = distillgan.inspect(saved_model)
+    short = distillgan.inspect(saved_model, tensors=False)
+    assert "tensors" not in short and {**short, "tensors": full["tensors"]} == full
+    damaged = tmp_path / "damaged.distillgan"  # a defect found only by the tensor-header layer is still found
+    data = bytearray(saved_model.read_bytes())
+    with distillgan.open_archive(saved_model) as a:
+        member = a.members[1]
+    data[member.data_offset + 8 : member.data_offset + 9] = b"["  # the header's JSON no longer starts with '{'
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(distillgan.DistillganError) as e:
+        distillgan.inspect(damaged, tensors=False)
+    assert e.value.code == "st-header-json"
