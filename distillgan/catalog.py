@@ -25,6 +25,11 @@ that lets a listing skip opening every file, kept in the layout the app reads. T
   unchanged index is not parsed again. What still grows with the folder is copying the file
   once per save (about 530 bytes per model), which keeping ``model_library.json`` whole and
   atomically replaced for the app requires.
+* **Files replaced in place** (``update_vocoder``) change under an entry that still names them.
+  The writer leaves a marker ``.<file>.replacing`` in the folder before it renames the new file
+  over the old one and removes it once the index holds the new entry; a reader that finds a
+  marker (the writer was killed between the two) indexes that file from its manifest again and,
+  under the lock, writes the fix and removes the marker.
 * **Pickle-era files** (the app's own v1.1 models) cannot be read without unpickling: their
   entries are kept as listed while their file exists (``RepairReport.legacy``), never deleted
   by ``delete_model``, and never win an id from a file we can read.
@@ -72,6 +77,7 @@ from .locks import (
     create_temporary,
     discard_temporary,
     folder_locked,
+    open_regular,
     release_temporary,
     remove_abandoned,
 )
@@ -116,13 +122,14 @@ class RepairReport:
     cleaned: list[str] = field(default_factory=list)  # abandoned temporary files removed (repair only)
     legacy: list[str] = field(default_factory=list)  # pickle-era files kept as the index lists them (repair only)
     abandoned: dict[str, int] = field(default_factory=dict)  # abandoned temporary files left in place (reads): name -> bytes
+    refreshed: list[str] = field(default_factory=list)  # model ids indexed again from a file replaced in place (a marker)
     reason: str = ""  # why the index was rebuilt, when it was
 
     def __iter__(self) -> Iterator[int]:
         return iter((len(self.removed), len(self.added)))
 
     def has_news(self) -> bool:
-        return bool(self.added or self.removed or self.invalid or self.abandoned or self.reason)
+        return bool(self.added or self.removed or self.invalid or self.abandoned or self.refreshed or self.reason)
 
 
 def vocoder_info(vocoder_state: Any) -> VocoderInfo | None:
@@ -190,6 +197,19 @@ _index_cache: dict[str, _Seen] = {}
 _Probe = tuple[ModelEntry | None, str, bool, tuple[int, str]]  # entry, error code, legacy?, (ctime, name) order
 _probe_cache: dict[tuple[str, int, int, int, int, int], _Probe] = {}
 _caches_mutex = threading.Lock()  # threads of a process share the caches
+
+
+REPLACING_SUFFIX = ".replacing"
+
+
+def replacing_marker(file_name: str) -> str:
+    """The marker a writer leaves while it replaces ``file_name`` in place (see the module docstring)."""
+    return f".{file_name}{REPLACING_SUFFIX}"
+
+
+def _replaced_files(names: list[str]) -> list[str]:
+    """The model files that ``names`` holds a replacement marker for."""
+    return [n[1 : -len(REPLACING_SUFFIX)] for n in names if n.startswith(".") and n.endswith(MODEL_FILE_EXTENSION + REPLACING_SUFFIX)]
 
 
 def _model_names(names: list[str]) -> list[str]:
@@ -362,6 +382,18 @@ class ModelLibrary:
                     if truth is None or truth.model_id != mid:
                         del entries[mid]
                         report.removed.append(mid)
+        replaced = [n for n in _replaced_files(names) if n in present]
+        for name in replaced:  # a writer was killed (or is busy) between replacing the file and indexing it
+            truth = self._probe(name)[0]
+            holder = None if truth is None else entries.get(truth.model_id)
+            if truth is None or (holder is not None and holder.file_path != name):
+                continue  # unreadable, or its id belongs to another file: the rules below settle it
+            for mid in [mid for mid, e in entries.items() if e.file_path == name and mid != truth.model_id]:
+                del entries[mid]
+                report.removed.append(mid)
+            if holder != truth:
+                entries[truth.model_id] = truth
+                report.refreshed.append(truth.model_id)
         indexed = {entry.file_path for entry in entries.values()}
         orphans = [n for n in _model_names(names) if n not in indexed]
         if orphans:
@@ -374,7 +406,8 @@ class ModelLibrary:
         if doc.dropped:
             first = next(iter(doc.dropped.values()))
             report.reason = f"{len(doc.dropped)} invalid index entr{'y' if len(doc.dropped) == 1 else 'ies'} dropped ({first}); rebuilt from the model files"
-        dirty = bool(report.added or report.removed or doc.dropped or (doc.layout != "app" and entries))
+        dirty = bool(report.added or report.removed or doc.dropped or (doc.layout != "app" and entries)
+                     or any(n.endswith(REPLACING_SUFFIX) and n.startswith(".") for n in names))
         return entries, report, dirty
 
     def reconciled(self) -> dict[str, ModelEntry]:
@@ -383,9 +416,11 @@ class ModelLibrary:
         if dirty:
             try:
                 with folder_locked(self.models_dir, timeout=0):
-                    entries, report, dirty = self._reconcile(self._listdir())
+                    names = self._listdir()
+                    entries, report, dirty = self._reconcile(names)
                     if dirty:
                         self._write(entries, durable=True)
+                        self._remove_markers(names)
             except (LibraryError, OSError) as e:
                 level = logging.WARNING if getattr(e, "code", "") == "not-regular-file" else logging.DEBUG
                 logger.log(level, "index of %r reconciled in memory only: %s", str(self.models_dir), e)
@@ -586,7 +621,26 @@ class ModelLibrary:
             report.ignored = [n for n in names if _is_other_file(self.models_dir, n, set(report.legacy) | set(report.invalid))]
             report.cleaned = sorted(remove_abandoned(self.models_dir, names))
             self._write_or_raise(entries)
+            self._remove_markers(names)  # the entries above come from every file's own manifest
         return report
+
+    # -- replacement markers (update_vocoder; the caller holds the lock) ----------------------------------
+
+    def mark_replacing(self, file_name: str) -> str:
+        """Leave the marker for ``file_name``, durably, before it is replaced in place; its path."""
+        path = os.path.join(self.models_dir, replacing_marker(file_name))
+        fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.close(fd)
+        fsync_dir(self.models_dir)
+        return path
+
+    def _remove_markers(self, names: list[str]) -> None:
+        """Remove the replacement markers among ``names`` once the index written holds what their files say."""
+        for file_name in _replaced_files(names):
+            try:
+                os.unlink(os.path.join(self.models_dir, replacing_marker(file_name)))
+            except FileNotFoundError:
+                pass
 
 
 def _remember(key: str, value: _Seen) -> None:

@@ -571,15 +571,21 @@ def _update_vocoder(model_path: str | os.PathLike[str], vocoder_state: Mapping[s
             tmp, size = _write_temporary(plan, path.parent, _sanitize_filename(raw["metadata"]["name"]), progress)
         finally:
             archive.close()
+        marker = None
         try:
             release_temporary(tmp)  # we hold the folder lock; Windows cannot rename an open file
+            # a kill between the rename and the index leaves this marker: the next reader indexes the file again
+            marker = library.mark_replacing(path.name)
             _replace(tmp, path)
         except BaseException:
             _unlink_quietly(tmp)
+            if marker is not None:  # the old file is still in place, and its entry right
+                _unlink_quietly(marker)
             raise
         fsync_dir(path.parent)
-        # Published: the index update only warns if it fails (the next reader reconciles).
-        library.record(library.indexed(), entry_from_manifest(plan.raw, path.name, size), durable=True)
+        # Published: the index update only warns if it fails (the next reader reconciles; the marker stays).
+        if library.record(library.indexed(), entry_from_manifest(plan.raw, path.name, size), durable=True):
+            _unlink_quietly(marker)
     return path
 
 
