@@ -356,6 +356,22 @@ def test_vectors_ship_inside_the_package() -> None:
     assert conformance.default_vectors_dir() == VECTORS
 
 
+def test_the_index_states_the_contract_the_runner_judges_by() -> None:
+    """index.json's contract is the one of FORMAT.md §10 (it once said "exit non-zero, the code as a token anywhere")."""
+    contract = INDEX["contract"]
+    assert "exit with status 1" in contract and "exactly one line containing 'error [CODE]'" in contract
+    assert "non-zero" not in contract and "token" not in contract
+    spec = (SOURCE.parent / "spec" / "FORMAT.md").read_text(encoding="utf-8")
+    assert "exactly one line containing\n  `error [CODE]`" in spec  # §10 says the same
+    # the runner agrees: a rejection printed on stdout, or with another status, or twice, is not a pass
+    invalid = INVALID[0]
+    code = invalid["expected"]["code"]
+    assert conformance.judge(invalid, 1, "", f"x: error [{code}]: why\n")[0]
+    assert not conformance.judge(invalid, 1, f"error [{code}]\n", "")[0]
+    assert not conformance.judge(invalid, 2, "", f"error [{code}]\n")[0]
+    assert not conformance.judge(invalid, 1, "", f"error [{code}]\nerror [{code}]\n")[0]
+
+
 def test_json_comparison_is_strict_about_booleans() -> None:
     assert conformance.same_json({"a": 1, "b": [1.0]}, {"b": [1], "a": 1.0}) is None
     assert conformance.same_json({"a": True}, {"a": 1}) is not None

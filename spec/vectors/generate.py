@@ -1635,11 +1635,15 @@ def build(out_dir: Path) -> dict[str, Any]:
         "version": 1,
         "spec": "spec/FORMAT.md",
         "generator": "spec/vectors/generate.py",
-        "contract": (
-            "Run the reader on each file. Valid: exit 0 and print on stdout a JSON object whose 'manifest' equals "
-            "expected.manifest and whose 'digests' equals expected.digests. Invalid: exit non-zero and print "
-            "expected.code as a whole token on stdout or stderr. Vectors with needs='verify' have a defect in tensor "
-            "data only (member CRC-32, bool bytes): a conforming reader that reads tensor data must reject them."
+        "contract": (  # FORMAT.md §10, in short; distillgan/conformance.py judges by it
+            "Run the reader on each file (FORMAT.md §10). One process per file: valid: exit 0 and print on stdout one JSON "
+            "object whose 'manifest' equals expected.manifest and whose 'digests' equals expected.digests. Invalid: exit "
+            "with status 1 and write on stderr exactly one line containing 'error [CODE]', CODE being expected.code (free "
+            "text may surround it on that line; other lines may be written). A signal, a timeout, another exit status, or "
+            "no or several 'error [CODE]' lines is a crash. Batch (--batch): the reader, started once, reads one absolute "
+            "path per line on stdin and answers each with one JSON line, {\"path\", \"manifest\", \"digests\"} or "
+            "{\"path\", \"error\": CODE, \"message\"}. Vectors with needs='verify' have a defect in tensor data only "
+            "(member CRC-32, bool bytes): a conforming reader that reads tensor data must reject them."
         ),
         "vectors": entries,
     }
