@@ -83,6 +83,22 @@ def test_invalid_vector(vector: dict[str, Any]) -> None:
     assert verified.value.code == code, str(verified.value)
 
 
+def test_header_size_vectors_break_the_rule_their_description_names() -> None:
+    """H2 (length over MAX_HEADER_BYTES) and H3 (past the member) share st-header-size; the message tells them apart.
+
+    st-header-too-large once declared 5 MiB, under the limit: it exercised H3 while claiming H2.
+    """
+    from distillgan.tensors import MAX_HEADER_BYTES
+
+    for id_, says in [("invalid/st-header-too-large", f"the limit is {MAX_HEADER_BYTES}"), ("invalid/st-header-past-member", "runs past")]:
+        vector = next(v for v in INVALID if v["id"] == id_)
+        data = (VECTORS / vector["file"]).read_bytes()
+        assert len(data) < 64 << 10
+        with pytest.raises(DistillganError) as refused:
+            distillgan.inspect(VECTORS / vector["file"])
+        assert refused.value.code == "st-header-size" and says in str(refused.value), (id_, str(refused.value))
+
+
 # --- the index ----------------------------------------------------------------------------------
 
 

@@ -68,6 +68,9 @@ XATTR_FILE = 0o100644 << 16
 ALIGNMENT = 64  # FORMAT.md §3.4
 PAD_ID = 0x6764  # FORMAT.md §3.4
 U32 = 0xFFFFFFFF
+MAX_HEADER_BYTES = 100_000_000  # FORMAT.md §8 / §5.1 H2
+MAX_CENTRAL_DIRECTORY_BYTES = 64 << 10  # FORMAT.md §8 / §13.2 E8
+U64_MAX = (1 << 64) - 1  # FORMAT.md §8 / §5.1 H10e: the largest data offset
 
 MANIFEST, MODEL, VOCODER = "manifest.msgpack", "model.safetensors", "vocoder.safetensors"
 
@@ -1199,7 +1202,10 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
     st("st-too-short", b"\x02\x00\x00\x00", "st-header-size", "§5.1", "model.safetensors of 4 bytes.")
     st("st-header-past-member", st_raw(hdr(), data, length=4096), "st-header-size", "§5.1",
        "Header length 4096 in a member of a few hundred bytes.")
-    st("st-header-too-large", st_raw(hdr(), data, length=5 << 20), "st-header-size", "§8", "Header length 5 MiB (the limit is 4 MiB).")
+    st("st-header-too-large", st_raw(hdr(), data, length=MAX_HEADER_BYTES + 1), "st-header-size", "§8",
+       "Header length 100 000 001 (MAX_HEADER_BYTES + 1) in a member of a few hundred bytes: H2 (the size limit) is checked "
+       "before H3 (past the member), both st-header-size. The at-limit half, a header of exactly 100 000 000 bytes, is the "
+       "large vector st-header-100000000.")
     st("st-header-length-max", st_raw(hdr(), data, length=2**64 - 1), "st-header-size", "§8",
        "Header length 2^64-1 (wraps to a small number when added to 8 in 64-bit arithmetic).")
     st("st-header-not-utf8", st_raw(b'{"w\xff": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', b"\x00" * 8), "st-header-json",
@@ -1828,11 +1834,11 @@ def large_vectors(out: Path) -> list[dict[str, Any]]:
     model = st_canonical(BASE_TENSORS)
     (n,) = struct.unpack_from("<Q", model, 0)
     text = model[8 : 8 + n].rstrip(b" ")
-    big = struct.pack("<Q", 100_000_000) + text + b" " * (100_000_000 - len(text)) + model[8 + n :]
+    big = struct.pack("<Q", MAX_HEADER_BYTES) + text + b" " * (MAX_HEADER_BYTES - len(text)) + model[8 + n :]
     (v / "st-header-100000000.distillgan").write_bytes(archive_of(big, manifest=full_manifest(big)))
     valid("st-header-100000000", v / "st-header-100000000.distillgan", "§8", "A safetensors header of exactly 100 000 000 bytes "
           "(MAX_HEADER_BYTES), JSON followed by spaces.", {MODEL: {t: sha256(raw) for t, raw in parse_st(model).items()}})
-    over = struct.pack("<Q", 100_000_001) + text + b" " * (100_000_001 - len(text)) + model[8 + n :]
+    over = struct.pack("<Q", MAX_HEADER_BYTES + 1) + text + b" " * (MAX_HEADER_BYTES + 1 - len(text)) + model[8 + n :]
     (iv / "st-header-100000001.distillgan").write_bytes(archive_of(over, manifest=full_manifest(over)))
     invalid("st-header-100000001", "§8", "st-header-size", "A safetensors header of 100 000 001 bytes, one past MAX_HEADER_BYTES.")
 
