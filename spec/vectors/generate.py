@@ -682,6 +682,9 @@ def valid_by_hand() -> list[tuple[str, bytes, str, str]]:
          "A tensor of rank 32, MAX_RANK (invalid/st-rank-33 is one past)."),
         ("dim-int64-max", {"w": {"dtype": "U8", "shape": [0, 2**63 - 1], "data_offsets": [0, 0]}}, b"",
          "A zero-size tensor with a dimension of 2^63-1, MAX_DIM (invalid/st-dim-over-int64 is one past)."),
+        ("numel-int64-max", {"w": {"dtype": "U8", "shape": [0, 7, (2**63 - 1) // 7], "data_offsets": [0, 0]}}, b"",
+         "A zero-size tensor of shape [0, 7, (2^63-1)/7]: the element count with the zero dimension counted as 1 is exactly "
+         "2^63-1, MAX_DIM (invalid/st-numel-over-int64 is one past)."),
         ("name-1024-bytes", {"n" * 1024: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, f32(1.0),
          "A tensor name of 1024 bytes, MAX_NAME_BYTES (invalid/st-name-too-long is one past)."),
         ("name-1024-bytes-escaped", None, f32(1.0),
@@ -1520,6 +1523,18 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
         "Rank 33 (valid/rank-32 is at the limit).")
     add("st-dim-over-int64", with_model(st_raw({"w": {"dtype": "U8", "shape": [0, 2**63], "data_offsets": [0, 0]}}, b"")), "st-shape", "§8",
         "A dimension of 2^63, one past MAX_DIM (valid/dim-int64-max has 2^63-1).")
+    add("st-numel-over-int64", with_model(st_raw({"w": {"dtype": "U8", "shape": [0, 2, 2**62], "data_offsets": [0, 0]}}, b"")), "st-shape",
+        "§8", "A zero-size tensor of shape [0, 2, 2^62]: every dimension within MAX_DIM, but the element count with the zero dimension "
+        "counted as 1 is 2^63, one past (valid/numel-int64-max is at the limit).")
+    add("st-offsets-u64-max", with_model(st_raw({"w": {"dtype": "U8", "shape": [1], "data_offsets": [0, U64_MAX]}}, b"\x00")), "st-shape",
+        "§8", "data_offsets [0, 2^64-1]: at the largest offset H10e accepts, so the size rule H10g decides (one byte of shape [1] is not "
+        "2^64-1 bytes; invalid/st-offsets-u64-max-plus-1 is one past).")
+    add("st-offsets-u64-max-plus-1", with_model(st_raw({"w": {"dtype": "U8", "shape": [1], "data_offsets": [0, U64_MAX + 1]}}, b"\x00")),
+        "st-offsets", "§8", "data_offsets [0, 2^64]: one past the largest offset, refused by H10e before the size rule "
+                            "(invalid/st-offsets-u64-max is at the limit).")
+    add("eocd-count-fffe", zip_archive(members, eocd={"n_disk": 0xFFFE, "n_total": 0xFFFE}), "zip-entry-count", "§8",
+        "End record counts 0xFFFE entries: one below the zip64 threshold U16_MAX, so no zip64 record is asked for and the entry "
+        "count decides (invalid/order-eocd-count-ffff-no-zip64 is at the threshold).")
     add("manifest-depth-65-map", manifest_variant(P(training_config={"d": _nest_maps(63)})), "manifest-depth", "§8",
         "Maps nested so that the innermost value sits at depth 65.")
     legacy_boundaries(add)
@@ -1841,6 +1856,18 @@ def large_vectors(out: Path) -> list[dict[str, Any]]:
     over = struct.pack("<Q", MAX_HEADER_BYTES + 1) + text + b" " * (MAX_HEADER_BYTES + 1 - len(text)) + model[8 + n :]
     (iv / "st-header-100000001.distillgan").write_bytes(archive_of(over, manifest=full_manifest(over)))
     invalid("st-header-100000001", "§8", "st-header-size", "A safetensors header of 100 000 001 bytes, one past MAX_HEADER_BYTES.")
+
+    # the central directory limit: exactly 64 KiB (read, then the entry's comment decides) / one byte more (refused unread)
+    base_members = [(MANIFEST, manifest_bytes(full_manifest(model))), (MODEL, model)]
+    fixed = 2 * CENTRAL.size + len(MANIFEST) + len(MODEL)
+    for id_, cd_size, code in [("cd-65536", MAX_CENTRAL_DIRECTORY_BYTES, "zip-comment"),
+                               ("cd-65537", MAX_CENTRAL_DIRECTORY_BYTES + 1, "zip-layout")]:
+        data = zip_archive(base_members, central={1: {"comment": b"c" * (cd_size - fixed)}})
+        assert dir_info(data)[1] == cd_size
+        (iv / f"{id_}.distillgan").write_bytes(data)
+        invalid(id_, "§8", code, f"A central directory of {cd_size} bytes (the model's entry carries a file comment): "
+                + ("MAX_CENTRAL_DIRECTORY_BYTES, so the directory is read and its entry's comment decides (§13.3 D6)."
+                   if code == "zip-comment" else "one past MAX_CENTRAL_DIRECTORY_BYTES, refused before the directory is read (§13.2 E8)."))
 
     # the tensor count limit: 1 048 576 tensors (valid) / one more
     for id_, count, ok in [("st-tensors-1048576", 1 << 20, True), ("st-tensors-1048577", (1 << 20) + 1, False)]:
