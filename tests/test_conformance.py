@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,22 @@ def test_header_size_vectors_break_the_rule_their_description_names() -> None:
         with pytest.raises(DistillganError) as refused:
             distillgan.inspect(VECTORS / vector["file"])
         assert refused.value.code == "st-header-size" and says in str(refused.value), (id_, str(refused.value))
+
+
+def test_cross_check_order_vectors_carry_both_defects() -> None:
+    """order-cross-before-* carry a real integrity defect too, and X2 is reported before X3 (same code: the message shows it)."""
+    def path(id_: str) -> Path:
+        return VECTORS / next(v for v in INVALID if v["id"] == id_)["file"]
+
+    with zipfile.ZipFile(path("invalid/order-cross-before-crc")) as z:
+        assert z.testzip() == "model.safetensors"  # its data does not match its CRC-32
+    with zipfile.ZipFile(path("invalid/order-cross-before-bool")) as z:
+        assert z.testzip() is None and z.read("model.safetensors").endswith(b"\x00\x01\x02\x01")
+    for entry in (distillgan.inspect, distillgan.verify):
+        with pytest.raises(DistillganError) as refused:
+            entry(path("invalid/order-claims-before-unclaimed"))
+        assert refused.value.code == "manifest-mismatch"
+        assert "'state_dict/x', which model.safetensors does not hold" in str(refused.value), str(refused.value)
 
 
 # --- the index ----------------------------------------------------------------------------------

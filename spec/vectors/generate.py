@@ -1511,6 +1511,24 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
     both[-4] = 0x01
     two("crc-before-bool", zip_archive([(MANIFEST, manifest_bytes(full_manifest(bytes(both)))), (MODEL, bytes(both))], local=good_crc, central=good_crc),
         "crc-mismatch", "§6", "a BOOL byte 2 and a CRC-32 that does not match (CRCs are checked before bool bytes).", "verify")
+    # cross-checks (§13.8) before integrity (§13.9): a reader that reads tensor data still reports the manifest's defect
+    base_model = st_canonical(BASE_TENSORS)
+    flipped = base_model[:-1] + bytes([base_model[-1] ^ 0x01])
+    crc_of_base = {1: {"crc": zlib.crc32(base_model)}}
+    two("cross-before-crc", zip_archive([(MANIFEST, manifest_bytes(full_manifest(base_model, state_dict=w_only))), (MODEL, flipped)],
+                                        local=crc_of_base, central=crc_of_base),
+        "manifest-mismatch", "§6", "state_dict/b is claimed by no placeholder (X3) and a byte of tensor data differs from the member's "
+        "CRC-32 (I1): cross-checks come before integrity checks.")
+    bool_member = st_raw({"m": {"dtype": "BOOL", "shape": [4], "data_offsets": [0, 4]}}, b"\x00\x01\x02\x01")
+    two("cross-before-bool", archive_of(bool_member, manifest=full_manifest(
+        bool_member, state_dict={}, training_config={"mask": {"$": "tensor", "name": "m", "requires_grad": True}})),
+        "manifest-mismatch", "§6", "requires_grad true on a BOOL tensor (X2) whose bytes hold a 2 (I3): cross-checks come before "
+        "integrity checks, even when both concern one tensor.")
+    two("claims-before-unclaimed", archive_of(base_model, manifest=full_manifest(base_model, state_dict=flat("state_dict/", ["state_dict/w",
+                                                                                                                          "state_dict/x"]))),
+        "manifest-mismatch", "§6", "a placeholder names state_dict/x, which is not stored (X2), and state_dict/b is claimed by no "
+        "placeholder (X3). Both are manifest-mismatch, so the code cannot show the order; the reference reader's message names "
+        "the X2 defect (tests/test_conformance.py).")
 
     # ---- boundaries: at each limit (valid vectors) and one past it (FORMAT.md §8) ----
     add("entries-17-version-2", zip_archive([(MANIFEST, mp(P(version=2)))] + [(f"m{i:02d}", b"") for i in range(16)]), "zip-entry-count", "§8",
