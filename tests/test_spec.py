@@ -88,6 +88,17 @@ def test_limits_in_the_spec_match_the_code() -> None:
     assert "0x6764" in SPEC and SOURCE["container.py"].count("PADDING_EXTRA_ID = 0x6764") == 1
 
 
+def test_the_converter_codes_describe_the_converter() -> None:
+    """§9 said bad-checkpoint meant "unreadable with weights_only=True"; the converter never calls torch.load at all."""
+    row = next(line for line in SPEC.splitlines() if line.startswith("| `bad-checkpoint` |"))
+    assert "torch.load" in row and "never unpickles" in row  # says what does not happen, and why
+    for module in ("convert.py", "pickled.py"):
+        assert "torch.load(" not in SOURCE[module] and "weights_only" not in SOURCE[module], module
+    assert SOURCE["convert.py"].count('code="bad-checkpoint"') == 4  # the four cases the row lists
+    assert "STATE_DICT_KEYS = (\"model_state_dict\", \"state_dict\", \"generator\", \"model\")" in SOURCE["convert.py"]
+    assert "`model_state_dict`, `state_dict`, `generator` or `model`" in row
+
+
 # --- the manifest's JSON Schema (spec/manifest.schema.json) beside FORMAT.md §4 ---------------------
 
 SCHEMA_LIMITS = {  # invalid vectors whose defect JSON Schema cannot state (the schema's description lists why)
