@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,38 @@ def test_invalid_vector(vector: dict[str, Any]) -> None:
     with pytest.raises(DistillganError) as verified:
         distillgan.verify(path)
     assert verified.value.code == code, str(verified.value)
+
+
+def test_header_size_vectors_break_the_rule_their_description_names() -> None:
+    """H2 (length over MAX_HEADER_BYTES) and H3 (past the member) share st-header-size; the message tells them apart.
+
+    st-header-too-large once declared 5 MiB, under the limit: it exercised H3 while claiming H2.
+    """
+    from distillgan.tensors import MAX_HEADER_BYTES
+
+    for id_, says in [("invalid/st-header-too-large", f"the limit is {MAX_HEADER_BYTES}"), ("invalid/st-header-past-member", "runs past")]:
+        vector = next(v for v in INVALID if v["id"] == id_)
+        data = (VECTORS / vector["file"]).read_bytes()
+        assert len(data) < 64 << 10
+        with pytest.raises(DistillganError) as refused:
+            distillgan.inspect(VECTORS / vector["file"])
+        assert refused.value.code == "st-header-size" and says in str(refused.value), (id_, str(refused.value))
+
+
+def test_cross_check_order_vectors_carry_both_defects() -> None:
+    """order-cross-before-* carry a real integrity defect too, and X2 is reported before X3 (same code: the message shows it)."""
+    def path(id_: str) -> Path:
+        return VECTORS / next(v for v in INVALID if v["id"] == id_)["file"]
+
+    with zipfile.ZipFile(path("invalid/order-cross-before-crc")) as z:
+        assert z.testzip() == "model.safetensors"  # its data does not match its CRC-32
+    with zipfile.ZipFile(path("invalid/order-cross-before-bool")) as z:
+        assert z.testzip() is None and z.read("model.safetensors").endswith(b"\x00\x01\x02\x01")
+    for entry in (distillgan.inspect, distillgan.verify):
+        with pytest.raises(DistillganError) as refused:
+            entry(path("invalid/order-claims-before-unclaimed"))
+        assert refused.value.code == "manifest-mismatch"
+        assert "'state_dict/x', which model.safetensors does not hold" in str(refused.value), str(refused.value)
 
 
 # --- the index ----------------------------------------------------------------------------------
@@ -354,6 +387,22 @@ def test_vectors_ship_inside_the_package() -> None:
     assert include["spec/vectors"] == "distillgan/_spec/vectors"
     assert include["spec/FORMAT.md"] == "distillgan/_spec/FORMAT.md"
     assert conformance.default_vectors_dir() == VECTORS
+
+
+def test_the_index_states_the_contract_the_runner_judges_by() -> None:
+    """index.json's contract is the one of FORMAT.md §10 (it once said "exit non-zero, the code as a token anywhere")."""
+    contract = INDEX["contract"]
+    assert "exit with status 1" in contract and "exactly one line containing 'error [CODE]'" in contract
+    assert "non-zero" not in contract and "token" not in contract
+    spec = (SOURCE.parent / "spec" / "FORMAT.md").read_text(encoding="utf-8")
+    assert "exactly one line containing\n  `error [CODE]`" in spec  # §10 says the same
+    # the runner agrees: a rejection printed on stdout, or with another status, or twice, is not a pass
+    invalid = INVALID[0]
+    code = invalid["expected"]["code"]
+    assert conformance.judge(invalid, 1, "", f"x: error [{code}]: why\n")[0]
+    assert not conformance.judge(invalid, 1, f"error [{code}]\n", "")[0]
+    assert not conformance.judge(invalid, 2, "", f"error [{code}]\n")[0]
+    assert not conformance.judge(invalid, 1, "", f"error [{code}]\nerror [{code}]\n")[0]
 
 
 def test_json_comparison_is_strict_about_booleans() -> None:

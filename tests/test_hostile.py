@@ -304,6 +304,22 @@ def _raises(path: Path, code: str) -> None:
         assert peak < MEMORY_LIMIT + 2 * path.stat().st_size, f"{entry.__name__} allocated {peak >> 20} MiB"
 
 
+@pytest.mark.parametrize(("extra", "code"), [(0, "zip-eocd"), (1, "file-too-large")])
+def test_file_size_limit(tmp_path: Path, extra: int, code: str) -> None:
+    """MAX_FILE_BYTES (FORMAT.md §8, §13.1 F3): a sparse file of exactly 1 TiB is read (its end record decides), one byte more is not.
+
+    Not a vector: hashing 1 TiB for index.json (and the runner's check of it) would take an hour.
+    """
+    path = tmp_path / "huge.distillgan"
+    with open(path, "wb") as f:
+        f.write(b"PK\x03\x04")
+        f.truncate(distillgan.source.MAX_FILE_BYTES + extra)  # sparse: no disk space used
+    for entry in (distillgan.inspect, distillgan.verify):
+        with pytest.raises(DistillganError) as e:
+            entry(path)
+        assert e.value.code == code, str(e.value)
+
+
 def test_manifest_over_the_limit(tmp_path: Path) -> None:
     members = members_of(VALID[0])
     manifest = msgpack.unpackb(members[0][1], raw=False, strict_map_key=False)

@@ -34,17 +34,69 @@ def test_every_cited_section_exists() -> None:
     assert cited - headings == set()
 
 
-def test_limits_in_the_spec_match_the_code() -> None:
-    from distillgan import container, manifest, source, tensors, values
+SUPERSCRIPT = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
+UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 
-    assert "| `MAX_MANIFEST_BYTES` (manifest) | 64 × 2²⁰ B (64 MiB)" in SPEC and manifest.MAX_MANIFEST_BYTES == 64 << 20
-    assert "| `MAX_HEADER_BYTES` (tensors) | 100 000 000 B" in SPEC and tensors.MAX_HEADER_BYTES == 100_000_000
-    assert "| `MAX_HEADER_DEPTH` (tensors) | 3 |" in SPEC and tensors.MAX_HEADER_DEPTH == 3
-    assert "| `MAX_TENSORS` (tensors) | 2²⁰ (1 048 576) per member |" in SPEC and tensors.MAX_TENSORS == 1 << 20
-    assert "| `MAX_DEPTH` (values) | 64 |" in SPEC and values.MAX_DEPTH == 64
-    assert "| `MAX_MEMBERS` (container) | 16 " in SPEC and container.MAX_MEMBERS == 16
-    assert "| `MAX_FILE_BYTES` (source) | 2⁴⁰ B (1 TiB)" in SPEC and source.MAX_FILE_BYTES == 1 << 40
-    assert "0x6764" in SPEC and container.PADDING_EXTRA_ID == 0x6764
+
+def _spec_number(text: str) -> int:
+    """A value as §8 writes it: `0xFFFF`, 174 B, 100 000 000 B, 64 × 2²⁰ B, 2⁶⁴ − 1, −2⁶³, 16 KiB, 1 MiB/s, 120 s, 8 pickles."""
+    text = text.strip().strip("`")
+    if text.startswith("0x"):
+        return int(text, 16)
+    m = re.match(r"([−0-9   ×⁰¹²³⁴⁵⁶⁷⁸⁹]+?)\s*(?:(KiB|MiB|GiB|TiB|B)\b|[a-z(]|$)", text)
+    assert m, f"cannot read the value {text!r} in FORMAT.md §8"
+    expr = re.sub(r"[⁰¹²³⁴⁵⁶⁷⁸⁹]+", lambda e: "**" + e.group().translate(SUPERSCRIPT), m.group(1))
+    expr = re.sub(r"[   ]", "", expr.replace("×", "*").replace("−", "-"))
+    assert re.fullmatch(r"-?[0-9]+(\*\*?[0-9]+)*(-[0-9]+)?", expr), (text, expr)
+    return eval(expr, {"__builtins__": {}}) * UNITS.get(m.group(2) or "B", 1)  # noqa: S307 - digits and operators only
+
+
+def _limit_rows() -> list[tuple[list[str], list[str], list[int]]]:
+    """(constants, modules, values) of every row of §8's table that names constants."""
+    section = SPEC[SPEC.index("## §8 Limits") : SPEC.index("## §9 ")]
+    rows = []
+    for line in section.splitlines():
+        m = re.match(r"^\| ((?:`[^`]+`(?:, | / )?)+) \(([a-z, ]+)\) \| ([^|]+) \|", line)
+        if m:
+            names = re.findall(r"`([^`]+)`", m.group(1))
+            cell = re.sub(r"\([^)]*\)", "", m.group(3))
+            values = [_spec_number(v) for v in (re.split(r", | / ", cell) if len(names) > 1 else [cell])]
+            assert len(values) == len(names), line
+            rows.append((names, m.group(2).split(", "), values))
+    return rows
+
+
+def test_limits_in_the_spec_match_the_code() -> None:
+    """Every constant of FORMAT.md §8's table has, in each module named, the value the table gives."""
+    import importlib
+
+    rows = _limit_rows()
+    table_rows = [ln for ln in SPEC[SPEC.index("## §8 Limits") : SPEC.index("## §9 ")].splitlines() if ln.startswith("| `")]
+    assert len(rows) == len(table_rows) >= 25  # every row that names a constant was read
+    checked = 0
+    for names, modules, values in rows:
+        for module in modules:
+            mod = importlib.import_module(f"distillgan.{module}")
+            for name, value in zip(names, values):
+                length = re.fullmatch(r"len\((\w+)\)", name)
+                actual = len(getattr(mod, length.group(1))) if length else getattr(mod, name)
+                assert actual == value, f"FORMAT.md §8 gives {name} ({module}) = {value}; the code has {actual}"
+                checked += 1
+    assert checked >= 35
+    assert _spec_number("64 × 2²⁰ B (64 MiB)") == 64 << 20 and _spec_number("2⁶⁴ − 1") == (1 << 64) - 1  # the reading itself
+    assert _spec_number("−2⁶³") == -(1 << 63) and _spec_number("100 000 000 B") == 100_000_000 and _spec_number("1 MiB/s") == 1 << 20
+    assert "0x6764" in SPEC and SOURCE["container.py"].count("PADDING_EXTRA_ID = 0x6764") == 1
+
+
+def test_the_converter_codes_describe_the_converter() -> None:
+    """§9 said bad-checkpoint meant "unreadable with weights_only=True"; the converter never calls torch.load at all."""
+    row = next(line for line in SPEC.splitlines() if line.startswith("| `bad-checkpoint` |"))
+    assert "torch.load" in row and "never unpickles" in row  # says what does not happen, and why
+    for module in ("convert.py", "pickled.py"):
+        assert "torch.load(" not in SOURCE[module] and "weights_only" not in SOURCE[module], module
+    assert SOURCE["convert.py"].count('code="bad-checkpoint"') == 4  # the four cases the row lists
+    assert "STATE_DICT_KEYS = (\"model_state_dict\", \"state_dict\", \"generator\", \"model\")" in SOURCE["convert.py"]
+    assert "`model_state_dict`, `state_dict`, `generator` or `model`" in row
 
 
 # --- the manifest's JSON Schema (spec/manifest.schema.json) beside FORMAT.md §4 ---------------------

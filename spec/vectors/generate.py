@@ -68,6 +68,9 @@ XATTR_FILE = 0o100644 << 16
 ALIGNMENT = 64  # FORMAT.md §3.4
 PAD_ID = 0x6764  # FORMAT.md §3.4
 U32 = 0xFFFFFFFF
+MAX_HEADER_BYTES = 100_000_000  # FORMAT.md §8 / §5.1 H2
+MAX_CENTRAL_DIRECTORY_BYTES = 64 << 10  # FORMAT.md §8 / §13.2 E8
+U64_MAX = (1 << 64) - 1  # FORMAT.md §8 / §5.1 H10e: the largest data offset
 
 MANIFEST, MODEL, VOCODER = "manifest.msgpack", "model.safetensors", "vocoder.safetensors"
 
@@ -679,6 +682,9 @@ def valid_by_hand() -> list[tuple[str, bytes, str, str]]:
          "A tensor of rank 32, MAX_RANK (invalid/st-rank-33 is one past)."),
         ("dim-int64-max", {"w": {"dtype": "U8", "shape": [0, 2**63 - 1], "data_offsets": [0, 0]}}, b"",
          "A zero-size tensor with a dimension of 2^63-1, MAX_DIM (invalid/st-dim-over-int64 is one past)."),
+        ("numel-int64-max", {"w": {"dtype": "U8", "shape": [0, 7, (2**63 - 1) // 7], "data_offsets": [0, 0]}}, b"",
+         "A zero-size tensor of shape [0, 7, (2^63-1)/7]: the element count with the zero dimension counted as 1 is exactly "
+         "2^63-1, MAX_DIM (invalid/st-numel-over-int64 is one past)."),
         ("name-1024-bytes", {"n" * 1024: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, f32(1.0),
          "A tensor name of 1024 bytes, MAX_NAME_BYTES (invalid/st-name-too-long is one past)."),
         ("name-1024-bytes-escaped", None, f32(1.0),
@@ -1199,7 +1205,10 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
     st("st-too-short", b"\x02\x00\x00\x00", "st-header-size", "§5.1", "model.safetensors of 4 bytes.")
     st("st-header-past-member", st_raw(hdr(), data, length=4096), "st-header-size", "§5.1",
        "Header length 4096 in a member of a few hundred bytes.")
-    st("st-header-too-large", st_raw(hdr(), data, length=5 << 20), "st-header-size", "§8", "Header length 5 MiB (the limit is 4 MiB).")
+    st("st-header-too-large", st_raw(hdr(), data, length=MAX_HEADER_BYTES + 1), "st-header-size", "§8",
+       "Header length 100 000 001 (MAX_HEADER_BYTES + 1) in a member of a few hundred bytes: H2 (the size limit) is checked "
+       "before H3 (past the member), both st-header-size. The at-limit half, a header of exactly 100 000 000 bytes, is the "
+       "large vector st-header-100000000.")
     st("st-header-length-max", st_raw(hdr(), data, length=2**64 - 1), "st-header-size", "§8",
        "Header length 2^64-1 (wraps to a small number when added to 8 in 64-bit arithmetic).")
     st("st-header-not-utf8", st_raw(b'{"w\xff": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', b"\x00" * 8), "st-header-json",
@@ -1502,6 +1511,24 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
     both[-4] = 0x01
     two("crc-before-bool", zip_archive([(MANIFEST, manifest_bytes(full_manifest(bytes(both)))), (MODEL, bytes(both))], local=good_crc, central=good_crc),
         "crc-mismatch", "§6", "a BOOL byte 2 and a CRC-32 that does not match (CRCs are checked before bool bytes).", "verify")
+    # cross-checks (§13.8) before integrity (§13.9): a reader that reads tensor data still reports the manifest's defect
+    base_model = st_canonical(BASE_TENSORS)
+    flipped = base_model[:-1] + bytes([base_model[-1] ^ 0x01])
+    crc_of_base = {1: {"crc": zlib.crc32(base_model)}}
+    two("cross-before-crc", zip_archive([(MANIFEST, manifest_bytes(full_manifest(base_model, state_dict=w_only))), (MODEL, flipped)],
+                                        local=crc_of_base, central=crc_of_base),
+        "manifest-mismatch", "§6", "state_dict/b is claimed by no placeholder (X3) and a byte of tensor data differs from the member's "
+        "CRC-32 (I1): cross-checks come before integrity checks.")
+    bool_member = st_raw({"m": {"dtype": "BOOL", "shape": [4], "data_offsets": [0, 4]}}, b"\x00\x01\x02\x01")
+    two("cross-before-bool", archive_of(bool_member, manifest=full_manifest(
+        bool_member, state_dict={}, training_config={"mask": {"$": "tensor", "name": "m", "requires_grad": True}})),
+        "manifest-mismatch", "§6", "requires_grad true on a BOOL tensor (X2) whose bytes hold a 2 (I3): cross-checks come before "
+        "integrity checks, even when both concern one tensor.")
+    two("claims-before-unclaimed", archive_of(base_model, manifest=full_manifest(base_model, state_dict=flat("state_dict/", ["state_dict/w",
+                                                                                                                          "state_dict/x"]))),
+        "manifest-mismatch", "§6", "a placeholder names state_dict/x, which is not stored (X2), and state_dict/b is claimed by no "
+        "placeholder (X3). Both are manifest-mismatch, so the code cannot show the order; the reference reader's message names "
+        "the X2 defect (tests/test_conformance.py).")
 
     # ---- boundaries: at each limit (valid vectors) and one past it (FORMAT.md §8) ----
     add("entries-17-version-2", zip_archive([(MANIFEST, mp(P(version=2)))] + [(f"m{i:02d}", b"") for i in range(16)]), "zip-entry-count", "§8",
@@ -1514,6 +1541,18 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
         "Rank 33 (valid/rank-32 is at the limit).")
     add("st-dim-over-int64", with_model(st_raw({"w": {"dtype": "U8", "shape": [0, 2**63], "data_offsets": [0, 0]}}, b"")), "st-shape", "§8",
         "A dimension of 2^63, one past MAX_DIM (valid/dim-int64-max has 2^63-1).")
+    add("st-numel-over-int64", with_model(st_raw({"w": {"dtype": "U8", "shape": [0, 2, 2**62], "data_offsets": [0, 0]}}, b"")), "st-shape",
+        "§8", "A zero-size tensor of shape [0, 2, 2^62]: every dimension within MAX_DIM, but the element count with the zero dimension "
+        "counted as 1 is 2^63, one past (valid/numel-int64-max is at the limit).")
+    add("st-offsets-u64-max", with_model(st_raw({"w": {"dtype": "U8", "shape": [1], "data_offsets": [0, U64_MAX]}}, b"\x00")), "st-shape",
+        "§8", "data_offsets [0, 2^64-1]: at the largest offset H10e accepts, so the size rule H10g decides (one byte of shape [1] is not "
+        "2^64-1 bytes; invalid/st-offsets-u64-max-plus-1 is one past).")
+    add("st-offsets-u64-max-plus-1", with_model(st_raw({"w": {"dtype": "U8", "shape": [1], "data_offsets": [0, U64_MAX + 1]}}, b"\x00")),
+        "st-offsets", "§8", "data_offsets [0, 2^64]: one past the largest offset, refused by H10e before the size rule "
+                            "(invalid/st-offsets-u64-max is at the limit).")
+    add("eocd-count-fffe", zip_archive(members, eocd={"n_disk": 0xFFFE, "n_total": 0xFFFE}), "zip-entry-count", "§8",
+        "End record counts 0xFFFE entries: one below the zip64 threshold U16_MAX, so no zip64 record is asked for and the entry "
+        "count decides (invalid/order-eocd-count-ffff-no-zip64 is at the threshold).")
     add("manifest-depth-65-map", manifest_variant(P(training_config={"d": _nest_maps(63)})), "manifest-depth", "§8",
         "Maps nested so that the innermost value sits at depth 65.")
     legacy_boundaries(add)
@@ -1635,11 +1674,15 @@ def build(out_dir: Path) -> dict[str, Any]:
         "version": 1,
         "spec": "spec/FORMAT.md",
         "generator": "spec/vectors/generate.py",
-        "contract": (
-            "Run the reader on each file. Valid: exit 0 and print on stdout a JSON object whose 'manifest' equals "
-            "expected.manifest and whose 'digests' equals expected.digests. Invalid: exit non-zero and print "
-            "expected.code as a whole token on stdout or stderr. Vectors with needs='verify' have a defect in tensor "
-            "data only (member CRC-32, bool bytes): a conforming reader that reads tensor data must reject them."
+        "contract": (  # FORMAT.md §10, in short; distillgan/conformance.py judges by it
+            "Run the reader on each file (FORMAT.md §10). One process per file: valid: exit 0 and print on stdout one JSON "
+            "object whose 'manifest' equals expected.manifest and whose 'digests' equals expected.digests. Invalid: exit "
+            "with status 1 and write on stderr exactly one line containing 'error [CODE]', CODE being expected.code (free "
+            "text may surround it on that line; other lines may be written). A signal, a timeout, another exit status, or "
+            "no or several 'error [CODE]' lines is a crash. Batch (--batch): the reader, started once, reads one absolute "
+            "path per line on stdin and answers each with one JSON line, {\"path\", \"manifest\", \"digests\"} or "
+            "{\"path\", \"error\": CODE, \"message\"}. Vectors with needs='verify' have a defect in tensor data only "
+            "(member CRC-32, bool bytes): a conforming reader that reads tensor data must reject them."
         ),
         "vectors": entries,
     }
@@ -1824,13 +1867,25 @@ def large_vectors(out: Path) -> list[dict[str, Any]]:
     model = st_canonical(BASE_TENSORS)
     (n,) = struct.unpack_from("<Q", model, 0)
     text = model[8 : 8 + n].rstrip(b" ")
-    big = struct.pack("<Q", 100_000_000) + text + b" " * (100_000_000 - len(text)) + model[8 + n :]
+    big = struct.pack("<Q", MAX_HEADER_BYTES) + text + b" " * (MAX_HEADER_BYTES - len(text)) + model[8 + n :]
     (v / "st-header-100000000.distillgan").write_bytes(archive_of(big, manifest=full_manifest(big)))
     valid("st-header-100000000", v / "st-header-100000000.distillgan", "§8", "A safetensors header of exactly 100 000 000 bytes "
           "(MAX_HEADER_BYTES), JSON followed by spaces.", {MODEL: {t: sha256(raw) for t, raw in parse_st(model).items()}})
-    over = struct.pack("<Q", 100_000_001) + text + b" " * (100_000_001 - len(text)) + model[8 + n :]
+    over = struct.pack("<Q", MAX_HEADER_BYTES + 1) + text + b" " * (MAX_HEADER_BYTES + 1 - len(text)) + model[8 + n :]
     (iv / "st-header-100000001.distillgan").write_bytes(archive_of(over, manifest=full_manifest(over)))
     invalid("st-header-100000001", "§8", "st-header-size", "A safetensors header of 100 000 001 bytes, one past MAX_HEADER_BYTES.")
+
+    # the central directory limit: exactly 64 KiB (read, then the entry's comment decides) / one byte more (refused unread)
+    base_members = [(MANIFEST, manifest_bytes(full_manifest(model))), (MODEL, model)]
+    fixed = 2 * CENTRAL.size + len(MANIFEST) + len(MODEL)
+    for id_, cd_size, code in [("cd-65536", MAX_CENTRAL_DIRECTORY_BYTES, "zip-comment"),
+                               ("cd-65537", MAX_CENTRAL_DIRECTORY_BYTES + 1, "zip-layout")]:
+        data = zip_archive(base_members, central={1: {"comment": b"c" * (cd_size - fixed)}})
+        assert dir_info(data)[1] == cd_size
+        (iv / f"{id_}.distillgan").write_bytes(data)
+        invalid(id_, "§8", code, f"A central directory of {cd_size} bytes (the model's entry carries a file comment): "
+                + ("MAX_CENTRAL_DIRECTORY_BYTES, so the directory is read and its entry's comment decides (§13.3 D6)."
+                   if code == "zip-comment" else "one past MAX_CENTRAL_DIRECTORY_BYTES, refused before the directory is read (§13.2 E8)."))
 
     # the tensor count limit: 1 048 576 tensors (valid) / one more
     for id_, count, ok in [("st-tensors-1048576", 1 << 20, True), ("st-tensors-1048577", (1 << 20) + 1, False)]:
