@@ -55,6 +55,8 @@ SAVE_PEER = {
 }
 LOAD_CONTENDERS = [
     "distillgan.load_model",
+    "distillgan.load_model(copy)",  # tensors in memory of their own: nothing keeps the file mapped (FORMAT.md §15.1)
+    "distillgan.load_model(verify)",  # the same, each member's CRC-32 checked on the bytes used
     "safetensors.load_file",
     "torch.load(weights_only)",
     "torch.load(mmap,weights_only)",
@@ -101,6 +103,7 @@ REMOTE_LOAD_BPS = 1.5e9  # remote load_model over loopback HTTP, 1 GiB model: at
 REMOTE_LOAD_RSS_SLACK = 64 * MiB  # remote load peak RSS Δ ≤ tensor bytes + this
 HEADER_US = 2.0  # safetensors header parsing: at most this many µs per tensor
 LIBRARY_RATIO = 1.5  # save into a folder of 1 000 models ≤ this × save into a folder of 10
+INSPECT_CLI_S = 0.15  # `distillgan inspect` of any local file, wall, fresh process
 DEVICE_VS_ST = 1.10  # load_model(device=…) ≤ this × safetensors.load_file(device=…)
 DEVICE_ANON_SLACK = 64 * MiB  # no intermediate CPU copy: anonymous memory grows by less than this
 
@@ -366,6 +369,39 @@ def phase_inspect(small: dict[str, Any], big: dict[str, Any], reps: int, warm_ca
     return out
 
 
+def phase_many(counts: list[int], reps: int, tmp: str) -> dict[str, Any]:
+    """`distillgan inspect` CLI wall on files of many tensors, against safetensors' safe_open + keys() in a fresh process."""
+    script = os.path.join(os.path.dirname(sys.executable), "distillgan")
+    st_keys = "import sys; from safetensors import safe_open\nwith safe_open(sys.argv[1], 'np') as f: f.keys()"
+    dg_keys = "import sys, distillgan\nwith distillgan.safe_open(sys.argv[1]) as f: f.keys()"
+    out: dict[str, Any] = {}
+    for n in counts:
+        d = tempfile.mkdtemp(prefix=f"many-{n}-", dir=tmp)
+        b = run_child({"op": "build_many", "n": n, "dir": d})
+        if "error" in b:
+            out[str(n)] = {"error": b["error"]}
+            continue
+        files = b["files"]
+        warm(list(files.values()))
+        runs: dict[str, list[dict[str, Any]]] = {"cli --no-tensors": [], "cli": [], "distillgan.safe_open+keys": [], "safetensors.safe_open+keys": []}
+        for r in range(reps):
+            for c in rotate(list(runs), r):
+                if c.startswith("cli"):
+                    cmd = [script, "inspect", *(["--no-tensors"] if "no-tensors" in c else []), files["distillgan"]]
+                elif c.startswith("distillgan"):
+                    cmd = [sys.executable, "-c", dg_keys, files["distillgan"]]
+                else:
+                    cmd = [sys.executable, "-c", st_keys, files["safetensors"]]
+                t0 = time.perf_counter()
+                subprocess.run(cmd, check=True, env=CHILD_ENV, stdout=subprocess.DEVNULL)
+                runs[c].append({"time_s": time.perf_counter() - t0})
+        out[str(n)] = {"names": b["names"], "file_bytes": b["file_bytes"], **{c: summarize(v) for c, v in runs.items()}}
+        progress(f"  {n} tensors: cli --no-tensors {fmt_time(med(out[str(n)]['cli --no-tensors']))}, "
+                 f"safetensors keys {fmt_time(med(out[str(n)]['safetensors.safe_open+keys']))}")
+        shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
 def phase_remote(model: dict[str, Any], reps: int, server: Any) -> dict[str, Any]:
     """inspect / load_model+touch / verify of the same archive: local path vs loopback HTTP (bench/httpserve.py)."""
     path = model["files"]["distillgan"]
@@ -590,6 +626,17 @@ def tables(res: dict[str, Any]) -> str:
             s.get("torch_imported") for k in ("small", "big") for s in ins[k]["child"]["samples"] if "error" not in s
         )
         out.append(f"\ntorch imported by inspect: {'YES' if torch_seen else 'no'}\n")
+    if "many" in res:
+        out.append("### inspect of files with many tensors (fresh processes, wall; each file has one alias per eight tensors)\n")
+        out.append("| tensors | file | `distillgan inspect --no-tensors` | `distillgan inspect` (table to /dev/null) | `distillgan.safe_open` + `keys()` | `safetensors.safe_open` + `keys()` |")
+        out.append("|---:|---:|---:|---:|---:|---:|")
+        for n, row in res["many"].items():
+            if "error" in row:
+                out.append(f"| {int(n):,} | ERROR | | | | |")
+                continue
+            out.append(f"| {int(n):,} | {fmt_mib(row['file_bytes'])} | {fmt_time(med(row['cli --no-tensors']))} | {fmt_time(med(row['cli']))} | "
+                       f"{fmt_time(med(row['distillgan.safe_open+keys']))} | {fmt_time(med(row['safetensors.safe_open+keys']))} |")
+        out.append("")
     if "header" in res:
         h = res["header"]
         out.append("### safetensors header parsing (bench/header.py; CPU time of a fresh process, median)\n")
@@ -643,6 +690,12 @@ def evaluate(res: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
 
+    for n, row in res.get("many", {}).items():
+        if "error" not in row:
+            t = med(row["cli --no-tensors"])
+            add(f"`distillgan inspect --no-tensors` ≤ {INSPECT_CLI_S:.2f} s in a fresh process", f"{int(n):,} tensors",
+                f"{fmt_time(t)} (safetensors safe_open + keys() {fmt_time(med(row['safetensors.safe_open+keys']))})",
+                None if t is None else t <= INSPECT_CLI_S)
     for size in res["sizes"]:
         s = res["sizes"][size]
         label = s["model"]["label"]
@@ -837,10 +890,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tmp", default="/tmp", help="where the temporary models go (default /tmp)")
     ap.add_argument(
         "--phases",
-        default="save,load,verify,inspect,remote,header,library",
-        help="subset of save,load,verify,inspect,remote,header,library,device (default: all but device, which needs a GPU)",
+        default="save,load,verify,inspect,remote,header,library,many",
+        help="subset of save,load,verify,inspect,remote,header,library,many,device (default: all but device, which needs a GPU)",
     )
     ap.add_argument("--device", default="cuda", help="torch device of the device phase (default cuda; that phase runs only when named)")
+    ap.add_argument("--many-tensors", default="1000,10000,100000", help="tensor counts of the many phase (inspect CLI wall)")
     ap.add_argument("--header-sizes", default="1000,10000,100000,1000000", help="tensor counts of the header phase")
     ap.add_argument("--library-models", type=int, default=1000, help="size of the large folder in the library phase (default 1000)")
     ap.add_argument("--library-rounds", type=int, default=40, help="alternating rounds of the library phase (default 40)")
@@ -935,6 +989,9 @@ def main(argv: list[str] | None = None) -> int:
             labels = list(models)
             progress(f"inspect {labels[0]} vs {labels[-1]}")
             res["inspect"] = phase_inspect(models[labels[0]], models[labels[-1]], args.reps, args.inspect_calls)
+        if "many" in phases:
+            progress(f"inspect of files with {args.many_tensors} tensors")
+            res["many"] = phase_many([int(x) for x in args.many_tensors.split(",") if x.strip()], args.reps, tmp)
         if "header" in phases:
             progress(f"header parsing, {args.header_sizes} tensors")
             res["header"] = phase_header(args.header_sizes, min(args.reps, 3))

@@ -270,6 +270,8 @@ def job_save(j: dict[str, Any]) -> dict[str, Any]:
 
 LOAD_CONTENDERS = (
     "distillgan.load_model",
+    "distillgan.load_model(copy)",
+    "distillgan.load_model(verify)",
     "safetensors.load_file",
     "torch.load(weights_only)",
     "torch.load(mmap,weights_only)",
@@ -317,8 +319,8 @@ def job_load(j: dict[str, Any]) -> dict[str, Any]:
         module = module_for(spec, "cpu")
         st.load_model(module, files["safetensors_model"])
         tensors = list(module.parameters())
-    elif contender == "distillgan.load_model":
-        lm = distillgan.load_model(files["distillgan"])
+    elif contender in ("distillgan.load_model", "distillgan.load_model(copy)", "distillgan.load_model(verify)"):
+        lm = distillgan.load_model(files["distillgan"], copy=contender.endswith("(copy)"), verify=contender.endswith("(verify)"))
         tensors = list(lm.state_dict.values()) + list(lm.vocoder_state["state_dict"].values())
     elif contender == "safetensors.load_file":
         tensors = list(st.load_file(files["safetensors"]).values())
@@ -336,6 +338,26 @@ def job_load(j: dict[str, Any]) -> dict[str, Any]:
     res = peak.done()
     res.update({"time_s": t2 - t0, "open_s": t1 - t0, "touch_s": t2 - t1, **info, "file_pmd_mapped": file_pmd_mapped()})
     return res
+
+
+def job_build_many(j: dict[str, Any]) -> dict[str, Any]:
+    """A model of ``n`` tiny tensors (F32[2], names like a deep network's) plus one alias for every eighth,
+    and the same tensors as a plain safetensors file: the tensor-count side of inspect's cost."""
+    import safetensors.torch as st
+    import torch
+
+    distillgan = _distillgan()
+    n = j["n"]
+    t0 = time.perf_counter()
+    sd = {f"layers.{i // 8}.block{i % 8}.weight": torch.full((2,), float(i)) for i in range(n)}
+    for i in range(0, n, 8):
+        sd[f"tied.{i}"] = sd[f"layers.{i // 8}.block0.weight"]
+    dg = os.path.join(j["dir"], f"many-{n}.distillgan")
+    distillgan.save_file(sd, dg)
+    plain = os.path.join(j["dir"], f"many-{n}.safetensors")
+    st.save_file({k: v.clone() for k, v in sd.items()}, plain)
+    return {"build_s": time.perf_counter() - t0, "files": {"distillgan": dg, "safetensors": plain},
+            "tensors": n, "names": len(sd), "file_bytes": os.path.getsize(dg)}
 
 
 DEVICE_CONTENDERS = (
@@ -716,6 +738,7 @@ JOBS = {
     "save": job_save,
     "load": job_load,
     "device_load": job_device_load,
+    "build_many": job_build_many,
     "verify": job_verify,
     "inspect": job_inspect,
     "inspect_cold": job_inspect_cold,

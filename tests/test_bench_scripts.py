@@ -72,3 +72,15 @@ def test_run_script_device_phase_on_the_cpu_and_report(tmp_path: Path) -> None:
     again = _run(str(BENCH / "run.py"), "--report", str(result), tmp_path=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "| load to cpu | distillgan.load_model(device) |" in again.stdout and "### targets" in again.stdout
+
+
+def test_run_script_many_phase(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    p = _run(str(BENCH / "run.py"), "--phases", "many", "--many-tensors", "16", "--reps", "1", "--out", str(out),
+             "--tmp", str(tmp_path), tmp_path=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (result,) = out.glob("bench-*.json")
+    row = json.loads(result.read_text())["many"]["16"]
+    assert row["names"] == 18  # 16 tensors and an alias for every eighth
+    assert all(row[c]["n"] == 1 for c in ("cli --no-tensors", "cli", "distillgan.safe_open+keys", "safetensors.safe_open+keys"))
+    assert "`distillgan inspect --no-tensors` ≤ 0.15 s in a fresh process | 16 tensors" in p.stdout
