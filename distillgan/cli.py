@@ -347,7 +347,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .convert import export_safetensors
 
-    out = export_safetensors(args.file, args.out, vocoder=args.vocoder, overwrite=args.force)
+    bar = ProgressBar(f"exporting {args.file}")
+    try:
+        out = export_safetensors(args.file, args.out, vocoder=args.vocoder, overwrite=args.force, progress=bar)
+    finally:
+        bar.close()
     print(f"wrote {safe(out)}")
     return 0
 
@@ -489,10 +493,11 @@ examples:
         help="write a model's weights as a plain .safetensors file",
         description="Write the state dict (or, with --vocoder, the bundled vocoder's weights) as a plain safetensors "
         "file that safetensors.torch.load_model/load_file accept: tied weights stored once under the name "
-        "safetensors keeps, analysis arrays left out, the manifest as JSON in __metadata__ (key distillgan.manifest).",
+        "safetensors keeps, analysis arrays left out, the manifest as JSON in __metadata__ (key distillgan.manifest). "
+        "OUT is written through a temporary file beside it and appears only when complete; its folder must exist.",
     )
     p.add_argument("file", help="a .distillgan file")
-    p.add_argument("out", help="the .safetensors file to write")
+    p.add_argument("out", help="the .safetensors file to write (its folder must exist)")
     p.add_argument("--vocoder", action="store_true",
                    help="export the vocoder's weights (vocoder_state's generator_state_dict, or state_dict)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")

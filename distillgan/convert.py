@@ -282,7 +282,12 @@ def _flat_tensors(value: Any, what: str) -> dict[str, Any]:
 
 
 def export_safetensors(
-    model_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, vocoder: bool = False, overwrite: bool = False
+    model_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    vocoder: bool = False,
+    overwrite: bool = False,
+    progress: Any = None,
 ) -> Path:
     """Write a model's weights (or, with ``vocoder``, its vocoder's) as a plain ``.safetensors`` file.
 
@@ -292,16 +297,20 @@ def export_safetensors(
     ``format: pt`` and the manifest's JSON projection (FORMAT.md §4.6) under
     ``distillgan.manifest``. Analysis arrays and other tensors outside the state dict are left
     out. The vocoder's weights are ``vocoder_state["generator_state_dict"]`` (the app's key) or
-    ``vocoder_state["state_dict"]``. Refuses to replace an existing file unless ``overwrite``.
-    """
-    import safetensors.torch
+    ``vocoder_state["state_dict"]``.
 
+    The file is written by distillgan itself (safetensors' layout, FORMAT.md §5.2) to a
+    temporary file beside ``out_path``, fsynced, then published under its name: a failure never
+    leaves a partial file there. An existing file is replaced only with ``overwrite``
+    (``file-exists`` otherwise, also when another process creates it meanwhile). Every failure is
+    a DistillganError naming the path (``not-found`` for a missing folder, ``permission-denied``,
+    ``read-only``, ``no-space``...). ``progress(done, total)`` gets the bytes written; the last
+    call is ``(total, total)``, ``total`` being the file's size.
+    """
     from .archive import _describe, open_archive
-    from .persistence import _os_errors, _replace, _unlink_quietly
 
     out = Path(os.path.expanduser(os.fspath(out_path)))
-    if out.exists() and not overwrite:
-        raise InputError(f"{str(out)!r} exists; pass overwrite=True (CLI: --force) to replace it", code="invalid-input")
+    _check_destination(out, overwrite)
     with open_archive(model_path) as archive:
         values = archive.values(copy=True)
         manifest_json = json.dumps(_describe(archive)["manifest"], ensure_ascii=False, allow_nan=False)
@@ -322,13 +331,83 @@ def export_safetensors(
         if id(t) in seen:
             continue
         seen[id(t)] = name
-        unique[name] = t.detach().contiguous()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    with _os_errors("write a safetensors file", out):
-        try:
-            safetensors.torch.save_file(unique, str(tmp), metadata={"format": "pt", EXPORT_MANIFEST_KEY: manifest_json})
-            _replace(str(tmp), out)
-        except BaseException:
-            _unlink_quietly(str(tmp))
-            raise
+        unique[name] = t
+    _write_safetensors(unique, {"format": "pt", EXPORT_MANIFEST_KEY: manifest_json}, out, overwrite, progress)
     return out
+
+
+def _exists_error(out: Path) -> InputError:
+    return InputError(f"{str(out)!r} exists; pass overwrite=True (CLI: --force) to replace it", code="file-exists")
+
+
+def _check_destination(out: Path, overwrite: bool) -> None:
+    """Refuse early what cannot work: a folder as OUT, a missing folder, an existing file without ``overwrite``."""
+    from .errors import FileAccessError
+
+    if out.is_dir():
+        raise InputError(f"{str(out)!r} is a folder; give the path of the .safetensors file to write", code="invalid-input")
+    folder = out.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise FileAccessError(
+            f"cannot write {str(out)!r}: the folder {str(folder)!r} {what}; create it first or choose another path",
+            code="not-found" if not folder.exists() else "not-a-directory",
+        )
+    if os.path.lexists(out) and not overwrite:
+        raise _exists_error(out)
+
+
+def _write_safetensors(tensors: dict[str, Any], metadata: dict[str, str], out: Path, overwrite: bool, progress: Any) -> None:
+    """Write ``tensors`` as a safetensors file at ``out``: a temporary file beside it, fsynced, then published.
+
+    The layout is FORMAT.md §5.2's (element size, then name; data aligned to 64), with
+    ``__metadata__`` first in the header; safetensors' own readers accept it.
+    """
+    import struct as _struct
+    import tempfile
+
+    from .catalog import fsync_dir
+    from .errors import from_os_error
+    from .persistence import _replace, _unlink_quietly
+    from .tensors import ALIGNMENT, build_header, dtype_code, plain_tensor, tensor_bytes
+
+    plain = {name: plain_tensor(t, f"tensor {name!r}") for name, t in tensors.items()}
+    _, layout = build_header([(name, dtype_code(t.dtype), tuple(t.shape)) for name, t in plain.items()])
+    header: dict[str, Any] = {"__metadata__": metadata}
+    header.update({i.name: {"dtype": i.dtype, "shape": list(i.shape), "data_offsets": [i.begin, i.end]} for i in layout})
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * ((-(8 + len(raw))) % ALIGNMENT)
+    head = _struct.pack("<Q", len(raw)) + raw
+    total = len(head) + (layout[-1].end if layout else 0)
+    tmp = ""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; an export is an ordinary readable file
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            done = 0
+            for chunk in [memoryview(head)] + [tensor_bytes(plain[i.name]) for i in layout]:
+                while chunk:
+                    n = f.write(chunk[: 8 << 20])
+                    chunk = chunk[n:]
+                    done += n
+                    if progress is not None:
+                        progress(done, total)
+            os.fsync(f.fileno())
+        if overwrite:
+            _replace(tmp, out)
+        else:
+            try:
+                os.link(tmp, out)  # atomic and no-clobber: fails if the name was taken meanwhile
+            except FileExistsError:
+                raise _exists_error(out) from None
+            except OSError:  # no hard links here (FAT, some network shares): rename, which never replaces on Windows
+                if os.path.lexists(out):
+                    raise _exists_error(out) from None
+                os.replace(tmp, out)
+        fsync_dir(out.parent)
+    except OSError as e:  # the error names the target, not the temporary file
+        raise from_os_error(OSError(e.errno, e.strerror), "write a safetensors file", out) from e
+    finally:
+        if tmp:
+            _unlink_quietly(tmp)

@@ -8,6 +8,7 @@ running anything in them, and every value is compared after conversion.
 from __future__ import annotations
 
 import json
+import os
 import math
 import subprocess
 import sys
@@ -300,3 +301,74 @@ def test_cli_convert_and_export(tmp_path: Path) -> None:
     help_text = _cli("convert", "--help").stdout
     for shape in ("safetensors", "app .distillgan", "app checkpoint", "--key", "Lightning", "HiFi-GAN", "--strip-prefix", "retrain"):
         assert shape in help_text, shape
+
+
+# --- export: progress and failing destinations -----------------------------------------------------
+
+
+def test_export_progress_is_exact_and_ends_at_the_file_size(tmp_path: Path) -> None:
+    state = {f"w{i}": torch.randn(200, 300) for i in range(6)}
+    path = distillgan.save_model(state, {}, {}, distillgan.ModelMetadata(name="p"), tmp_path / "m")
+    calls: list[tuple[int, int]] = []
+    out = export_safetensors(path, tmp_path / "p.safetensors", progress=lambda d, t: calls.append((d, t)))
+    size = out.stat().st_size
+    assert calls and calls[-1] == (size, size)
+    assert all(t == size and 0 <= d <= size for d, t in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    loaded = safetensors.torch.load_file(str(out))
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_export_into_a_missing_folder_is_a_distillgan_error_and_leaves_nothing(tmp_path: Path) -> None:
+    path = distillgan.save_model({"w": torch.ones(4)}, {}, {}, distillgan.ModelMetadata(name="a"), tmp_path / "m")
+    target = tmp_path / "nonexistent" / "dir" / "a.safetensors"
+    with pytest.raises(distillgan.DistillganError) as e:
+        export_safetensors(path, target)
+    assert e.value.code == "not-found" and str(target.parent) in str(e.value)
+    assert not (tmp_path / "nonexistent").exists()  # nothing created
+    r = _cli("export", str(path), str(target))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "[not-found]" in r.stderr, r.stderr
+
+
+def test_export_onto_a_folder_or_an_existing_file(tmp_path: Path) -> None:
+    path = distillgan.save_model({"w": torch.ones(4)}, {}, {}, distillgan.ModelMetadata(name="a"), tmp_path / "m")
+    with pytest.raises(distillgan.DistillganError) as e:
+        export_safetensors(path, tmp_path)
+    assert e.value.code == "invalid-input" and "folder" in str(e.value)
+    (tmp_path / "x.safetensors").write_bytes(b"mine")
+    with pytest.raises(distillgan.DistillganError) as e:
+        export_safetensors(path, tmp_path / "x.safetensors")
+    assert e.value.code == "file-exists" and (tmp_path / "x.safetensors").read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "x.safetensors"]  # no temporary file left
+
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` as uid/gid 65534 (a user without write access to a chmod 555 folder)."""
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
+                          capture_output=True, text=True, timeout=180, env={**os.environ, "HOME": "/tmp"})
+
+
+def test_export_into_a_read_only_folder_says_permission_denied(tmp_path: Path) -> None:
+    import shutil
+    import tempfile
+
+    if os.name != "posix":
+        pytest.skip("chmod 555 folders are a POSIX test")
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: root writes into a chmod 555 folder anyway")
+    base = Path(tempfile.mkdtemp(prefix="distillgan-export-"))  # not under pytest's 0700 tmp_path: the other user must reach it
+    try:
+        base.chmod(0o755)
+        path = distillgan.save_model({"w": torch.ones(4)}, {}, {}, distillgan.ModelMetadata(name="a"), base / "m")
+        ro = base / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        exe = str(Path(sys.executable).with_name("distillgan"))
+        argv = [exe, "export", str(path), str(ro / "a.safetensors")]
+        r = _as_nobody(*argv) if os.geteuid() == 0 else subprocess.run(argv, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr and "[permission-denied]" in r.stderr and str(ro / "a.safetensors") in r.stderr, r.stderr
+        assert list(ro.iterdir()) == []
+    finally:
+        (base / "ro").chmod(0o755)
+        shutil.rmtree(base)
