@@ -372,3 +372,104 @@ def test_export_into_a_read_only_folder_says_permission_denied(tmp_path: Path) -
     finally:
         (base / "ro").chmod(0o755)
         shutil.rmtree(base)
+
+
+# --- the app's folder, converted where it is --------------------------------------------------------
+
+
+def _app_folder(folder: Path) -> tuple[list[dict[str, Any]], list[Path]]:
+    """An app-layout folder: two pickle .distillgan models saved the app's way (file + index entry)."""
+    saved = [app.seed_distillgan_dict(name="Piano", tags=["keys"]),
+             app.seed_distillgan_dict(name="Rain", seed=1, with_analysis=False, description="field")]
+    return saved, [app.app_save_model(s, folder) for s in saved]
+
+
+def test_converting_the_apps_folder_in_place_keeps_ids_names_and_a_backup(tmp_path: Path, assert_same_tree: Callable[..., None]) -> None:
+    folder = tmp_path / "models"
+    saved, files = _app_folder(folder)
+    before = {p.name: p.read_bytes() for p in files}
+    elsewhere = [distillgan.inspect(convert_checkpoint(p, tmp_path / "elsewhere"))["manifest"] for p in files]
+    for s, p, other in zip(saved, files, elsewhere):
+        out = convert_checkpoint(p, folder)  # the very file the folder's index lists under this id
+        assert distillgan.inspect(out)["manifest"] == other  # in place or not, the same model
+        assert out == p  # same file name
+        loaded = load_model(out)
+        assert loaded.metadata.model_id == s["metadata"]["model_id"] and loaded.metadata.name == s["metadata"]["name"]
+        assert_same_tree(loaded.state_dict, dict(s["model_state_dict"]))
+        backup = p.with_name(p.name + ".pickle-backup")
+        assert backup.read_bytes() == before[p.name]  # the original pickle, kept beside it
+    lib = distillgan.ModelLibrary(folder)
+    entries = {e.model_id: e for e in lib.list_all()}
+    assert set(entries) == {s["metadata"]["model_id"] for s in saved}
+    assert {e.file_path for e in entries.values()} == {p.name for p in files}
+    for p in files:
+        e = next(e for e in entries.values() if e.file_path == p.name)
+        assert e.file_size_bytes == p.stat().st_size  # the entry is the new file's
+    report = lib.repair_index()
+    assert report.legacy == [] and report.invalid == {}  # nothing pickle-era is indexed any more
+    # the app's own reader still reads the folder, and lists the same models under the same files
+    theirs = app.AppModelLibrary(folder)
+    assert {(e.model_id, e.file_path) for e in theirs.list_all()} == {(e.model_id, e.file_path) for e in entries.values()}
+    # a second run finds nothing to convert: the file is an archive now
+    with pytest.raises(InputError) as e:
+        convert_checkpoint(files[0], folder)
+    assert "already a .distillgan archive" in str(e.value)
+    assert files[0].with_name(files[0].name + ".pickle-backup").read_bytes() == before[files[0].name]
+
+
+def test_in_place_conversion_never_overwrites_an_existing_backup(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    saved, files = _app_folder(folder)
+    taken = files[0].with_name(files[0].name + ".pickle-backup")
+    taken.write_bytes(b"an earlier backup")
+    convert_checkpoint(files[0], folder)
+    assert taken.read_bytes() == b"an earlier backup"
+    others = sorted(p.name for p in folder.iterdir() if "pickle-backup" in p.name and p != taken)
+    assert others == [files[0].name + ".pickle-backup-1"]
+
+
+def test_a_crash_during_in_place_conversion_leaves_one_indexed_file_and_the_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kill the conversion at each step: the index lists either the old pickle or the new archive, and the backup stays."""
+    import distillgan.convert as conv
+
+    class Crash(BaseException):
+        pass
+
+    for step in ("backup", "publish", "index"):
+        folder = tmp_path / step
+        saved, files = _app_folder(folder)
+        original = files[0].read_bytes()
+        mid = saved[0]["metadata"]["model_id"]
+        with monkeypatch.context() as m:
+            m.setattr(conv, "_crash_point", lambda where, step=step: (_ for _ in ()).throw(Crash()) if where == step else None)
+            with pytest.raises(Crash):
+                convert_checkpoint(files[0], folder)
+        entry = app.AppModelLibrary(folder).get(mid)
+        assert entry is not None and entry.file_path == files[0].name  # still indexed, under its name
+        data = files[0].read_bytes()
+        assert data == original or data[:2] == b"PK" and load_model(files[0]).metadata.model_id == mid
+        backup = files[0].with_name(files[0].name + ".pickle-backup")
+        if step != "backup":
+            assert backup.read_bytes() == original
+        assert distillgan.ModelLibrary(folder).get(mid) is not None
+        convert_checkpoint(files[0], folder) if data == original else None  # the rerun finishes the job
+        assert load_model(files[0]).metadata.model_id == mid
+
+
+def test_cli_converts_a_whole_app_folder_in_one_command(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    saved, files = _app_folder(folder)
+    ckpt = tmp_path / "ck.pt"
+    torch.save({"model_state_dict": {"w": torch.ones(3)}}, ckpt)
+    r = _cli("convert", "--dir", str(folder), str(folder), str(ckpt))
+    assert r.returncode == 0, r.stderr
+    for p in files:
+        assert f"{p.name}.pickle-backup" in r.stdout and "in place" in r.stdout
+        assert load_model(p).metadata.name in {"Piano", "Rain"}
+    assert "ck" in r.stdout
+    assert distillgan.ModelLibrary(folder).count() == 3
+    r = _cli("convert", "--dir", str(folder), *(str(p) for p in files))  # again: nothing to do, nothing lost
+    assert r.returncode == 0 and "already" in r.stdout, (r.stdout, r.stderr)
+    assert distillgan.ModelLibrary(folder).count() == 3
+    r = _cli("convert", "--dir", str(folder), "--name", "X", str(files[0]), str(ckpt))
+    assert r.returncode == 2 and "--name" in r.stderr
