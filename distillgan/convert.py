@@ -321,9 +321,9 @@ def _convert(path: Any, models_dir: Any, name: Any = None, metadata: Any = None,
     if name is not None:
         meta["name"] = name
     final = coerce_metadata(meta)  # save fills model_id, save_date, has_analysis in place
-    target = _listed_pickle(src, models_dir, final["model_id"]) if ck.kind == "seed-distillgan" and before else None
+    target = _listed_pickle(src, models_dir, final["model_id"]) if ck.kind == "seed-distillgan" else None
     backup = None
-    if target is None:
+    if target is None or before is None:
         result = _save(
             ck.state_dict, ck.latent_dim, ck.spectrogram_config, ck.training_config, final, models_dir, ck.analysis,
             ck.vocoder_state, ck.extra, progress,
@@ -412,7 +412,9 @@ def _keep_backup(target: Path) -> Path:
     raise AssertionError("unreachable")
 
 
-def _convert_in_place(ck: Checkpoint, meta: dict[str, Any], target: Path, before: os.stat_result, progress: Any) -> tuple[Path, Path]:
+def _convert_in_place(
+    ck: Checkpoint, meta: dict[str, Any], target: Path, before: os.stat_result, progress: Any
+) -> tuple[Path, Path]:
     """Replace the pickle ``target`` by the archive of ``ck`` under the same name and id; keep the pickle as a backup."""
     from datetime import datetime, timezone
 
@@ -446,7 +448,8 @@ def _convert_in_place(ck: Checkpoint, meta: dict[str, Any], target: Path, before
                 entry = library.indexed().get(meta["model_id"])
                 if entry is None or entry.file_path != target.name or not _same_file(os.stat(target), before):
                     raise FileAccessError(
-                        f"{str(target)!r} or its index entry changed while it was being converted; nothing was changed — run the conversion again",
+                        f"{str(target)!r} or its index entry changed while it was being converted; "
+                        "nothing was changed — run the conversion again",
                         code="file-changed",
                     )
                 _crash_point("backup")

@@ -367,7 +367,8 @@ def test_export_into_a_read_only_folder_says_permission_denied(tmp_path: Path) -
         argv = [exe, "export", str(path), str(ro / "a.safetensors")]
         r = _as_nobody(*argv) if os.geteuid() == 0 else subprocess.run(argv, capture_output=True, text=True, timeout=180)
         assert r.returncode == 1, (r.stdout, r.stderr)
-        assert "Traceback" not in r.stderr and "[permission-denied]" in r.stderr and str(ro / "a.safetensors") in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and "[permission-denied]" in r.stderr, r.stderr
+        assert str(ro / "a.safetensors") in r.stderr, r.stderr
         assert list(ro.iterdir()) == []
     finally:
         (base / "ro").chmod(0o755)
@@ -384,7 +385,9 @@ def _app_folder(folder: Path) -> tuple[list[dict[str, Any]], list[Path]]:
     return saved, [app.app_save_model(s, folder) for s in saved]
 
 
-def test_converting_the_apps_folder_in_place_keeps_ids_names_and_a_backup(tmp_path: Path, assert_same_tree: Callable[..., None]) -> None:
+def test_converting_the_apps_folder_in_place_keeps_ids_names_and_a_backup(
+    tmp_path: Path, assert_same_tree: Callable[..., None]
+) -> None:
     folder = tmp_path / "models"
     saved, files = _app_folder(folder)
     before = {p.name: p.read_bytes() for p in files}
@@ -428,7 +431,9 @@ def test_in_place_conversion_never_overwrites_an_existing_backup(tmp_path: Path)
     assert others == [files[0].name + ".pickle-backup-1"]
 
 
-def test_a_crash_during_in_place_conversion_leaves_one_indexed_file_and_the_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crash_during_in_place_conversion_leaves_one_indexed_file_and_the_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Kill the conversion at each step: the index lists either the old pickle or the new archive, and the backup stays."""
     import distillgan.convert as conv
 
@@ -452,8 +457,11 @@ def test_a_crash_during_in_place_conversion_leaves_one_indexed_file_and_the_back
         if step != "backup":
             assert backup.read_bytes() == original
         assert distillgan.ModelLibrary(folder).get(mid) is not None
-        convert_checkpoint(files[0], folder) if data == original else None  # the rerun finishes the job
+        if data == original:
+            convert_checkpoint(files[0], folder)  # the rerun finishes the job
         assert load_model(files[0]).metadata.model_id == mid
+        assert backup.read_bytes() == original  # one backup: a rerun reuses the link the crashed run made
+        assert sorted(p.name for p in folder.iterdir() if "pickle-backup" in p.name) == [backup.name]
 
 
 def test_cli_converts_a_whole_app_folder_in_one_command(tmp_path: Path) -> None:
@@ -473,3 +481,22 @@ def test_cli_converts_a_whole_app_folder_in_one_command(tmp_path: Path) -> None:
     assert distillgan.ModelLibrary(folder).count() == 3
     r = _cli("convert", "--dir", str(folder), "--name", "X", str(files[0]), str(ckpt))
     assert r.returncode == 2 and "--name" in r.stderr
+
+
+def test_in_place_conversion_without_hard_links_keeps_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FAT, some network shares: no os.link. The backup is then a copy published under a free name."""
+    import errno
+
+    folder = tmp_path / "models"
+    saved, files = _app_folder(folder)
+    original = files[0].read_bytes()
+
+    def no_links(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    convert_checkpoint(files[0], folder)
+    backup = files[0].with_name(files[0].name + ".pickle-backup")
+    assert backup.read_bytes() == original and not os.path.samefile(backup, files[0])
+    assert load_model(files[0]).metadata.model_id == saved[0]["metadata"]["model_id"]
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and "backup" in p.name) == []  # no stray copy

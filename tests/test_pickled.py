@@ -989,7 +989,8 @@ def test_standard_library_classes_stay_records_with_their_names(tmp_path: Path, 
     # exactly what the value reduces to, under its own name: nothing mistaken for an Enum member's value
     for key, value in STDLIB_VALUES.items():
         record = plain[key]
-        assert isinstance(record, dict) and record["__class__"] == f"{type(value).__module__}.{type(value).__qualname__}", (key, record)
+        name = f"{type(value).__module__}.{type(value).__qualname__}"
+        assert isinstance(record, dict) and record["__class__"] == name, (key, record)
     assert plain["decimal"] == {"__class__": "decimal.Decimal", "__args__": ["1.5"]}
     assert plain["fraction"] == {"__class__": "fractions.Fraction", "__args__": [3, 4]}
     assert plain["timedelta"] == {"__class__": "datetime.timedelta", "__args__": [1, 2, 0]}
