@@ -329,25 +329,62 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 1
 
 
+def _convert_inputs(given: list[str]) -> list[str]:
+    """The files to convert: each FILE as given, each folder as its ``*.distillgan`` files (sorted)."""
+    files: list[str] = []
+    for item in given:
+        if os.path.isdir(item):
+            files += sorted(os.path.join(item, n) for n in os.listdir(item) if n.endswith(".distillgan") and not n.startswith("."))
+        else:
+            files.append(item)
+    return files
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_checkpoint
+    from .convert import convert_file, is_archive
     from .manifest import ModelMetadata
 
-    meta = ModelMetadata(description=args.description or "", tags=list(args.tag or []))
-    bar = ProgressBar(f"converting {args.file}")
-    try:
-        path = convert_checkpoint(args.file, args.dir, name=args.name, metadata=meta, key=args.key, strip_prefix=args.strip_prefix,
-                                  progress=bar)
-    finally:
-        bar.close()
-    print(f"saved {safe(path)} (id {safe(meta.model_id)}, name {safe(meta.name)})")
-    return 0
+    files = _convert_inputs(args.files)
+    several = len(files) > 1 or any(os.path.isdir(f) for f in args.files)
+    if several and args.name is not None:  # a usage error, as argparse reports one
+        print("usage: distillgan convert FILE [FILE ...] [--dir D] ...\n"
+              "distillgan convert: error: --name names one model: give it with one FILE only", file=sys.stderr)
+        return 2
+    failed = 0
+    for file in files:
+        if several and is_archive(file):  # a folder converted before, or half-way: nothing to do for this one
+            print(f"skipped {safe(file)} (already a .distillgan archive)")
+            continue
+        meta = ModelMetadata(description=args.description or "", tags=list(args.tag or []))
+        bar = ProgressBar(f"converting {file}")
+        try:
+            done = convert_file(file, args.dir, name=args.name, metadata=meta, key=args.key, strip_prefix=args.strip_prefix,
+                                progress=bar)
+        except DistillganError as e:
+            if not several:
+                raise
+            bar.close()
+            _err(e, file)
+            failed += 1
+            continue
+        finally:
+            bar.close()
+        if done.backup is not None:
+            print(f"converted {safe(done.path)} in place (id {safe(done.model_id)}, name {safe(done.name)}); "
+                  f"the original pickle is kept as {safe(done.backup)}")
+        else:
+            print(f"saved {safe(done.path)} (id {safe(done.model_id)}, name {safe(done.name)})")
+    return 1 if failed else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .convert import export_safetensors
 
-    out = export_safetensors(args.file, args.out, vocoder=args.vocoder, overwrite=args.force)
+    bar = ProgressBar(f"exporting {args.file}")
+    try:
+        out = export_safetensors(args.file, args.out, vocoder=args.vocoder, overwrite=args.force, progress=bar)
+    finally:
+        bar.close()
     print(f"wrote {safe(out)}")
     return 0
 
@@ -471,12 +508,23 @@ A legacy .distill model stays refused ("retrain"): conversion is no way around t
 examples:
   distillgan convert checkpoints/checkpoint_epoch0100.pt --name "Field recordings"
   distillgan convert old_models/piano.distillgan --dir models
+  distillgan convert --dir models models        # the app's folder, in place
+
+the app's folder, in place: a pickle .distillgan that --dir's model_library.json lists under
+the model id it carries is replaced by its converted archive under the same file name and id,
+the index entry updated; the original pickle is kept beside it as FILE.pickle-backup (never
+deleted; remove it yourself once you are happy). A crash at any point leaves the old pickle or
+the new archive listed, and the backup in place. With several files (or a folder: its
+*.distillgan files), each is converted in turn, files that already are archives are skipped,
+and a failure is reported and the rest go on (exit 1 if any failed).
   distillgan convert lightning.ckpt --strip-prefix model.
   distillgan convert g_02500000 --name "HiFi-GAN universal"
 """,
     )
-    p.add_argument("file", help="the file to convert (.pt, .ckpt, .pth, an old pickle .distillgan, .safetensors, ...)")
-    p.add_argument("--name", help="model name (default: the name the file carries, else the file's stem)")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="the files to convert (.pt, .ckpt, .pth, an old pickle .distillgan, .safetensors, ...), "
+                   "or folders (their *.distillgan files)")
+    p.add_argument("--name", help="model name (default: the name the file carries, else the file's stem); one FILE only")
     p.add_argument("--description", help="model description")
     p.add_argument("--tag", action="append", help="a tag (repeatable)")
     p.add_argument("--key", help="the top-level key holding the state dict, when none of the usual ones does")
@@ -489,10 +537,11 @@ examples:
         help="write a model's weights as a plain .safetensors file",
         description="Write the state dict (or, with --vocoder, the bundled vocoder's weights) as a plain safetensors "
         "file that safetensors.torch.load_model/load_file accept: tied weights stored once under the name "
-        "safetensors keeps, analysis arrays left out, the manifest as JSON in __metadata__ (key distillgan.manifest).",
+        "safetensors keeps, analysis arrays left out, the manifest as JSON in __metadata__ (key distillgan.manifest). "
+        "OUT is written through a temporary file beside it and appears only when complete; its folder must exist.",
     )
     p.add_argument("file", help="a .distillgan file")
-    p.add_argument("out", help="the .safetensors file to write")
+    p.add_argument("out", help="the .safetensors file to write (its folder must exist)")
     p.add_argument("--vocoder", action="store_true",
                    help="export the vocoder's weights (vocoder_state's generator_state_dict, or state_dict)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")

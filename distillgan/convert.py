@@ -18,6 +18,7 @@ in ``__metadata__``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 from collections.abc import Mapping
@@ -28,6 +29,8 @@ from typing import Any
 from .errors import InputError, LegacyFormatError
 from .legacy import V1_MESSAGE, check_not_legacy, pickle_holds_v1_marker
 from .manifest import LEGACY_FORMAT_MARKER, METADATA_SCHEMA, MODEL_FORMAT_MARKER
+
+logger = logging.getLogger(__name__)
 
 EXPORT_MANIFEST_KEY = "distillgan.manifest"  # __metadata__ key of an export: the manifest's JSON projection
 STATE_DICT_KEYS = ("model_state_dict", "state_dict", "generator", "model")  # tried in this order
@@ -68,6 +71,20 @@ def _is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] + 8 <= path.stat().st_size
 
 
+def _archive_head(head: bytes) -> bool:
+    """The first bytes of a ``.distillgan`` archive: a zip whose first member is ``manifest.msgpack`` (FORMAT.md §3)."""
+    return head[:4] == b"PK\x03\x04" and head[30:46] == b"manifest.msgpack"
+
+
+def is_archive(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` already is a ``.distillgan`` archive (nothing to convert); reads 46 bytes."""
+    try:
+        with open(path, "rb") as f:
+            return _archive_head(f.read(46))
+    except OSError:
+        return False
+
+
 def _refuse_v1(tree: Any) -> None:
     if isinstance(tree, Mapping) and tree.get("format") == LEGACY_FORMAT_MARKER:
         raise LegacyFormatError(V1_MESSAGE, code="legacy-distill-v1")
@@ -84,8 +101,7 @@ def _read_pickle_era(path: Path) -> Any:
         except LegacyFormatError as e:
             if e.code == "legacy-distill-v1":
                 raise
-        head = src.read(0, min(src.size, 46))
-        if head[30:46] == b"manifest.msgpack":
+        if _archive_head(src.read(0, min(src.size, 46))):
             raise InputError(f"{str(path)!r} is already a .distillgan archive; there is nothing to convert", code="invalid-input")
     tree = to_plain_tree(read_pickled(path))
     _refuse_v1(tree)  # the marker may sit beyond the byte scan's limits
@@ -230,6 +246,27 @@ def read_checkpoint(path: str | os.PathLike[str], *, key: str | None = None, str
     return ck
 
 
+BACKUP_SUFFIX = ".pickle-backup"  # an app file converted in place keeps its original pickle as <file>.pickle-backup
+
+
+@dataclass
+class Converted:
+    """What :func:`convert_file` did: the new model's path, id and name, and where the original is kept.
+
+    ``backup`` is None unless the file was converted in place (the pickle ``.distillgan`` the
+    folder's index listed under the same model id): then the original pickle is kept there.
+    """
+
+    path: Path
+    model_id: str
+    name: str
+    backup: Path | None = None
+
+
+def _crash_point(step: str) -> None:
+    """The named steps of an in-place conversion (``backup``, ``publish``, ``index``); the crash tests stop here."""
+
+
 def convert_checkpoint(
     path: str | os.PathLike[str],
     models_dir: str | os.PathLike[str],
@@ -246,12 +283,36 @@ def convert_checkpoint(
     ``.distillgan`` keeps its ``model_id`` and name), then from ``metadata`` (a
     ``ModelMetadata`` or mapping: its non-default fields win), then ``name``; without any, the
     name is the file's stem. Returns the new file's path.
+
+    **In place.** When ``path`` is an app pickle ``.distillgan`` inside ``models_dir`` that the
+    folder's index lists under the model id the file carries, the converted archive takes its
+    place: same file name, same model id, the index entry updated, and the original pickle kept
+    beside it as ``<file>.pickle-backup`` (``-1``, ``-2``... if that name is taken; never
+    deleted). The steps are crash-safe: the backup is a hard link (a copy where the file system
+    has none) made durable before the new file replaces the old one atomically, so at every
+    point the index lists the old pickle or the new archive under that name, and the backup
+    is never lost. :func:`convert_file` also says where the backup is.
     """
+    return _convert(path, models_dir, name, metadata, key, strip_prefix, progress).path
+
+
+def convert_file(path: str | os.PathLike[str], models_dir: str | os.PathLike[str], **options: Any) -> Converted:
+    """:func:`convert_checkpoint` (same options), saying what was done (:class:`Converted`: path, id, name, backup)."""
+    return _convert(path, models_dir, **options)
+
+
+def _convert(path: Any, models_dir: Any, name: Any = None, metadata: Any = None, key: Any = None, strip_prefix: Any = None,
+             progress: Any = None) -> Converted:
     from .manifest import ModelMetadata, coerce_metadata
     from .persistence import _save
 
-    ck = read_checkpoint(path, key=key, strip_prefix=strip_prefix)
-    meta: dict[str, Any] = {"name": Path(os.fspath(path)).stem}
+    src = Path(os.path.expanduser(os.fspath(path)))
+    try:
+        before = os.stat(src)
+    except OSError:
+        before = None  # read_checkpoint says why
+    ck = read_checkpoint(src, key=key, strip_prefix=strip_prefix)
+    meta: dict[str, Any] = {"name": src.stem}
     meta.update(ck.metadata)
     if metadata is not None:
         given = coerce_metadata(metadata)
@@ -260,17 +321,152 @@ def convert_checkpoint(
     if name is not None:
         meta["name"] = name
     final = coerce_metadata(meta)  # save fills model_id, save_date, has_analysis in place
-    result = _save(
-        ck.state_dict, ck.latent_dim, ck.spectrogram_config, ck.training_config, final, models_dir, ck.analysis,
-        ck.vocoder_state, ck.extra, progress,
-    )
+    target = _listed_pickle(src, models_dir, final["model_id"]) if ck.kind == "seed-distillgan" else None
+    backup = None
+    if target is None or before is None:
+        result = _save(
+            ck.state_dict, ck.latent_dim, ck.spectrogram_config, ck.training_config, final, models_dir, ck.analysis,
+            ck.vocoder_state, ck.extra, progress,
+        )
+    else:
+        result, backup = _convert_in_place(ck, final, target, before, progress)
     if metadata is not None:  # the seed API fills the caller's object in place
         for k, v in final.items():
             if isinstance(metadata, dict):
                 metadata[k] = v
             elif hasattr(type(metadata), "__dataclass_fields__") and k in type(metadata).__dataclass_fields__:
                 setattr(metadata, k, v)
-    return result
+    return Converted(result, final["model_id"], final["name"], backup)
+
+
+def _listed_pickle(src: Path, models_dir: str | os.PathLike[str], model_id: str) -> Path | None:
+    """``src`` when it is the pickle-era file that ``models_dir``'s index lists under ``model_id``, else None."""
+    from .catalog import ModelLibrary
+
+    folder = Path(os.path.expanduser(os.fspath(models_dir)))
+    try:
+        if not model_id or not folder.is_dir() or not os.path.samefile(src.parent, folder):
+            return None
+    except OSError:
+        return None
+    library = ModelLibrary(folder)
+    entry = library.reconciled().get(model_id)
+    if entry is None or entry.file_path != src.name or not library._probe(src.name)[2]:
+        return None
+    return folder / src.name
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)
+
+
+def _keep_backup(target: Path) -> Path:
+    """A second name for ``target``'s file, ``<name>.pickle-backup[-N]``, never replacing another file.
+
+    A hard link where the file system has them (an earlier attempt's link to the same file is
+    reused); else a copy, fsynced, published under a free name. The caller fsyncs the folder.
+    """
+    import itertools
+    import shutil
+
+    from .persistence import _unlink_quietly
+
+    names = (target.with_name(f"{target.name}{BACKUP_SUFFIX}{'' if n == 0 else f'-{n}'}") for n in itertools.count())
+    copy = None
+    try:
+        for backup in names:
+            if copy is None:
+                try:
+                    os.link(target, backup)  # atomic and no-clobber
+                    return backup
+                except FileExistsError:
+                    try:
+                        if os.path.samefile(backup, target):
+                            return backup  # a crash after the link, last time
+                    except OSError:
+                        pass
+                    continue
+                except (OSError, NotImplementedError, AttributeError):  # no hard links here (FAT, some shares)
+                    copy = str(target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.backup-tmp"))
+                    with open(target, "rb") as fin, open(copy, "xb") as fout:
+                        shutil.copyfileobj(fin, fout, 8 << 20)
+                        fout.flush()
+                        os.fsync(fout.fileno())
+            if os.name == "nt":
+                try:
+                    os.rename(copy, backup)  # never replaces on Windows
+                    copy = None
+                    return backup
+                except FileExistsError:
+                    continue
+            try:  # reserve the name, then move the copy onto it
+                os.close(os.open(backup, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            os.replace(copy, backup)
+            copy = None
+            return backup
+    finally:
+        if copy is not None:
+            _unlink_quietly(copy)
+    raise AssertionError("unreachable")
+
+
+def _convert_in_place(
+    ck: Checkpoint, meta: dict[str, Any], target: Path, before: os.stat_result, progress: Any
+) -> tuple[Path, Path]:
+    """Replace the pickle ``target`` by the archive of ``ck`` under the same name and id; keep the pickle as a backup."""
+    from datetime import datetime, timezone
+
+    from .archive import plan_archive
+    from .catalog import ModelLibrary, entry_from_manifest, fsync_dir
+    from .errors import FileAccessError
+    from .locks import discard_temporary, release_temporary
+    from .persistence import _as_tree, _latent_dim, _os_errors, _replace, _write_temporary
+
+    if not meta["save_date"]:
+        meta["save_date"] = datetime.now(timezone.utc).isoformat()
+    analysis = _as_tree(ck.analysis, "analysis", allow_none=True)
+    if analysis is not None:  # as save_model fills them
+        meta["has_analysis"] = True
+        n_active = analysis.get("n_active_components") if isinstance(analysis, Mapping) else None
+        if type(n_active) is int and n_active >= 0:
+            meta["n_active_components"] = n_active
+    manifest = {
+        "latent_dim": _latent_dim(ck.latent_dim), "metadata": meta,
+        "spectrogram_config": _as_tree(ck.spectrogram_config, "spectrogram_config"),
+        "training_config": _as_tree(ck.training_config, "training_config"), "analysis": analysis,
+        "state_dict": ck.state_dict, "vocoder_state": _as_tree(ck.vocoder_state, "vocoder_state", allow_none=True),
+        "extra": ck.extra,
+    }
+    folder, library = target.parent, ModelLibrary(target.parent)
+    plan = plan_archive(manifest)  # refuses unstorable values before any file is created
+    with _os_errors("convert a model in place", target):
+        tmp, size = _write_temporary(plan, folder, target.stem, progress)
+        try:
+            with library.locked():
+                entry = library.indexed().get(meta["model_id"])
+                if entry is None or entry.file_path != target.name or not _same_file(os.stat(target), before):
+                    raise FileAccessError(
+                        f"{str(target)!r} or its index entry changed while it was being converted; "
+                        "nothing was changed — run the conversion again",
+                        code="file-changed",
+                    )
+                _crash_point("backup")
+                backup = _keep_backup(target)
+                fsync_dir(folder)  # the backup is durable before the original's name is taken over
+                _crash_point("publish")
+                release_temporary(tmp)  # closed and unlocked: Windows renames no open file
+                _replace(tmp, target)  # atomic: the name holds the old pickle or the new archive
+                fsync_dir(folder)
+                _crash_point("index")
+                # Published: the index update only warns if it fails (the next reader reconciles).
+                library.record(library.indexed(), entry_from_manifest(plan.raw, target.name, size), durable=True)
+        except BaseException:
+            discard_temporary(tmp)  # nothing if it was published
+            raise
+    logger.info("converted %s in place; the original pickle is kept as %s", target, backup)
+    return target, backup
 
 
 def _flat_tensors(value: Any, what: str) -> dict[str, Any]:
@@ -282,7 +478,12 @@ def _flat_tensors(value: Any, what: str) -> dict[str, Any]:
 
 
 def export_safetensors(
-    model_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, vocoder: bool = False, overwrite: bool = False
+    model_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    vocoder: bool = False,
+    overwrite: bool = False,
+    progress: Any = None,
 ) -> Path:
     """Write a model's weights (or, with ``vocoder``, its vocoder's) as a plain ``.safetensors`` file.
 
@@ -292,16 +493,20 @@ def export_safetensors(
     ``format: pt`` and the manifest's JSON projection (FORMAT.md §4.6) under
     ``distillgan.manifest``. Analysis arrays and other tensors outside the state dict are left
     out. The vocoder's weights are ``vocoder_state["generator_state_dict"]`` (the app's key) or
-    ``vocoder_state["state_dict"]``. Refuses to replace an existing file unless ``overwrite``.
-    """
-    import safetensors.torch
+    ``vocoder_state["state_dict"]``.
 
+    The file is written by distillgan itself (safetensors' layout, FORMAT.md §5.2) to a
+    temporary file beside ``out_path``, fsynced, then published under its name: a failure never
+    leaves a partial file there. An existing file is replaced only with ``overwrite``
+    (``file-exists`` otherwise, also when another process creates it meanwhile). Every failure is
+    a DistillganError naming the path (``not-found`` for a missing folder, ``permission-denied``,
+    ``read-only``, ``no-space``...). ``progress(done, total)`` gets the bytes written; the last
+    call is ``(total, total)``, ``total`` being the file's size.
+    """
     from .archive import _describe, open_archive
-    from .persistence import _os_errors, _replace, _unlink_quietly
 
     out = Path(os.path.expanduser(os.fspath(out_path)))
-    if out.exists() and not overwrite:
-        raise InputError(f"{str(out)!r} exists; pass overwrite=True (CLI: --force) to replace it", code="invalid-input")
+    _check_destination(out, overwrite)
     with open_archive(model_path) as archive:
         values = archive.values(copy=True)
         manifest_json = json.dumps(_describe(archive)["manifest"], ensure_ascii=False, allow_nan=False)
@@ -322,13 +527,83 @@ def export_safetensors(
         if id(t) in seen:
             continue
         seen[id(t)] = name
-        unique[name] = t.detach().contiguous()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    with _os_errors("write a safetensors file", out):
-        try:
-            safetensors.torch.save_file(unique, str(tmp), metadata={"format": "pt", EXPORT_MANIFEST_KEY: manifest_json})
-            _replace(str(tmp), out)
-        except BaseException:
-            _unlink_quietly(str(tmp))
-            raise
+        unique[name] = t
+    _write_safetensors(unique, {"format": "pt", EXPORT_MANIFEST_KEY: manifest_json}, out, overwrite, progress)
     return out
+
+
+def _exists_error(out: Path) -> InputError:
+    return InputError(f"{str(out)!r} exists; pass overwrite=True (CLI: --force) to replace it", code="file-exists")
+
+
+def _check_destination(out: Path, overwrite: bool) -> None:
+    """Refuse early what cannot work: a folder as OUT, a missing folder, an existing file without ``overwrite``."""
+    from .errors import FileAccessError
+
+    if out.is_dir():
+        raise InputError(f"{str(out)!r} is a folder; give the path of the .safetensors file to write", code="invalid-input")
+    folder = out.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise FileAccessError(
+            f"cannot write {str(out)!r}: the folder {str(folder)!r} {what}; create it first or choose another path",
+            code="not-found" if not folder.exists() else "not-a-directory",
+        )
+    if os.path.lexists(out) and not overwrite:
+        raise _exists_error(out)
+
+
+def _write_safetensors(tensors: dict[str, Any], metadata: dict[str, str], out: Path, overwrite: bool, progress: Any) -> None:
+    """Write ``tensors`` as a safetensors file at ``out``: a temporary file beside it, fsynced, then published.
+
+    The layout is FORMAT.md §5.2's (element size, then name; data aligned to 64), with
+    ``__metadata__`` first in the header; safetensors' own readers accept it.
+    """
+    import struct as _struct
+    import tempfile
+
+    from .catalog import fsync_dir
+    from .errors import from_os_error
+    from .persistence import _replace, _unlink_quietly
+    from .tensors import ALIGNMENT, build_header, dtype_code, plain_tensor, tensor_bytes
+
+    plain = {name: plain_tensor(t, f"tensor {name!r}") for name, t in tensors.items()}
+    _, layout = build_header([(name, dtype_code(t.dtype), tuple(t.shape)) for name, t in plain.items()])
+    header: dict[str, Any] = {"__metadata__": metadata}
+    header.update({i.name: {"dtype": i.dtype, "shape": list(i.shape), "data_offsets": [i.begin, i.end]} for i in layout})
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * ((-(8 + len(raw))) % ALIGNMENT)
+    head = _struct.pack("<Q", len(raw)) + raw
+    total = len(head) + (layout[-1].end if layout else 0)
+    tmp = ""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; an export is an ordinary readable file
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            done = 0
+            for chunk in [memoryview(head)] + [tensor_bytes(plain[i.name]) for i in layout]:
+                while chunk:
+                    n = f.write(chunk[: 8 << 20])
+                    chunk = chunk[n:]
+                    done += n
+                    if progress is not None:
+                        progress(done, total)
+            os.fsync(f.fileno())
+        if overwrite:
+            _replace(tmp, out)
+        else:
+            try:
+                os.link(tmp, out)  # atomic and no-clobber: fails if the name was taken meanwhile
+            except FileExistsError:
+                raise _exists_error(out) from None
+            except OSError:  # no hard links here (FAT, some network shares): rename, which never replaces on Windows
+                if os.path.lexists(out):
+                    raise _exists_error(out) from None
+                os.replace(tmp, out)
+        fsync_dir(out.parent)
+    except OSError as e:  # the error names the target, not the temporary file
+        raise from_os_error(OSError(e.errno, e.strerror), "write a safetensors file", out) from e
+    finally:
+        if tmp:
+            _unlink_quietly(tmp)

@@ -46,10 +46,20 @@ Conversion rule (:func:`to_plain_tree`), the value tree the writer stores:
   resolved); numpy arrays as read (never of object dtype), in this host's byte order; numpy
   scalars -> their Python value.
 - ``torch.device`` and ``pathlib`` paths -> ``str``.
-- an Enum-like stand-in (a class — a name whose last part starts with an upper-case letter —
-  called with one None/bool/int/float/str argument and nothing else, which is how
-  ``Enum.__reduce_ex__`` pickles a member) -> that argument. A function called so
-  (``os.system("...")``) stays a record of the call (the next rule).
+- an Enum-like stand-in -> its value, converted by these rules (``(1, "x")`` stays that tuple),
+  which is what ``save_model`` stores for the live member. Enum-like means called the way
+  ``Enum.__reduce_ex__`` pickles a member, ``Class(value)`` and nothing else (no state, no
+  items), where ``value`` is None/bool/int/float/str or a tuple of such values (nested), and the
+  callee is a class named outside the standard library whose last name part starts with an
+  upper-case letter (as every Enum class is), or one of the standard library's own Enums
+  (:data:`STDLIB_ENUMS`: ``http.HTTPStatus``, ``signal.Signals``, ``re.RegexFlag``, ...). So a
+  function called so (``os.system("...")``) stays a record of the call, and so do the standard
+  library's value classes that reduce with one argument — ``decimal.Decimal("1.5")``,
+  ``ipaddress.IPv4Address(16909060)``, ``datetime.date(b"...")`` — as do those that reduce with
+  several (``fractions.Fraction(3, 4)``, ``datetime.timedelta(1, 2, 0)``) or through ``NEWOBJ``
+  and state (``uuid.UUID``: ``{"__class__": "uuid.UUID", "__state__": {"int": ...}}``); what they
+  reduce to is the same for pickle protocols 2 and 4/5. A class of a third-party module called with
+  one such value is taken for an Enum member: the heuristic cannot tell it from one.
 - any other stand-in instance -> ``{"__class__": "module.qualname", "__args__": [...],
   "__kwargs__": {...}, "__state__": ..., "__items__": [...], "__dictitems__": {...}}``, each of the
   last five present only when the pickle supplied it; ``complex`` -> ``{"__class__":
@@ -269,13 +279,17 @@ class PickledObject(metaclass=_FrozenType):
         letter, as every Enum class is): a function called with one value — ``os.system("...")``,
         ``eval("...")`` — stays a record of the call instead of passing for its argument.
         """
-        last = type(self).qualname.rsplit(".", 1)[-1]
+        name = type(self).pickle_name
+        if name not in STDLIB_ENUMS:
+            if name.split(".", 1)[0] in _STDLIB_MODULES:
+                return False  # decimal.Decimal("1.5"), ipaddress.IPv4Address(16909060): a value of its own, not a member
+            if not type(self).qualname.rsplit(".", 1)[-1][:1].isupper():
+                return False
         return (
-            last[:1].isupper()
-            and self.called
+            self.called
             and len(self.args) == 1
             and not self.kwargs
-            and type(self.args[0]) in (type(None), bool, int, float, str)
+            and _is_enum_value(self.args[0])
             and not self.built
             and not self.items
             and not self.dict_items
@@ -288,6 +302,26 @@ class PickledObject(metaclass=_FrozenType):
         if self.built:
             parts.append(f"state={_show(self.state, 60)}")
         return f"<PickledObject {' '.join(parts)}>"
+
+
+# The top-level names of the standard library's modules (and Python 2's, which protocols 0-2 may
+# spell): a class of theirs called with one value is never taken for an Enum member, except the
+# standard library's own Enums below. Never imported: only the names are compared.
+_STDLIB_MODULES = frozenset(sys.stdlib_module_names) | {"__builtin__", "copy_reg", "_codecs"}
+STDLIB_ENUMS = frozenset({
+    "http.HTTPStatus", "http.HTTPMethod", "signal.Signals", "signal.Handlers", "signal.Sigmasks",
+    "socket.AddressFamily", "socket.SocketKind", "socket.MsgFlag", "socket.AddressInfo", "inspect._ParameterKind",
+    "uuid.SafeUUID", "ssl.TLSVersion", "ssl.VerifyMode", "ssl.VerifyFlags", "ssl.Options", "ssl.AlertDescription",
+    "ssl._SSLMethod", "re.RegexFlag", "pstats.SortKey", "plistlib.PlistFormat",
+})  # fmt: skip
+_ENUM_SCALARS = (type(None), bool, int, float, str)
+
+
+def _is_enum_value(value: object, depth: int = 0) -> bool:
+    """A value an Enum member can have and be read back as: a scalar, or a tuple of such values (nested)."""
+    if type(value) in _ENUM_SCALARS:
+        return True
+    return type(value) is tuple and depth < 8 and all(_is_enum_value(v, depth + 1) for v in value)
 
 
 def _is_stand_in_class(value: object) -> bool:

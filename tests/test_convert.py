@@ -8,6 +8,7 @@ running anything in them, and every value is compared after conversion.
 from __future__ import annotations
 
 import json
+import os
 import math
 import subprocess
 import sys
@@ -300,3 +301,202 @@ def test_cli_convert_and_export(tmp_path: Path) -> None:
     help_text = _cli("convert", "--help").stdout
     for shape in ("safetensors", "app .distillgan", "app checkpoint", "--key", "Lightning", "HiFi-GAN", "--strip-prefix", "retrain"):
         assert shape in help_text, shape
+
+
+# --- export: progress and failing destinations -----------------------------------------------------
+
+
+def test_export_progress_is_exact_and_ends_at_the_file_size(tmp_path: Path) -> None:
+    state = {f"w{i}": torch.randn(200, 300) for i in range(6)}
+    path = distillgan.save_model(state, {}, {}, distillgan.ModelMetadata(name="p"), tmp_path / "m")
+    calls: list[tuple[int, int]] = []
+    out = export_safetensors(path, tmp_path / "p.safetensors", progress=lambda d, t: calls.append((d, t)))
+    size = out.stat().st_size
+    assert calls and calls[-1] == (size, size)
+    assert all(t == size and 0 <= d <= size for d, t in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    loaded = safetensors.torch.load_file(str(out))
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_export_into_a_missing_folder_is_a_distillgan_error_and_leaves_nothing(tmp_path: Path) -> None:
+    path = distillgan.save_model({"w": torch.ones(4)}, {}, {}, distillgan.ModelMetadata(name="a"), tmp_path / "m")
+    target = tmp_path / "nonexistent" / "dir" / "a.safetensors"
+    with pytest.raises(distillgan.DistillganError) as e:
+        export_safetensors(path, target)
+    assert e.value.code == "not-found" and str(target.parent) in str(e.value)
+    assert not (tmp_path / "nonexistent").exists()  # nothing created
+    r = _cli("export", str(path), str(target))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "[not-found]" in r.stderr, r.stderr
+
+
+def test_export_onto_a_folder_or_an_existing_file(tmp_path: Path) -> None:
+    path = distillgan.save_model({"w": torch.ones(4)}, {}, {}, distillgan.ModelMetadata(name="a"), tmp_path / "m")
+    with pytest.raises(distillgan.DistillganError) as e:
+        export_safetensors(path, tmp_path)
+    assert e.value.code == "invalid-input" and "folder" in str(e.value)
+    (tmp_path / "x.safetensors").write_bytes(b"mine")
+    with pytest.raises(distillgan.DistillganError) as e:
+        export_safetensors(path, tmp_path / "x.safetensors")
+    assert e.value.code == "file-exists" and (tmp_path / "x.safetensors").read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "x.safetensors"]  # no temporary file left
+
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` as uid/gid 65534 (a user without write access to a chmod 555 folder)."""
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
+                          capture_output=True, text=True, timeout=180, env={**os.environ, "HOME": "/tmp"})
+
+
+def test_export_into_a_read_only_folder_says_permission_denied(tmp_path: Path) -> None:
+    import shutil
+    import tempfile
+
+    if os.name != "posix":
+        pytest.skip("chmod 555 folders are a POSIX test")
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: root writes into a chmod 555 folder anyway")
+    base = Path(tempfile.mkdtemp(prefix="distillgan-export-"))  # not under pytest's 0700 tmp_path: the other user must reach it
+    try:
+        base.chmod(0o755)
+        path = distillgan.save_model({"w": torch.ones(4)}, {}, {}, distillgan.ModelMetadata(name="a"), base / "m")
+        ro = base / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        exe = str(Path(sys.executable).with_name("distillgan"))
+        argv = [exe, "export", str(path), str(ro / "a.safetensors")]
+        r = _as_nobody(*argv) if os.geteuid() == 0 else subprocess.run(argv, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr and "[permission-denied]" in r.stderr, r.stderr
+        assert str(ro / "a.safetensors") in r.stderr, r.stderr
+        assert list(ro.iterdir()) == []
+    finally:
+        (base / "ro").chmod(0o755)
+        shutil.rmtree(base)
+
+
+# --- the app's folder, converted where it is --------------------------------------------------------
+
+
+def _app_folder(folder: Path) -> tuple[list[dict[str, Any]], list[Path]]:
+    """An app-layout folder: two pickle .distillgan models saved the app's way (file + index entry)."""
+    saved = [app.seed_distillgan_dict(name="Piano", tags=["keys"]),
+             app.seed_distillgan_dict(name="Rain", seed=1, with_analysis=False, description="field")]
+    return saved, [app.app_save_model(s, folder) for s in saved]
+
+
+def test_converting_the_apps_folder_in_place_keeps_ids_names_and_a_backup(
+    tmp_path: Path, assert_same_tree: Callable[..., None]
+) -> None:
+    folder = tmp_path / "models"
+    saved, files = _app_folder(folder)
+    before = {p.name: p.read_bytes() for p in files}
+    elsewhere = [distillgan.inspect(convert_checkpoint(p, tmp_path / "elsewhere"))["manifest"] for p in files]
+    for s, p, other in zip(saved, files, elsewhere):
+        out = convert_checkpoint(p, folder)  # the very file the folder's index lists under this id
+        assert distillgan.inspect(out)["manifest"] == other  # in place or not, the same model
+        assert out == p  # same file name
+        loaded = load_model(out)
+        assert loaded.metadata.model_id == s["metadata"]["model_id"] and loaded.metadata.name == s["metadata"]["name"]
+        assert_same_tree(loaded.state_dict, dict(s["model_state_dict"]))
+        backup = p.with_name(p.name + ".pickle-backup")
+        assert backup.read_bytes() == before[p.name]  # the original pickle, kept beside it
+    lib = distillgan.ModelLibrary(folder)
+    entries = {e.model_id: e for e in lib.list_all()}
+    assert set(entries) == {s["metadata"]["model_id"] for s in saved}
+    assert {e.file_path for e in entries.values()} == {p.name for p in files}
+    for p in files:
+        e = next(e for e in entries.values() if e.file_path == p.name)
+        assert e.file_size_bytes == p.stat().st_size  # the entry is the new file's
+    report = lib.repair_index()
+    assert report.legacy == [] and report.invalid == {}  # nothing pickle-era is indexed any more
+    # the app's own reader still reads the folder, and lists the same models under the same files
+    theirs = app.AppModelLibrary(folder)
+    assert {(e.model_id, e.file_path) for e in theirs.list_all()} == {(e.model_id, e.file_path) for e in entries.values()}
+    # a second run finds nothing to convert: the file is an archive now
+    with pytest.raises(InputError) as e:
+        convert_checkpoint(files[0], folder)
+    assert "already a .distillgan archive" in str(e.value)
+    assert files[0].with_name(files[0].name + ".pickle-backup").read_bytes() == before[files[0].name]
+
+
+def test_in_place_conversion_never_overwrites_an_existing_backup(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    saved, files = _app_folder(folder)
+    taken = files[0].with_name(files[0].name + ".pickle-backup")
+    taken.write_bytes(b"an earlier backup")
+    convert_checkpoint(files[0], folder)
+    assert taken.read_bytes() == b"an earlier backup"
+    others = sorted(p.name for p in folder.iterdir() if "pickle-backup" in p.name and p != taken)
+    assert others == [files[0].name + ".pickle-backup-1"]
+
+
+def test_a_crash_during_in_place_conversion_leaves_one_indexed_file_and_the_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kill the conversion at each step: the index lists either the old pickle or the new archive, and the backup stays."""
+    import distillgan.convert as conv
+
+    class Crash(BaseException):
+        pass
+
+    for step in ("backup", "publish", "index"):
+        folder = tmp_path / step
+        saved, files = _app_folder(folder)
+        original = files[0].read_bytes()
+        mid = saved[0]["metadata"]["model_id"]
+        with monkeypatch.context() as m:
+            m.setattr(conv, "_crash_point", lambda where, step=step: (_ for _ in ()).throw(Crash()) if where == step else None)
+            with pytest.raises(Crash):
+                convert_checkpoint(files[0], folder)
+        entry = app.AppModelLibrary(folder).get(mid)
+        assert entry is not None and entry.file_path == files[0].name  # still indexed, under its name
+        data = files[0].read_bytes()
+        assert data == original or data[:2] == b"PK" and load_model(files[0]).metadata.model_id == mid
+        backup = files[0].with_name(files[0].name + ".pickle-backup")
+        if step != "backup":
+            assert backup.read_bytes() == original
+        assert distillgan.ModelLibrary(folder).get(mid) is not None
+        if data == original:
+            convert_checkpoint(files[0], folder)  # the rerun finishes the job
+        assert load_model(files[0]).metadata.model_id == mid
+        assert backup.read_bytes() == original  # one backup: a rerun reuses the link the crashed run made
+        assert sorted(p.name for p in folder.iterdir() if "pickle-backup" in p.name) == [backup.name]
+
+
+def test_cli_converts_a_whole_app_folder_in_one_command(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    saved, files = _app_folder(folder)
+    ckpt = tmp_path / "ck.pt"
+    torch.save({"model_state_dict": {"w": torch.ones(3)}}, ckpt)
+    r = _cli("convert", "--dir", str(folder), str(folder), str(ckpt))
+    assert r.returncode == 0, r.stderr
+    for p in files:
+        assert f"{p.name}.pickle-backup" in r.stdout and "in place" in r.stdout
+        assert load_model(p).metadata.name in {"Piano", "Rain"}
+    assert "ck" in r.stdout
+    assert distillgan.ModelLibrary(folder).count() == 3
+    r = _cli("convert", "--dir", str(folder), *(str(p) for p in files))  # again: nothing to do, nothing lost
+    assert r.returncode == 0 and "already" in r.stdout, (r.stdout, r.stderr)
+    assert distillgan.ModelLibrary(folder).count() == 3
+    r = _cli("convert", "--dir", str(folder), "--name", "X", str(files[0]), str(ckpt))
+    assert r.returncode == 2 and "--name" in r.stderr
+
+
+def test_in_place_conversion_without_hard_links_keeps_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FAT, some network shares: no os.link. The backup is then a copy published under a free name."""
+    import errno
+
+    folder = tmp_path / "models"
+    saved, files = _app_folder(folder)
+    original = files[0].read_bytes()
+
+    def no_links(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    convert_checkpoint(files[0], folder)
+    backup = files[0].with_name(files[0].name + ".pickle-backup")
+    assert backup.read_bytes() == original and not os.path.samefile(backup, files[0])
+    assert load_model(files[0]).metadata.model_id == saved[0]["metadata"]["model_id"]
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and "backup" in p.name) == []  # no stray copy

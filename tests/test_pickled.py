@@ -13,8 +13,12 @@ import collections
 import copyreg
 import ctypes
 import dataclasses
+import datetime
+import decimal
 import enum
+import fractions
 import functools
+import ipaddress
 import math
 import os
 import pickle
@@ -22,6 +26,7 @@ import struct
 import subprocess
 import sys
 import tracemalloc
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +38,7 @@ import pytest
 import torch
 from torch import nn
 
+import distillgan
 from distillgan.errors import DistillganError, FileAccessError, InputError
 from distillgan.pickled import ALLOWED_GLOBALS, DEFAULT_LIMITS, PickledObject, PickleLimits, read_pickled, to_plain_tree
 
@@ -937,3 +943,70 @@ def test_not_a_pickle(tmp_path: Path) -> None:
     with zipfile.ZipFile(zf, "w") as z:
         z.writestr("readme.txt", "hi")
     assert _code(lambda: read_pickled(zf)) == "convert-unreadable"
+
+
+# ---------------------------------------------------------------------------------------------
+# the Enum rule: members with tuple values, and standard-library classes that reduce like members
+
+
+class Pair(enum.Enum):
+    A = (1, "x")
+    B = (2, ("nested", 0.5, None))
+
+
+STDLIB_VALUES = {
+    "decimal": decimal.Decimal("1.5"),
+    "fraction": fractions.Fraction(3, 4),
+    "datetime": datetime.datetime(2024, 1, 2, 3, 4, 5, 6),
+    "date": datetime.date(2024, 1, 2),
+    "time": datetime.time(1, 2, 3),
+    "timedelta": datetime.timedelta(days=1, seconds=2),
+    "uuid": uuid.UUID(int=5),
+    "ipv4": ipaddress.IPv4Address("1.2.3.4"),
+    "ipv6": ipaddress.IPv6Address("::1"),
+}
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL])
+def test_enum_members_with_tuple_values_become_the_tuple_save_model_stores(tmp_path: Path, protocol: int) -> None:
+    config = {"a": Pair.A, "b": Pair.B, "plain": Color.RED}
+    torch.save({"model_state_dict": {"w": torch.ones(2)}, "training_config": config, "epoch": 1}, tmp_path / "ck.pt",
+               pickle_protocol=protocol)
+    plain = to_plain_tree(read_pickled(tmp_path / "ck.pt"))
+    assert plain["training_config"] == {"a": (1, "x"), "b": (2, ("nested", 0.5, None)), "plain": 1}
+    converted = distillgan.load_model(distillgan.convert_checkpoint(tmp_path / "ck.pt", tmp_path / "c")).training_config
+    saved = distillgan.load_model(
+        distillgan.save_model({"w": torch.ones(2)}, {}, config, distillgan.ModelMetadata(name="live"), tmp_path / "s")
+    ).training_config
+    assert converted == saved == {"a": (1, "x"), "b": (2, ("nested", 0.5, None)), "plain": 1}
+    assert type(converted["a"]) is tuple and type(converted["b"][1]) is tuple
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL])
+def test_standard_library_classes_stay_records_with_their_names(tmp_path: Path, protocol: int) -> None:
+    torch.save(STDLIB_VALUES, tmp_path / "std.pt", pickle_protocol=protocol)
+    plain = to_plain_tree(read_pickled(tmp_path / "std.pt"))
+    # exactly what the value reduces to, under its own name: nothing mistaken for an Enum member's value
+    for key, value in STDLIB_VALUES.items():
+        record = plain[key]
+        name = f"{type(value).__module__}.{type(value).__qualname__}"
+        assert isinstance(record, dict) and record["__class__"] == name, (key, record)
+    assert plain["decimal"] == {"__class__": "decimal.Decimal", "__args__": ["1.5"]}
+    assert plain["fraction"] == {"__class__": "fractions.Fraction", "__args__": [3, 4]}
+    assert plain["timedelta"] == {"__class__": "datetime.timedelta", "__args__": [1, 2, 0]}
+    assert plain["ipv4"] == {"__class__": "ipaddress.IPv4Address", "__args__": [int(STDLIB_VALUES["ipv4"])]}
+    assert plain["uuid"] == {"__class__": "uuid.UUID", "__state__": {"int": 5}}
+    assert plain["datetime"]["__args__"] == [STDLIB_VALUES["datetime"].__reduce__()[1][0]]  # the bytes it reduces to
+    assert plain["date"]["__args__"] == [STDLIB_VALUES["date"].__reduce__()[1][0]]
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL])
+def test_standard_library_enums_become_their_values(tmp_path: Path, protocol: int) -> None:
+    import http
+    import inspect as inspect_module
+    import signal
+
+    obj = {"status": http.HTTPStatus.OK, "signal": signal.Signals.SIGINT,
+           "kind": inspect_module.Parameter.POSITIONAL_ONLY}  # _ParameterKind: named with a leading underscore
+    torch.save(obj, tmp_path / "e.pt", pickle_protocol=protocol)
+    assert to_plain_tree(read_pickled(tmp_path / "e.pt")) == {"status": 200, "signal": int(signal.SIGINT), "kind": 0}
