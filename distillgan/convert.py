@@ -457,11 +457,18 @@ def _convert_in_place(
                 fsync_dir(folder)  # the backup is durable before the original's name is taken over
                 _crash_point("publish")
                 release_temporary(tmp)  # closed and unlocked: Windows renames no open file
-                _replace(tmp, target)  # atomic: the name holds the old pickle or the new archive
+                # a crash between the rename and the index leaves this marker: the next reader indexes the file again
+                marker = library.mark_replacing(target.name)
+                try:
+                    _replace(tmp, target)  # atomic: the name holds the old pickle or the new archive
+                except BaseException:
+                    os.unlink(marker)  # the pickle is still in place, and its entry right
+                    raise
                 fsync_dir(folder)
                 _crash_point("index")
-                # Published: the index update only warns if it fails (the next reader reconciles).
-                library.record(library.indexed(), entry_from_manifest(plan.raw, target.name, size), durable=True)
+                # Published: the index update only warns if it fails (the next reader reconciles; the marker stays).
+                if library.record(library.indexed(), entry_from_manifest(plan.raw, target.name, size), durable=True):
+                    os.unlink(marker)
         except BaseException:
             discard_temporary(tmp)  # nothing if it was published
             raise
