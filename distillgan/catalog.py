@@ -25,7 +25,8 @@ that lets a listing skip opening every file, kept in the layout the app reads. T
   unchanged index is not parsed again. What still grows with the folder is copying the file
   once per save (about 530 bytes per model), which keeping ``model_library.json`` whole and
   atomically replaced for the app requires.
-* **Files replaced in place** (``update_vocoder``) change under an entry that still names them.
+* **Files replaced in place** (``update_vocoder``, the in-place conversion of an app pickle) change
+  under an entry that still names them.
   The writer leaves a marker ``.<file>.replacing`` in the folder before it renames the new file
   over the old one and removes it once the index holds the new entry; a reader that finds a
   marker (the writer was killed between the two) indexes that file from its manifest again and,
