@@ -126,8 +126,10 @@ class SafeOpen:
     """A ``.distillgan`` file opened lazily (see :func:`safe_open`); close it, or use it as a context manager."""
 
     def __init__(self, path: str | os.PathLike[str], device: Any = "cpu") -> None:
+        from .persistence import _torch_device
+
+        self._device = _torch_device(device)  # an unusable device is an error now, naming device="cpu", not at get_tensor
         self._archive: Archive = open_archive(path)
-        self._device = device
         state = self._archive.decoded.values["state_dict"]
         self._refs: dict[str, Ref] = {k: v for k, v in state.items() if type(k) is str and type(v) is Ref} if type(state) is dict else {}
 
@@ -180,9 +182,7 @@ class SafeOpen:
     # -- internals --
 
     def _on_cpu(self) -> bool:
-        import torch
-
-        return torch.device(self._device).type == "cpu"
+        return bool(self._device.type == "cpu")
 
     def _info(self, name: str) -> TensorInfo:
         ref = self._refs.get(name)
@@ -231,7 +231,8 @@ def safe_open(path: str | os.PathLike[str], framework: str = "pt", device: Any =
     """Open a ``.distillgan`` file (a path or an fsspec URL) lazily: ``keys()``, ``get_tensor``, ``get_slice``, ``metadata()``.
 
     Like ``safetensors.safe_open``: validates every header now, reads tensor data only when asked.
-    ``framework`` must be ``"pt"`` (torch). Use it as a context manager.
+    ``framework`` must be ``"pt"`` (torch). ``device`` is checked now: one this machine lacks is
+    InputError ``device-unavailable`` (as for ``load_model``). Use it as a context manager.
     """
     if framework not in ("pt", "torch"):
         raise InputError(f"framework {framework!r}: distillgan gives torch tensors ('pt')", code="invalid-input")

@@ -157,6 +157,9 @@ def test_an_unavailable_device_names_cpu(tmp_path: Path, device: str) -> None:
     with pytest.raises(InputError) as e:
         load_model(path, device=device)
     assert e.value.code == "device-unavailable" and 'device="cpu"' in str(e.value)
+    with pytest.raises(InputError) as e:  # checked when the file is opened, not as a raw error at get_tensor
+        safe_open(path, device=device)
+    assert e.value.code == "device-unavailable" and 'device="cpu"' in str(e.value)
 
 
 # --- builders -------------------------------------------------------------------------------------
