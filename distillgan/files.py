@@ -145,13 +145,12 @@ class SafeOpen:
 
     def get_tensor(self, name: str) -> Any:
         """One tensor of the state dict, read now (a view of the mapping; one range request for a URL)."""
-        info = self._info(name)
-        t = self._read(info)
+        t = self._read(*self._info(name))
         return t if self._on_cpu() else t.to(self._device)
 
     def get_slice(self, name: str) -> TensorSlice:
         """A handle that reads only what you index: ``f.get_slice("w")[:, :8]``."""
-        return TensorSlice(self, self._info(name))
+        return TensorSlice(self, *self._info(name))
 
     # -- beyond safetensors --
 
@@ -184,18 +183,15 @@ class SafeOpen:
     def _on_cpu(self) -> bool:
         return bool(self._device.type == "cpu")
 
-    def _info(self, name: str) -> TensorInfo:
+    def _info(self, name: str) -> tuple[str, TensorInfo]:
+        """(member, stored tensor) of a state-dict key: dict lookups only (the archive's index is built once)."""
         ref = self._refs.get(name)
         if ref is None:
             raise InputError(f"the state dict has no tensor {name!r}", code="not-found")
         target = self._archive.manifest["members"][ref.member]["aliases"].get(ref.name, ref.name)
-        return next(t for t in self._archive.tables[ref.member].tensors if t.name == target)
+        return ref.member, self._archive._index[ref.member][target]
 
-    def _member_of(self, info: TensorInfo) -> str:
-        return next(m for m, table in self._archive.tables.items() if info in table.tensors)
-
-    def _read(self, info: TensorInfo) -> Any:
-        member = self._member_of(info)
+    def _read(self, member: str, info: TensorInfo) -> Any:
         table = self._archive.tables[member]
         if isinstance(self._archive.source, MappedFile):
             self._archive.source.exported = True
@@ -211,8 +207,9 @@ class SafeOpen:
 class TensorSlice:
     """One tensor of a :class:`SafeOpen` file, indexed lazily like safetensors' slices."""
 
-    def __init__(self, owner: SafeOpen, info: TensorInfo) -> None:
+    def __init__(self, owner: SafeOpen, member: str, info: TensorInfo) -> None:
         self._owner = owner
+        self._member = member
         self._info = info
 
     def get_shape(self) -> list[int]:
@@ -222,7 +219,7 @@ class TensorSlice:
         return self._info.dtype
 
     def __getitem__(self, index: Any) -> Any:
-        whole = self._owner._read(self._info)  # a view of the mapping: indexing reads only the pages it touches
+        whole = self._owner._read(self._member, self._info)  # a view of the mapping: indexing reads only the pages it touches
         part = whole[index]
         return part if self._owner._on_cpu() else part.to(self._owner._device)
 

@@ -61,6 +61,35 @@ def test_save_file_load_file_safe_open(tmp_path: Path, assert_same_tree: Callabl
     assert again.read_bytes() == path.read_bytes()
 
 
+def _lines_per_tensor(path: Path) -> float:
+    """Python lines executed (line events, every frame, generator bodies included) per ``get_tensor`` over all tensors."""
+    count = 0
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        if event == "line":
+            count += 1
+        return tracer
+
+    with safe_open(path) as f:
+        names = f.keys()
+        sys.settrace(tracer)
+        try:
+            for name in names:
+                f.get_tensor(name)
+        finally:
+            sys.settrace(None)
+    return count / len(names)
+
+
+def test_safe_open_reads_each_tensor_in_work_that_does_not_grow_with_the_tensor_count(tmp_path: Path) -> None:
+    """An operation count, not a time: looking a tensor up must not scan the tables (it was quadratic in all)."""
+    small = save_file({f"t{i}": torch.zeros(2) for i in range(100)}, tmp_path / "small.distillgan")
+    large = save_file({f"t{i}": torch.zeros(2) for i in range(2000)}, tmp_path / "large.distillgan")
+    per_small, per_large = _lines_per_tensor(small), _lines_per_tensor(large)
+    assert per_large <= 1.2 * per_small + 5, (per_small, per_large)  # a scan of the 2 000 entries would be ~20x
+
+
 def test_save_file_never_clobbers_unless_asked(tmp_path: Path) -> None:
     target = tmp_path / "m.distillgan"
     target.write_bytes(b"someone else's file")
