@@ -117,6 +117,7 @@ class RepairReport:
     legacy: list[str] = field(default_factory=list)  # pickle-era files kept as the index lists them (repair only)
     abandoned: dict[str, int] = field(default_factory=dict)  # abandoned temporary files left in place (reads): name -> bytes
     reason: str = ""  # why the index was rebuilt, when it was
+    events: list[str] = field(default_factory=list, repr=False, compare=False)  # what changed and why, in words (logged)
 
     def __iter__(self) -> Iterator[int]:
         return iter((len(self.removed), len(self.added)))
@@ -346,12 +347,14 @@ class ModelLibrary:
             report.reason = f"index unusable ({e}); rebuilt from the model files"
             entries = self._scan(names, {}, report)
             report.added = sorted(entries)
+            report.events.append(f"rebuilt the index from {len(entries)} model file(s): {report.reason}")
             return entries, report, True
         if doc is None:
             doc = IndexDoc(entries={})
         present = set(names)
         entries = {mid: entry for mid, entry in doc.entries.items() if entry.file_path in present}
         report.removed = [mid for mid in doc.entries if mid not in entries]
+        report.events += [f"dropped {mid!r}: its file {doc.entries[mid].file_path!r} is gone" for mid in report.removed]
         by_file: dict[str, list[str]] = {}
         for mid, entry in entries.items():
             by_file.setdefault(entry.file_path, []).append(mid)
@@ -362,18 +365,23 @@ class ModelLibrary:
                     if truth is None or truth.model_id != mid:
                         del entries[mid]
                         report.removed.append(mid)
+                        holds = "cannot say which model it holds" if truth is None else f"holds {truth.model_id!r}"
+                        report.events.append(f"dropped {mid!r}: several entries name {name!r}, which {holds}")
         indexed = {entry.file_path for entry in entries.values()}
         orphans = [n for n in _model_names(names) if n not in indexed]
         if orphans:
             for mid, entry in self._scan(orphans, {}, report).items():
                 if mid in entries:
                     report.invalid[entry.file_path] = "duplicate-model-id"
+                    report.events.append(f"not indexed {entry.file_path!r}: model id {mid!r} is {entries[mid].file_path!r}'s")
                 else:
                     entries[mid] = entry
                     report.added.append(mid)
+                    report.events.append(f"indexed {mid!r} from {entry.file_path!r}, a model file the index did not list")
         if doc.dropped:
             first = next(iter(doc.dropped.values()))
             report.reason = f"{len(doc.dropped)} invalid index entr{'y' if len(doc.dropped) == 1 else 'ies'} dropped ({first}); rebuilt from the model files"
+            report.events.append(f"rebuilt the index: {report.reason}")
         dirty = bool(report.added or report.removed or doc.dropped or (doc.layout != "app" and entries))
         return entries, report, dirty
 
@@ -381,14 +389,18 @@ class ModelLibrary:
         """The reconciled entries; the fix is written when the lock is free and the folder writable."""
         entries, report, dirty = self._reconcile(self._listdir())
         if dirty:
+            written = False
             try:
                 with folder_locked(self.models_dir, timeout=0):
                     entries, report, dirty = self._reconcile(self._listdir())
                     if dirty:
                         self._write(entries, durable=True)
+                        written = True
             except (LibraryError, OSError) as e:
                 level = logging.WARNING if getattr(e, "code", "") == "not-regular-file" else logging.DEBUG
                 logger.log(level, "index of %r reconciled in memory only: %s", str(self.models_dir), e)
+            # a fix written once is news (INFO); one kept in memory (read-only folder, busy lock) recurs on every read (DEBUG)
+            self._log_events(report, logging.INFO if written else logging.DEBUG, "reconciled" if written else "reconciled in memory")
         self.last_repair = report if report.has_news() else None
         return entries
 
@@ -404,8 +416,13 @@ class ModelLibrary:
             if doc is None or not doc.dropped:
                 return {} if doc is None else dict(doc.entries)
         entries, report, _dirty = self._reconcile(self._listdir())
+        self._log_events(report, logging.INFO, "reconciled before a save")
         self.last_repair = report
         return entries
+
+    def _log_events(self, report: RepairReport, level: int, what: str) -> None:
+        for event in report.events:
+            logger.log(level, "index of %r %s: %s", str(self.models_dir), what, event)
 
     def check_id_free(self, model_id: str, entries: dict[str, ModelEntry] | None = None) -> None:
         """LibraryError ``duplicate-model-id`` if ``model_id`` already names an existing file here.
@@ -586,7 +603,22 @@ class ModelLibrary:
             report.ignored = [n for n in names if _is_other_file(self.models_dir, n, set(report.legacy) | set(report.invalid))]
             report.cleaned = sorted(remove_abandoned(self.models_dir, names))
             self._write_or_raise(entries)
+        self._log_repair(report, len(entries))
         return report
+
+    def _log_repair(self, report: RepairReport, count: int) -> None:
+        folder = str(self.models_dir)
+        logger.info("repaired the index of %r: rebuilt from the model files, %d model(s)%s", folder, count,
+                    f"; {report.reason}" if report.reason else "")
+        each = logging.DEBUG if report.reason else logging.INFO  # from an unusable index every model is "added": say so once
+        for mid in report.added:
+            logger.log(each, "repair of %r: indexed %r, a model file the index did not list", folder, mid)
+        for mid in report.removed:
+            logger.info("repair of %r: dropped %r (its file is gone, or does not hold that id)", folder, mid)
+        for name, code in report.invalid.items():
+            logger.warning("repair of %r: %r is not a usable model file [%s]; left in place", folder, name, code)
+        for name in report.cleaned:
+            logger.info("repair of %r: removed %r, the temporary file of an interrupted save", folder, name)
 
 
 def _remember(key: str, value: _Seen) -> None:

@@ -381,7 +381,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
     if args.json:
         import dataclasses
 
-        print(json.dumps(dataclasses.asdict(report), indent=2, ensure_ascii=True))
+        fields = {f.name for f in dataclasses.fields(report) if f.name != "events"}  # events: for the log, in words
+        print(json.dumps({k: v for k, v in dataclasses.asdict(report).items() if k in fields}, indent=2, ensure_ascii=True))
     else:
         _print_repair(report, sys.stdout)
         print(f"index rebuilt: {len(ModelLibrary(args.dir).list_all())} models")
