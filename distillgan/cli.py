@@ -256,7 +256,7 @@ def _folder(args: argparse.Namespace) -> str:
     """The models folder of a command: --dir (or the legacy positional), which must exist — never created here."""
     from pathlib import Path
 
-    folder = args.folder if getattr(args, "folder", None) else args.dir
+    folder = getattr(args, "folder", None) or args.dir or DEFAULT_DIR
     if not Path(folder).expanduser().is_dir():
         what = "is not a folder" if Path(folder).expanduser().exists() else "does not exist"
         raise LibraryError(f"models folder {folder!r} {what} (give the folder with --dir)", code="not-found")
@@ -304,13 +304,21 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
     from pathlib import Path
 
-    folder = _folder(args)
-    entries = ModelLibrary(folder).list_all()
     what = args.model
+    p = Path(what).expanduser()
+    seps = [s for s in (os.sep, os.altsep) if s]
+    # a path (not a bare file name, id or name): it names its folder, unless --dir says otherwise
+    as_path = (any(s in what for s in seps) or what.startswith("~")) and (p.exists() or p.suffix == ".distillgan")
+    if as_path and not (getattr(args, "folder", None) or args.dir):
+        args.dir = str(p.parent)
+    folder = _folder(args)
+    if as_path and not _same_folder(p.parent, Path(folder)):
+        raise LibraryError(f"{what!r} is not in the models folder {folder!r}; leave out --dir (a path names its own folder) "
+                           f"or give --dir {str(p.parent)!r}", code="not-found")
+    entries = ModelLibrary(folder).list_all()
     matches = [e for e in entries if e.model_id == what]
     if not matches:  # a file: the path given, or its name inside the folder
-        p = Path(what).expanduser()
-        name = p.name if (p.parent == Path(folder) or p.parent.resolve() == Path(folder).resolve() or str(p.parent) == ".") else None
+        name = p.name if (as_path or str(p.parent) == ".") else None
         matches = [e for e in entries if name is not None and e.file_path == name]
     if not matches:
         matches = [e for e in entries if e.name == what]
@@ -327,6 +335,13 @@ def cmd_delete(args: argparse.Namespace) -> int:
         return 0
     print(f"distillgan: error [not-found]: model {safe(entry.model_id)} is no longer in {safe(folder)}", file=sys.stderr)
     return 1
+
+
+def _same_folder(a: Any, b: Any) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -402,7 +417,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _dir_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dir", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR}); it must exist")
+    p.add_argument("--dir", help=f"models folder (default: ./{DEFAULT_DIR}); it must exist")
     p.add_argument("folder", nargs="?", help=argparse.SUPPRESS)  # the folder as a positional, as before --dir was everywhere
 
 
@@ -444,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("delete", help="delete a model file and its index entry",
                        description="Delete one model of a folder, named by its id, its file (name or path) or its name "
-                       "(when no other model has that name).")
+                       "(when no other model has that name). A path names its own folder: --dir is then not needed, "
+                       "and a path outside the --dir given is refused.")
     p.add_argument("model", metavar="MODEL", help="model id, file name or path, or model name (see `distillgan list`)")
     _dir_option(p)
     p.set_defaults(func=cmd_delete)

@@ -176,6 +176,24 @@ def test_delete_by_name_or_file_and_ambiguity(tmp_path: Path) -> None:
     assert run("delete", a.name, "--dir", str(folder)).returncode == 0 and not a.exists()  # by file name
 
 
+def test_delete_by_path_takes_the_folder_from_the_path(tmp_path: Path) -> None:
+    """No --dir: the folder is the file's own (not ./models, which does not exist here); --dir elsewhere is refused."""
+    folder = tmp_path / "elsewhere"
+    keep = save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="keep", model_id="k"), folder)
+    zz = save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="zz", model_id="z"), folder)
+    other = tmp_path / "other"
+    other.mkdir()
+    r = run("delete", str(zz), "--dir", str(other), cwd=tmp_path)
+    assert r.returncode == 1 and "[not-found]" in r.stderr and str(other) in r.stderr and "not in" in r.stderr, r.stderr
+    assert zz.exists()
+    r = run("delete", str(zz), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not zz.exists() and keep.exists() and not (tmp_path / "models").exists()
+    assert [e["model_id"] for e in json.loads(run("list", "--json", "--dir", str(folder)).stdout)] == ["k"]
+    r = run("delete", os.path.join("elsewhere", keep.name), cwd=tmp_path)  # a relative path too
+    assert r.returncode == 0 and not keep.exists(), r.stderr
+
+
 def test_a_missing_folder_is_an_error_and_is_never_created(tmp_path: Path) -> None:
     missing = tmp_path / "typo"
     for args in (["list", "--dir", str(missing)], ["repair", "--dir", str(missing)], ["delete", "x", "--dir", str(missing)],
