@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # imported where a command needs them: `distillgan --version`
     from .catalog import RepairReport
 
 DEFAULT_DIR = "models"
+DEMO_DIR = "distillgan-demo"
 
 
 def safe(text: Any) -> str:
@@ -409,15 +410,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from .demo import run_demo
 
-    run_demo(Path(args.dir))
+    run_demo(Path(args.folder or args.dir or DEMO_DIR).expanduser())
     return 0
 
 
 # --- parser --------------------------------------------------------------------------------
 
 
-def _dir_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dir", help=f"models folder (default: ./{DEFAULT_DIR}); it must exist")
+def _dir_option(p: argparse.ArgumentParser, default: str = f"./{DEFAULT_DIR}") -> None:
+    p.add_argument("--dir", help=f"models folder (default: {default}); it must exist")
     p.add_argument("folder", nargs="?", help=argparse.SUPPRESS)  # the folder as a positional, as before --dir was everywhere
 
 
@@ -462,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(when no other model has that name). A path names its own folder: --dir is then not needed, "
                        "and a path outside the --dir given is refused.")
     p.add_argument("model", metavar="MODEL", help="model id, file name or path, or model name (see `distillgan list`)")
-    _dir_option(p)
+    _dir_option(p, f"the folder of MODEL when it is a path, else ./{DEFAULT_DIR}")
     p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser(
@@ -492,13 +493,13 @@ examples:
   distillgan convert g_02500000 --name "HiFi-GAN universal"
 """,
     )
-    p.add_argument("file", help="the file to convert (.pt, .ckpt, .pth, an old pickle .distillgan, .safetensors, ...)")
+    p.add_argument("file", metavar="FILE", help="the file to convert (.pt, .ckpt, .pth, an old pickle .distillgan, .safetensors, ...)")
     p.add_argument("--name", help="model name (default: the name the file carries, else the file's stem)")
     p.add_argument("--description", help="model description")
     p.add_argument("--tag", action="append", help="a tag (repeatable)")
     p.add_argument("--key", help="the top-level key holding the state dict, when none of the usual ones does")
     p.add_argument("--strip-prefix", metavar="P", help="remove P from the start of state-dict keys (e.g. 'model.' or 'module.')")
-    p.add_argument("--dir", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR})")
+    p.add_argument("--dir", default=DEFAULT_DIR, help=f"models folder to save into (default: ./{DEFAULT_DIR}); created if needed")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser(
@@ -508,8 +509,8 @@ examples:
         "file that safetensors.torch.load_model/load_file accept: tied weights stored once under the name "
         "safetensors keeps, analysis arrays left out, the manifest as JSON in __metadata__ (key distillgan.manifest).",
     )
-    p.add_argument("file", help="a .distillgan file")
-    p.add_argument("out", help="the .safetensors file to write")
+    p.add_argument("file", metavar="FILE", help="a .distillgan file")
+    p.add_argument("out", metavar="OUT", help="the .safetensors file to write")
     p.add_argument("--vocoder", action="store_true",
                    help="export the vocoder's weights (vocoder_state's generator_state_dict, or state_dict)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
@@ -525,7 +526,8 @@ examples:
     p = sub.add_parser("demo", help="save, inspect and load a small example model",
                        description="Build a small generator and a HiFi-GAN-shaped vocoder, save them with and without "
                        "the vocoder, inspect, verify, load back, and show a legacy .distill file refused.")
-    p.add_argument("dir", nargs="?", default="distillgan-demo", help="folder for the demo files (default: ./distillgan-demo)")
+    p.add_argument("--dir", help=f"folder for the demo files (default: ./{DEMO_DIR}); created if needed")
+    p.add_argument("folder", nargs="?", help=argparse.SUPPRESS)  # the folder as a positional, as before --dir was everywhere
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -240,12 +240,21 @@ def test_hostile_names_are_escaped(tmp_path: Path) -> None:
 
 
 def test_demo_runs(tmp_path: Path) -> None:
-    r = run("demo", str(tmp_path / "demo"))
+    r = run("demo", "--dir", str(tmp_path / "demo"))  # the folder passed as for every other command
     assert r.returncode == 0, r.stderr
     assert "This model was saved in v1 format which is no longer supported. Please retrain your model." in r.stdout
-    assert "demo finished" in r.stdout
-    r = run("demo", str(tmp_path / "demo"))  # re-runnable in the same folder
+    assert "demo finished" in r.stdout and any(p.suffix == ".distillgan" for p in (tmp_path / "demo").iterdir())
+    r = run("demo", str(tmp_path / "demo"))  # re-runnable in the same folder; the old positional form still works
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("command", ["list", "delete", "repair", "convert", "demo"])
+def test_every_command_with_a_folder_takes_it_as_dir(command: str) -> None:
+    """Issue 12: the folder is passed the same way everywhere: --dir DIR, no documented positional folder."""
+    r = run(command, "--help")
+    assert r.returncode == 0 and "--dir DIR" in r.stdout, r.stdout
+    usage = r.stdout.split("\n\n", 1)[0]
+    assert not any(word in usage.split() for word in ("dir", "folder", "[dir]", "[folder]")), usage
 
 
 def test_python_dash_m_entry_point() -> None:
