@@ -248,9 +248,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _entry_json(e: Any) -> dict[str, Any]:
+    """An index entry in the JSON projection of FORMAT.md §4.6: NaN and infinities as {"$": "float", ...}, strict JSON."""
     import dataclasses
 
-    return dataclasses.asdict(e)
+    from .values import json_view
+
+    return json_view(dataclasses.asdict(e))  # type: ignore[no-any-return]
 
 
 def _folder(args: argparse.Namespace) -> str:
@@ -271,7 +274,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     library = ModelLibrary(args.dir)
     entries = library.list_all()
     if args.json:
-        print(json.dumps([_entry_json(e) for e in entries], indent=2, ensure_ascii=True))
+        print(json.dumps([_entry_json(e) for e in entries], indent=2, ensure_ascii=True, allow_nan=False))
         return 0
     if library.last_repair is not None:
         _print_repair(library.last_repair, sys.stderr)
@@ -455,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list the models of a folder",
                        description="List the models of a folder (read-only: works on folders you cannot write).")
     _dir_option(p)
-    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the entries as strict JSON (FORMAT.md §4.6: a NaN or infinite loss is "
+                   '{"$": "float", "value": "nan", "bits": ...}, never a bare NaN)')
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("delete", help="delete a model file and its index entry",

@@ -163,6 +163,23 @@ def test_list_delete_repair(models: Path) -> None:
     assert report["added"] == ["p1"]
 
 
+def test_list_json_is_strict_json_with_non_finite_losses(tmp_path: Path) -> None:
+    """NaN and infinities use FORMAT.md §4.6's {"$": "float"} form: no bare NaN that strict parsers refuse."""
+    save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="diverged", model_id="nan1", final_train_loss=float("nan"),
+               final_val_loss=float("-inf")), tmp_path)
+    r = run("list", "--json", "--dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    (entry,) = json.loads(r.stdout, parse_constant=refuse)
+    assert entry["model_id"] == "nan1"
+    assert entry["final_train_loss"] == {"$": "float", "value": "nan", "bits": "7ff8000000000000"}
+    assert entry["final_val_loss"] == {"$": "float", "value": "-inf", "bits": "fff0000000000000"}
+    assert entry["dataset_total_duration_s"] == 0.0
+
+
 def test_delete_by_name_or_file_and_ambiguity(tmp_path: Path) -> None:
     folder = tmp_path / "m"
     a = save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="Keys", model_id="k1"), folder)
