@@ -145,6 +145,26 @@ def test_reconciliations_and_repairs_are_logged(tmp_path: Path, caplog: pytest.L
     assert abandoned.name in logged and "removed" in logged, logged
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX modes")
+def test_the_index_is_0644_like_the_models_whatever_the_umask(tmp_path: Path) -> None:
+    """Issue 12: the index was written 0600 while models are 0644; a umask of 077 must not make it private either."""
+    old = os.umask(0o077)
+    try:
+        a = _save(tmp_path, "A", model_id="a")  # the index created by a save
+        index = tmp_path / INDEX_NAME
+        modes = {"save": (index.stat().st_mode & 0o777, a.stat().st_mode & 0o777)}
+        (tmp_path / INDEX_NAME).write_text("{garbage", encoding="utf-8")
+        index.chmod(0o600)
+        ModelLibrary(tmp_path).list_all()  # rewritten by a read that reconciles it
+        modes["read"] = (index.stat().st_mode & 0o777, a.stat().st_mode & 0o777)
+        index.chmod(0o600)
+        ModelLibrary(tmp_path).repair_index()  # and by a repair
+        modes["repair"] = (index.stat().st_mode & 0o777, a.stat().st_mode & 0o777)
+    finally:
+        os.umask(old)
+    assert modes == {"save": (0o644, 0o644), "read": (0o644, 0o644), "repair": (0o644, 0o644)}, {k: tuple(map(oct, v)) for k, v in modes.items()}
+
+
 def test_orphan_file_is_indexed_on_read(tmp_path: Path) -> None:
     """A save killed after publishing its file but before the index write is completed by the next reader."""
     _save(tmp_path, "A", model_id="a")
