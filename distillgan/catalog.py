@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DistillganError, InputError, LegacyFormatError, LibraryError
+from .errors import DistillganError, InputError, LegacyFormatError, LibraryError, from_os_error
 from .index import (
     INDEX_NAME,
     INDEX_VERSION,
@@ -259,7 +259,10 @@ class ModelLibrary:
         try:
             self._write(entries, durable=True)
         except OSError as e:
-            raise LibraryError(f"cannot write {str(self.index_path)!r}: {e.strerror or e}", code="folder-unwritable") from e
+            error = from_os_error(e, "write the index", self.index_path)  # permission-denied, read-only, no-space: as everywhere
+            if error.code in ("io-error", "not-found", "not-a-directory"):  # e.g. the index is a folder: it cannot be replaced
+                error = LibraryError(f"cannot write {str(self.index_path)!r}: {e.strerror or e}", code="folder-unwritable")
+            raise error from e
 
     def _listdir(self) -> list[str]:
         try:
@@ -396,7 +399,7 @@ class ModelLibrary:
                     if dirty:
                         self._write(entries, durable=True)
                         written = True
-            except (LibraryError, OSError) as e:
+            except (DistillganError, OSError) as e:  # read-only or unwritable folder, busy lock: keep the fix in memory
                 level = logging.WARNING if getattr(e, "code", "") == "not-regular-file" else logging.DEBUG
                 logger.log(level, "index of %r reconciled in memory only: %s", str(self.models_dir), e)
             # a fix written once is news (INFO); one kept in memory (read-only folder, busy lock) recurs on every read (DEBUG)
@@ -525,7 +528,7 @@ class ModelLibrary:
             )
 
     def drop(self, entries: dict[str, ModelEntry], model_id: str) -> None:
-        """Write the index without ``model_id``, durably; LibraryError ``folder-unwritable`` on failure."""
+        """Write the index without ``model_id``, durably; the DistillganError of ``_write_or_raise`` on failure."""
         self._write_or_raise({k: v for k, v in entries.items() if k != model_id})
 
     # -- public API (the app's, and ours) ----------------------------------------------------------------
@@ -584,7 +587,8 @@ class ModelLibrary:
 
         Ids are settled as the module docstring says; pickle-era files the index lists keep
         their entries. Returns a RepairReport (``removed, added = report`` gives the app's counts).
-        Raises LibraryError ``folder-unwritable`` when the index cannot be written.
+        Raises FileAccessError ``permission-denied``/``read-only`` when this user cannot change the folder,
+        LibraryError ``folder-unwritable`` when the index cannot be written for another reason.
         """
         report = RepairReport()
         if not self.models_dir.is_dir():
