@@ -403,7 +403,10 @@ class ModelLibrary:
                 level = logging.WARNING if getattr(e, "code", "") == "not-regular-file" else logging.DEBUG
                 logger.log(level, "index of %r reconciled in memory only: %s", str(self.models_dir), e)
             # a fix written once is news (INFO); one kept in memory (read-only folder, busy lock) recurs on every read (DEBUG)
-            self._log_events(report, logging.INFO if written else logging.DEBUG, "reconciled" if written else "reconciled in memory")
+            if written:
+                self._log_events(report, logging.INFO, "reconciled")
+            else:
+                self._log_events(report, logging.DEBUG, "reconciled in memory")
         self.last_repair = report if report.has_news() else None
         return entries
 

@@ -498,7 +498,8 @@ examples:
   distillgan convert g_02500000 --name "HiFi-GAN universal"
 """,
     )
-    p.add_argument("file", metavar="FILE", help="the file to convert (.pt, .ckpt, .pth, an old pickle .distillgan, .safetensors, ...)")
+    p.add_argument("file", metavar="FILE",
+                   help="the file to convert (.pt, .ckpt, .pth, an old pickle .distillgan, .safetensors, ...)")
     p.add_argument("--name", help="model name (default: the name the file carries, else the file's stem)")
     p.add_argument("--description", help="model description")
     p.add_argument("--tag", action="append", help="a tag (repeatable)")

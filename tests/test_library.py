@@ -118,7 +118,8 @@ def test_reconciliations_and_repairs_are_logged(tmp_path: Path, caplog: pytest.L
     c.unlink()
 
     def messages() -> str:
-        return "\n".join(r.getMessage() for r in caplog.records if r.name.split(".")[0] == "distillgan" and r.levelno >= logging.INFO)
+        ours = [r for r in caplog.records if r.name.split(".")[0] == "distillgan" and r.levelno >= logging.INFO]
+        return "\n".join(r.getMessage() for r in ours)
 
     with caplog.at_level(logging.DEBUG, logger="distillgan"):
         assert {e.model_id for e in ModelLibrary(tmp_path).list_all()} == {"a", "b"}
@@ -162,7 +163,8 @@ def test_the_index_is_0644_like_the_models_whatever_the_umask(tmp_path: Path) ->
         modes["repair"] = (index.stat().st_mode & 0o777, a.stat().st_mode & 0o777)
     finally:
         os.umask(old)
-    assert modes == {"save": (0o644, 0o644), "read": (0o644, 0o644), "repair": (0o644, 0o644)}, {k: tuple(map(oct, v)) for k, v in modes.items()}
+    expected = {"save": (0o644, 0o644), "read": (0o644, 0o644), "repair": (0o644, 0o644)}
+    assert modes == expected, {k: tuple(map(oct, v)) for k, v in modes.items()}
 
 
 def test_orphan_file_is_indexed_on_read(tmp_path: Path) -> None:
