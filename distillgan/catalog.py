@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DistillganError, InputError, LegacyFormatError, LibraryError
+from .errors import DistillganError, InputError, LegacyFormatError, LibraryError, from_os_error
 from .index import (
     INDEX_NAME,
     INDEX_VERSION,
@@ -125,6 +125,7 @@ class RepairReport:
     abandoned: dict[str, int] = field(default_factory=dict)  # abandoned temporary files left in place (reads): name -> bytes
     refreshed: list[str] = field(default_factory=list)  # model ids indexed again from a file replaced in place (a marker)
     reason: str = ""  # why the index was rebuilt, when it was
+    events: list[str] = field(default_factory=list, repr=False, compare=False)  # what changed and why, in words (logged)
 
     def __iter__(self) -> Iterator[int]:
         return iter((len(self.removed), len(self.added)))
@@ -279,7 +280,10 @@ class ModelLibrary:
         try:
             self._write(entries, durable=True)
         except OSError as e:
-            raise LibraryError(f"cannot write {str(self.index_path)!r}: {e.strerror or e}", code="folder-unwritable") from e
+            error = from_os_error(e, "write the index", self.index_path)  # permission-denied, read-only, no-space: as everywhere
+            if error.code in ("io-error", "not-found", "not-a-directory"):  # e.g. the index is a folder: it cannot be replaced
+                error = LibraryError(f"cannot write {str(self.index_path)!r}: {e.strerror or e}", code="folder-unwritable")
+            raise error from e
 
     def _listdir(self) -> list[str]:
         try:
@@ -367,12 +371,14 @@ class ModelLibrary:
             report.reason = f"index unusable ({e}); rebuilt from the model files"
             entries = self._scan(names, {}, report)
             report.added = sorted(entries)
+            report.events.append(f"rebuilt the index from {len(entries)} model file(s): {report.reason}")
             return entries, report, True
         if doc is None:
             doc = IndexDoc(entries={})
         present = set(names)
         entries = {mid: entry for mid, entry in doc.entries.items() if entry.file_path in present}
         report.removed = [mid for mid in doc.entries if mid not in entries]
+        report.events += [f"dropped {mid!r}: its file {doc.entries[mid].file_path!r} is gone" for mid in report.removed]
         by_file: dict[str, list[str]] = {}
         for mid, entry in entries.items():
             by_file.setdefault(entry.file_path, []).append(mid)
@@ -383,6 +389,8 @@ class ModelLibrary:
                     if truth is None or truth.model_id != mid:
                         del entries[mid]
                         report.removed.append(mid)
+                        holds = "cannot say which model it holds" if truth is None else f"holds {truth.model_id!r}"
+                        report.events.append(f"dropped {mid!r}: several entries name {name!r}, which {holds}")
         replaced = [n for n in _replaced_files(names) if n in present]
         for name in replaced:  # a writer was killed (or is busy) between replacing the file and indexing it
             truth = self._probe(name)[0]
@@ -392,21 +400,26 @@ class ModelLibrary:
             for mid in [mid for mid, e in entries.items() if e.file_path == name and mid != truth.model_id]:
                 del entries[mid]
                 report.removed.append(mid)
+                report.events.append(f"dropped {mid!r}: {name!r}, replaced in place, holds {truth.model_id!r}")
             if holder != truth:
                 entries[truth.model_id] = truth
                 report.refreshed.append(truth.model_id)
+                report.events.append(f"indexed {truth.model_id!r} again from {name!r}, which was replaced in place")
         indexed = {entry.file_path for entry in entries.values()}
         orphans = [n for n in _model_names(names) if n not in indexed]
         if orphans:
             for mid, entry in self._scan(orphans, {}, report).items():
                 if mid in entries:
                     report.invalid[entry.file_path] = "duplicate-model-id"
+                    report.events.append(f"not indexed {entry.file_path!r}: model id {mid!r} is {entries[mid].file_path!r}'s")
                 else:
                     entries[mid] = entry
                     report.added.append(mid)
+                    report.events.append(f"indexed {mid!r} from {entry.file_path!r}, a model file the index did not list")
         if doc.dropped:
             first = next(iter(doc.dropped.values()))
             report.reason = f"{len(doc.dropped)} invalid index entr{'y' if len(doc.dropped) == 1 else 'ies'} dropped ({first}); rebuilt from the model files"
+            report.events.append(f"rebuilt the index: {report.reason}")
         dirty = bool(report.added or report.removed or doc.dropped or (doc.layout != "app" and entries)
                      or any(n.endswith(REPLACING_SUFFIX) and n.startswith(".") for n in names))
         return entries, report, dirty
@@ -415,6 +428,7 @@ class ModelLibrary:
         """The reconciled entries; the fix is written when the lock is free and the folder writable."""
         entries, report, dirty = self._reconcile(self._listdir())
         if dirty:
+            written = False
             try:
                 with folder_locked(self.models_dir, timeout=0):
                     names = self._listdir()
@@ -422,9 +436,15 @@ class ModelLibrary:
                     if dirty:
                         self._write(entries, durable=True)
                         self._remove_markers(names)
-            except (LibraryError, OSError) as e:
+                        written = True
+            except (DistillganError, OSError) as e:  # read-only or unwritable folder, busy lock: keep the fix in memory
                 level = logging.WARNING if getattr(e, "code", "") == "not-regular-file" else logging.DEBUG
                 logger.log(level, "index of %r reconciled in memory only: %s", str(self.models_dir), e)
+            # a fix written once is news (INFO); one kept in memory (read-only folder, busy lock) recurs on every read (DEBUG)
+            if written:
+                self._log_events(report, logging.INFO, "reconciled")
+            else:
+                self._log_events(report, logging.DEBUG, "reconciled in memory")
         self.last_repair = report if report.has_news() else None
         return entries
 
@@ -440,8 +460,13 @@ class ModelLibrary:
             if doc is None or not doc.dropped:
                 return {} if doc is None else dict(doc.entries)
         entries, report, _dirty = self._reconcile(self._listdir())
+        self._log_events(report, logging.INFO, "reconciled before a save")
         self.last_repair = report
         return entries
+
+    def _log_events(self, report: RepairReport, level: int, what: str) -> None:
+        for event in report.events:
+            logger.log(level, "index of %r %s: %s", str(self.models_dir), what, event)
 
     def check_id_free(self, model_id: str, entries: dict[str, ModelEntry] | None = None) -> None:
         """LibraryError ``duplicate-model-id`` if ``model_id`` already names an existing file here.
@@ -544,7 +569,7 @@ class ModelLibrary:
             )
 
     def drop(self, entries: dict[str, ModelEntry], model_id: str) -> None:
-        """Write the index without ``model_id``, durably; LibraryError ``folder-unwritable`` on failure."""
+        """Write the index without ``model_id``, durably; the DistillganError of ``_write_or_raise`` on failure."""
         self._write_or_raise({k: v for k, v in entries.items() if k != model_id})
 
     # -- public API (the app's, and ours) ----------------------------------------------------------------
@@ -603,7 +628,8 @@ class ModelLibrary:
 
         Ids are settled as the module docstring says; pickle-era files the index lists keep
         their entries. Returns a RepairReport (``removed, added = report`` gives the app's counts).
-        Raises LibraryError ``folder-unwritable`` when the index cannot be written.
+        Raises FileAccessError ``permission-denied``/``read-only`` when this user cannot change the folder,
+        LibraryError ``folder-unwritable`` when the index cannot be written for another reason.
         """
         report = RepairReport()
         if not self.models_dir.is_dir():
@@ -623,7 +649,22 @@ class ModelLibrary:
             report.cleaned = sorted(remove_abandoned(self.models_dir, names))
             self._write_or_raise(entries)
             self._remove_markers(names)  # the entries above come from every file's own manifest
+        self._log_repair(report, len(entries))
         return report
+
+    def _log_repair(self, report: RepairReport, count: int) -> None:
+        folder = str(self.models_dir)
+        logger.info("repaired the index of %r: rebuilt from the model files, %d model(s)%s", folder, count,
+                    f"; {report.reason}" if report.reason else "")
+        each = logging.DEBUG if report.reason else logging.INFO  # from an unusable index every model is "added": say so once
+        for mid in report.added:
+            logger.log(each, "repair of %r: indexed %r, a model file the index did not list", folder, mid)
+        for mid in report.removed:
+            logger.info("repair of %r: dropped %r (its file is gone, or does not hold that id)", folder, mid)
+        for name, code in report.invalid.items():
+            logger.warning("repair of %r: %r is not a usable model file [%s]; left in place", folder, name, code)
+        for name in report.cleaned:
+            logger.info("repair of %r: removed %r, the temporary file of an interrupted save", folder, name)
 
     # -- replacement markers (update_vocoder; the caller holds the lock) ----------------------------------
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # imported where a command needs them: `distillgan --version`
     from .catalog import RepairReport
 
 DEFAULT_DIR = "models"
+DEMO_DIR = "distillgan-demo"
 
 
 def safe(text: Any) -> str:
@@ -247,16 +248,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _entry_json(e: Any) -> dict[str, Any]:
+    """An index entry in the JSON projection of FORMAT.md §4.6: NaN and infinities as {"$": "float", ...}, strict JSON."""
     import dataclasses
 
-    return dataclasses.asdict(e)
+    from .values import json_view
+
+    return json_view(dataclasses.asdict(e))
 
 
 def _folder(args: argparse.Namespace) -> str:
     """The models folder of a command: --dir (or the legacy positional), which must exist — never created here."""
     from pathlib import Path
 
-    folder = args.folder if getattr(args, "folder", None) else args.dir
+    folder = getattr(args, "folder", None) or args.dir or DEFAULT_DIR
     if not Path(folder).expanduser().is_dir():
         what = "is not a folder" if Path(folder).expanduser().exists() else "does not exist"
         raise LibraryError(f"models folder {folder!r} {what} (give the folder with --dir)", code="not-found")
@@ -270,7 +274,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     library = ModelLibrary(args.dir)
     entries = library.list_all()
     if args.json:
-        print(json.dumps([_entry_json(e) for e in entries], indent=2, ensure_ascii=True))
+        print(json.dumps([_entry_json(e) for e in entries], indent=2, ensure_ascii=True, allow_nan=False))
         return 0
     if library.last_repair is not None:
         _print_repair(library.last_repair, sys.stderr)
@@ -304,13 +308,21 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
     from pathlib import Path
 
-    folder = _folder(args)
-    entries = ModelLibrary(folder).list_all()
     what = args.model
+    p = Path(what).expanduser()
+    seps = [s for s in (os.sep, os.altsep) if s]
+    # a path (not a bare file name, id or name): it names its folder, unless --dir says otherwise
+    as_path = (any(s in what for s in seps) or what.startswith("~")) and (p.exists() or p.suffix == ".distillgan")
+    if as_path and not (getattr(args, "folder", None) or args.dir):
+        args.dir = str(p.parent)
+    folder = _folder(args)
+    if as_path and not _same_folder(p.parent, Path(folder)):
+        raise LibraryError(f"{what!r} is not in the models folder {folder!r}; leave out --dir (a path names its own folder) "
+                           f"or give --dir {str(p.parent)!r}", code="not-found")
+    entries = ModelLibrary(folder).list_all()
     matches = [e for e in entries if e.model_id == what]
     if not matches:  # a file: the path given, or its name inside the folder
-        p = Path(what).expanduser()
-        name = p.name if (p.parent == Path(folder) or p.parent.resolve() == Path(folder).resolve() or str(p.parent) == ".") else None
+        name = p.name if (as_path or str(p.parent) == ".") else None
         matches = [e for e in entries if name is not None and e.file_path == name]
     if not matches:
         matches = [e for e in entries if e.name == what]
@@ -338,6 +350,13 @@ def _convert_inputs(given: list[str]) -> list[str]:
         else:
             files.append(item)
     return files
+
+
+def _same_folder(a: Any, b: Any) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -418,7 +437,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
     if args.json:
         import dataclasses
 
-        print(json.dumps(dataclasses.asdict(report), indent=2, ensure_ascii=True))
+        fields = {f.name for f in dataclasses.fields(report) if f.name != "events"}  # events: for the log, in words
+        print(json.dumps({k: v for k, v in dataclasses.asdict(report).items() if k in fields}, indent=2, ensure_ascii=True))
     else:
         _print_repair(report, sys.stdout)
         print(f"index rebuilt: {len(ModelLibrary(args.dir).list_all())} models")
@@ -430,15 +450,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from .demo import run_demo
 
-    run_demo(Path(args.dir))
+    run_demo(Path(args.folder or args.dir or DEMO_DIR).expanduser())
     return 0
 
 
 # --- parser --------------------------------------------------------------------------------
 
 
-def _dir_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dir", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR}); it must exist")
+def _dir_option(p: argparse.ArgumentParser, default: str = f"./{DEFAULT_DIR}") -> None:
+    p.add_argument("--dir", help=f"models folder (default: {default}); it must exist")
     p.add_argument("folder", nargs="?", help=argparse.SUPPRESS)  # the folder as a positional, as before --dir was everywhere
 
 
@@ -475,14 +495,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list the models of a folder",
                        description="List the models of a folder (read-only: works on folders you cannot write).")
     _dir_option(p)
-    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the entries as strict JSON (FORMAT.md §4.6: a NaN or infinite loss is "
+                   '{"$": "float", "value": "nan", "bits": ...}, never a bare NaN)')
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("delete", help="delete a model file and its index entry",
                        description="Delete one model of a folder, named by its id, its file (name or path) or its name "
-                       "(when no other model has that name).")
+                       "(when no other model has that name). A path names its own folder: --dir is then not needed, "
+                       "and a path outside the --dir given is refused.")
     p.add_argument("model", metavar="MODEL", help="model id, file name or path, or model name (see `distillgan list`)")
-    _dir_option(p)
+    _dir_option(p, f"the folder of MODEL when it is a path, else ./{DEFAULT_DIR}")
     p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser(
@@ -529,7 +552,7 @@ and a failure is reported and the rest go on (exit 1 if any failed).
     p.add_argument("--tag", action="append", help="a tag (repeatable)")
     p.add_argument("--key", help="the top-level key holding the state dict, when none of the usual ones does")
     p.add_argument("--strip-prefix", metavar="P", help="remove P from the start of state-dict keys (e.g. 'model.' or 'module.')")
-    p.add_argument("--dir", default=DEFAULT_DIR, help=f"models folder (default: ./{DEFAULT_DIR})")
+    p.add_argument("--dir", default=DEFAULT_DIR, help=f"models folder to save into (default: ./{DEFAULT_DIR}); created if needed")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser(
@@ -540,8 +563,8 @@ and a failure is reported and the rest go on (exit 1 if any failed).
         "safetensors keeps, analysis arrays left out, the manifest as JSON in __metadata__ (key distillgan.manifest). "
         "OUT is written through a temporary file beside it and appears only when complete; its folder must exist.",
     )
-    p.add_argument("file", help="a .distillgan file")
-    p.add_argument("out", help="the .safetensors file to write (its folder must exist)")
+    p.add_argument("file", metavar="FILE", help="a .distillgan file")
+    p.add_argument("out", metavar="OUT", help="the .safetensors file to write (its folder must exist)")
     p.add_argument("--vocoder", action="store_true",
                    help="export the vocoder's weights (vocoder_state's generator_state_dict, or state_dict)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
@@ -557,7 +580,8 @@ and a failure is reported and the rest go on (exit 1 if any failed).
     p = sub.add_parser("demo", help="save, inspect and load a small example model",
                        description="Build a small generator and a HiFi-GAN-shaped vocoder, save them with and without "
                        "the vocoder, inspect, verify, load back, and show a legacy .distill file refused.")
-    p.add_argument("dir", nargs="?", default="distillgan-demo", help="folder for the demo files (default: ./distillgan-demo)")
+    p.add_argument("--dir", help=f"folder for the demo files (default: ./{DEMO_DIR}); created if needed")
+    p.add_argument("folder", nargs="?", help=argparse.SUPPRESS)  # the folder as a positional, as before --dir was everywhere
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -126,8 +126,10 @@ class SafeOpen:
     """A ``.distillgan`` file opened lazily (see :func:`safe_open`); close it, or use it as a context manager."""
 
     def __init__(self, path: str | os.PathLike[str], device: Any = "cpu") -> None:
+        from .persistence import _torch_device
+
+        self._device = _torch_device(device)  # an unusable device is an error now, naming device="cpu", not at get_tensor
         self._archive: Archive = open_archive(path)
-        self._device = device
         state = self._archive.decoded.values["state_dict"]
         self._refs: dict[str, Ref] = {k: v for k, v in state.items() if type(k) is str and type(v) is Ref} if type(state) is dict else {}
 
@@ -143,13 +145,12 @@ class SafeOpen:
 
     def get_tensor(self, name: str) -> Any:
         """One tensor of the state dict, read now (a view of the mapping; one range request for a URL)."""
-        info = self._info(name)
-        t = self._read(info)
+        t = self._read(*self._info(name))
         return t if self._on_cpu() else t.to(self._device)
 
     def get_slice(self, name: str) -> TensorSlice:
         """A handle that reads only what you index: ``f.get_slice("w")[:, :8]``."""
-        return TensorSlice(self, self._info(name))
+        return TensorSlice(self, *self._info(name))
 
     # -- beyond safetensors --
 
@@ -180,22 +181,17 @@ class SafeOpen:
     # -- internals --
 
     def _on_cpu(self) -> bool:
-        import torch
+        return bool(self._device.type == "cpu")
 
-        return torch.device(self._device).type == "cpu"
-
-    def _info(self, name: str) -> TensorInfo:
+    def _info(self, name: str) -> tuple[str, TensorInfo]:
+        """(member, stored tensor) of a state-dict key: dict lookups only (the archive's index is built once)."""
         ref = self._refs.get(name)
         if ref is None:
             raise InputError(f"the state dict has no tensor {name!r}", code="not-found")
         target = self._archive.manifest["members"][ref.member]["aliases"].get(ref.name, ref.name)
-        return next(t for t in self._archive.tables[ref.member].tensors if t.name == target)
+        return ref.member, self._archive._index[ref.member][target]
 
-    def _member_of(self, info: TensorInfo) -> str:
-        return next(m for m, table in self._archive.tables.items() if info in table.tensors)
-
-    def _read(self, info: TensorInfo) -> Any:
-        member = self._member_of(info)
+    def _read(self, member: str, info: TensorInfo) -> Any:
         table = self._archive.tables[member]
         if isinstance(self._archive.source, MappedFile):
             self._archive.source.exported = True
@@ -211,8 +207,9 @@ class SafeOpen:
 class TensorSlice:
     """One tensor of a :class:`SafeOpen` file, indexed lazily like safetensors' slices."""
 
-    def __init__(self, owner: SafeOpen, info: TensorInfo) -> None:
+    def __init__(self, owner: SafeOpen, member: str, info: TensorInfo) -> None:
         self._owner = owner
+        self._member = member
         self._info = info
 
     def get_shape(self) -> list[int]:
@@ -222,7 +219,7 @@ class TensorSlice:
         return self._info.dtype
 
     def __getitem__(self, index: Any) -> Any:
-        whole = self._owner._read(self._info)  # a view of the mapping: indexing reads only the pages it touches
+        whole = self._owner._read(self._member, self._info)  # a view of the mapping: indexing reads only the pages it touches
         part = whole[index]
         return part if self._owner._on_cpu() else part.to(self._owner._device)
 
@@ -231,7 +228,8 @@ def safe_open(path: str | os.PathLike[str], framework: str = "pt", device: Any =
     """Open a ``.distillgan`` file (a path or an fsspec URL) lazily: ``keys()``, ``get_tensor``, ``get_slice``, ``metadata()``.
 
     Like ``safetensors.safe_open``: validates every header now, reads tensor data only when asked.
-    ``framework`` must be ``"pt"`` (torch). Use it as a context manager.
+    ``framework`` must be ``"pt"`` (torch). ``device`` is checked now: one this machine lacks is
+    InputError ``device-unavailable`` (as for ``load_model``). Use it as a context manager.
     """
     if framework not in ("pt", "torch"):
         raise InputError(f"framework {framework!r}: distillgan gives torch tensors ('pt')", code="invalid-input")

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import LibraryError
+from .errors import LibraryError, from_os_error
 
 LOCK_NAME = ".model_library.lock"
 LOCK_TIMEOUT_S = 120.0  # FORMAT.md §8
@@ -165,10 +165,12 @@ class _FolderLock:
         except OSError as e:
             if isinstance(e, FileNotFoundError):
                 raise LibraryError(f"no such folder: {os.path.dirname(self.path)!r}", code="not-found") from e
-            raise LibraryError(
-                f"cannot open the folder lock {self.path!r}: {e.strerror} (the folder is read-only for this user?)",
-                code="folder-unwritable",
-            ) from e
+            # the folder cannot be changed by this user: the same code as anywhere else this failure is met
+            # (errors.py: permission-denied for EACCES/EPERM, read-only for EROFS), saying what to do
+            error = from_os_error(e, "create the models folder's lock file (changing the folder needs write access)", self.path)
+            if error.code == "io-error":  # anything else: this folder's lock cannot be used
+                error = LibraryError(f"cannot open the folder lock {self.path!r}: {e.strerror or e}", code="folder-unwritable")
+            raise error from e
         try:
             pause = 0.001
             while not _try_lock(fd):
@@ -206,8 +208,10 @@ def folder_locked(folder: str | os.PathLike[str], timeout: float = LOCK_TIMEOUT_
     """Hold ``folder``'s lock (re-entrant in a process). ``timeout=0`` tries once.
 
     Raises LibraryError: ``lock-timeout``; ``not-regular-file`` (a planted link or other
-    non-regular file as the lock); ``folder-unwritable`` (no permission, read-only file system,
-    no locking); ``not-found`` (no such folder: nothing is created).
+    non-regular file as the lock); ``folder-unwritable`` (no locking, or another reason the lock
+    cannot be used); ``not-found`` (no such folder: nothing is created). FileAccessError
+    ``permission-denied`` (no write permission) or ``read-only`` (read-only file system), as
+    ``errors.from_os_error`` names those failures everywhere.
     """
     key = os.path.join(os.path.realpath(folder), LOCK_NAME)
     with _locks_mutex:

@@ -163,6 +163,23 @@ def test_list_delete_repair(models: Path) -> None:
     assert report["added"] == ["p1"]
 
 
+def test_list_json_is_strict_json_with_non_finite_losses(tmp_path: Path) -> None:
+    """NaN and infinities use FORMAT.md §4.6's {"$": "float"} form: no bare NaN that strict parsers refuse."""
+    save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="diverged", model_id="nan1", final_train_loss=float("nan"),
+               final_val_loss=float("-inf")), tmp_path)
+    r = run("list", "--json", "--dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    (entry,) = json.loads(r.stdout, parse_constant=refuse)
+    assert entry["model_id"] == "nan1"
+    assert entry["final_train_loss"] == {"$": "float", "value": "nan", "bits": "7ff8000000000000"}
+    assert entry["final_val_loss"] == {"$": "float", "value": "-inf", "bits": "fff0000000000000"}
+    assert entry["dataset_total_duration_s"] == 0.0
+
+
 def test_delete_by_name_or_file_and_ambiguity(tmp_path: Path) -> None:
     folder = tmp_path / "m"
     a = save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="Keys", model_id="k1"), folder)
@@ -174,6 +191,24 @@ def test_delete_by_name_or_file_and_ambiguity(tmp_path: Path) -> None:
     assert run("delete", "Bells", "--dir", str(folder)).returncode == 0 and not c.exists()  # by name
     assert run("delete", str(b), "--dir", str(folder)).returncode == 0 and not b.exists()  # by path
     assert run("delete", a.name, "--dir", str(folder)).returncode == 0 and not a.exists()  # by file name
+
+
+def test_delete_by_path_takes_the_folder_from_the_path(tmp_path: Path) -> None:
+    """No --dir: the folder is the file's own (not ./models, which does not exist here); --dir elsewhere is refused."""
+    folder = tmp_path / "elsewhere"
+    keep = save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="keep", model_id="k"), folder)
+    zz = save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="zz", model_id="z"), folder)
+    other = tmp_path / "other"
+    other.mkdir()
+    r = run("delete", str(zz), "--dir", str(other), cwd=tmp_path)
+    assert r.returncode == 1 and "[not-found]" in r.stderr and str(other) in r.stderr and "not in" in r.stderr, r.stderr
+    assert zz.exists()
+    r = run("delete", str(zz), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not zz.exists() and keep.exists() and not (tmp_path / "models").exists()
+    assert [e["model_id"] for e in json.loads(run("list", "--json", "--dir", str(folder)).stdout)] == ["k"]
+    r = run("delete", os.path.join("elsewhere", keep.name), cwd=tmp_path)  # a relative path too
+    assert r.returncode == 0 and not keep.exists(), r.stderr
 
 
 def test_a_missing_folder_is_an_error_and_is_never_created(tmp_path: Path) -> None:
@@ -222,12 +257,21 @@ def test_hostile_names_are_escaped(tmp_path: Path) -> None:
 
 
 def test_demo_runs(tmp_path: Path) -> None:
-    r = run("demo", str(tmp_path / "demo"))
+    r = run("demo", "--dir", str(tmp_path / "demo"))  # the folder passed as for every other command
     assert r.returncode == 0, r.stderr
     assert "This model was saved in v1 format which is no longer supported. Please retrain your model." in r.stdout
-    assert "demo finished" in r.stdout
-    r = run("demo", str(tmp_path / "demo"))  # re-runnable in the same folder
+    assert "demo finished" in r.stdout and any(p.suffix == ".distillgan" for p in (tmp_path / "demo").iterdir())
+    r = run("demo", str(tmp_path / "demo"))  # re-runnable in the same folder; the old positional form still works
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("command", ["list", "delete", "repair", "convert", "demo"])
+def test_every_command_with_a_folder_takes_it_as_dir(command: str) -> None:
+    """Issue 12: the folder is passed the same way everywhere: --dir DIR, no documented positional folder."""
+    r = run(command, "--help")
+    assert r.returncode == 0 and "--dir DIR" in r.stdout, r.stdout
+    usage = r.stdout.split("\n\n", 1)[0]
+    assert not any(word in usage.split() for word in ("dir", "folder", "[dir]", "[folder]")), usage
 
 
 def test_python_dash_m_entry_point() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import random
@@ -103,6 +104,67 @@ def test_repair_adds_drops_and_reports(tmp_path: Path) -> None:
     assert sorted(report.ignored) == ["legacy.distill", "notes.txt"]
     assert report.cleaned == [] and stale.exists()  # an old hidden .tmp, however old, is not recognisably ours
     assert [e.model_id for e in ModelLibrary(tmp_path).list_all()] == ["b"]
+
+
+def test_reconciliations_and_repairs_are_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 12 item 7: what a read or a repair changes in the index is logged on the "distillgan" logger."""
+    from distillgan.index import ModelEntry
+
+    a = _save(tmp_path, "A", model_id="a")
+    b = _save(tmp_path, "B", model_id="b")
+    c = _save(tmp_path, "C", model_id="c")
+    ModelLibrary(tmp_path).add_entry(ModelEntry(model_id="decoy", name="Decoy", file_path=a.name))  # names a's file
+    b.rename(tmp_path / "renamed.distillgan")
+    c.unlink()
+
+    def messages() -> str:
+        ours = [r for r in caplog.records if r.name.split(".")[0] == "distillgan" and r.levelno >= logging.INFO]
+        return "\n".join(r.getMessage() for r in ours)
+
+    with caplog.at_level(logging.DEBUG, logger="distillgan"):
+        assert {e.model_id for e in ModelLibrary(tmp_path).list_all()} == {"a", "b"}
+    logged = messages()
+    assert "'c'" in logged and c.name in logged and "gone" in logged, logged  # dropped: its file is gone
+    assert "'decoy'" in logged and "holds 'a'" in logged, logged  # dropped: the file holds another model
+    assert "'b'" in logged and "renamed.distillgan" in logged, logged  # indexed from a file the index did not list
+    assert str(tmp_path) in logged
+
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="distillgan"):
+        ModelLibrary(tmp_path).list_all()
+    assert messages() == ""  # nothing changed, nothing logged
+
+    (tmp_path / INDEX_NAME).write_text("{garbage", encoding="utf-8")
+    abandoned = tmp_path / f".{a.name}.999999.0123456789ab.distillgan-tmp"  # ours by name, no writer holds its lock
+    abandoned.write_bytes(b"partial")
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="distillgan"):
+        report = ModelLibrary(tmp_path).repair_index()
+    assert report.cleaned == [abandoned.name] and "unusable" in report.reason
+    logged = messages()
+    assert "rebuilt" in logged and "unusable" in logged and str(tmp_path) in logged, logged
+    assert abandoned.name in logged and "removed" in logged, logged
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX modes")
+def test_the_index_is_0644_like_the_models_whatever_the_umask(tmp_path: Path) -> None:
+    """Issue 12: the index was written 0600 while models are 0644; a umask of 077 must not make it private either."""
+    old = os.umask(0o077)
+    try:
+        a = _save(tmp_path, "A", model_id="a")  # the index created by a save
+        index = tmp_path / INDEX_NAME
+        modes = {"save": (index.stat().st_mode & 0o777, a.stat().st_mode & 0o777)}
+        (tmp_path / INDEX_NAME).write_text("{garbage", encoding="utf-8")
+        index.chmod(0o600)
+        ModelLibrary(tmp_path).list_all()  # rewritten by a read that reconciles it
+        modes["read"] = (index.stat().st_mode & 0o777, a.stat().st_mode & 0o777)
+        index.chmod(0o600)
+        ModelLibrary(tmp_path).repair_index()  # and by a repair
+        modes["repair"] = (index.stat().st_mode & 0o777, a.stat().st_mode & 0o777)
+    finally:
+        os.umask(old)
+    expected = {"save": (0o644, 0o644), "read": (0o644, 0o644), "repair": (0o644, 0o644)}
+    assert modes == expected, {k: tuple(map(oct, v)) for k, v in modes.items()}
 
 
 def test_orphan_file_is_indexed_on_read(tmp_path: Path) -> None:

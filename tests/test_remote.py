@@ -330,6 +330,28 @@ def test_cli_accepts_urls(server: Server, tmp_path: Path) -> None:
     assert r.returncode == 0 and json.loads(r.stdout)["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_safe_open_and_load_file_over_http(server: Server, tmp_path: Path) -> None:
+    """safe_open on a URL reads one tensor with one small range request; load_file gives the local state dict."""
+    sd = {"big": torch.arange(1 << 20, dtype=torch.float32), **{f"small{i}": torch.full((3, 5), float(i)) for i in range(50)}}
+    path = distillgan.save_file(sd, tmp_path / "f.distillgan", metadata={"name": "remote"})
+    url = server.add("/f.distillgan", path.read_bytes())
+    with distillgan.safe_open(url) as f:
+        assert f.keys() == list(sd) and f.metadata()["name"] == "remote"
+        server.reset()
+        assert torch.equal(f.get_tensor("big"), sd["big"])
+        # range requests for its bytes, nothing else (what open already fetched is not fetched again)
+        assert server.requests and 0 < server.bytes_sent <= sd["big"].nbytes, (server.requests, server.bytes_sent)
+        server.reset()
+        assert torch.equal(f.get_tensor("small7"), sd["small7"])  # at most one request (open may have fetched it already)
+        assert len(server.requests) <= 1 and server.bytes_sent <= sd["small7"].nbytes, (server.requests, server.bytes_sent)
+        server.reset()
+        assert torch.equal(f.get_slice("big")[10:20], sd["big"][10:20])
+        assert server.bytes_sent <= sd["big"].nbytes  # the slice's tensor, nothing else of the file
+    local = distillgan.load_file(path)
+    remote = distillgan.load_file(url)
+    assert remote.keys() == local.keys() and all(torch.equal(remote[k], local[k]) for k in local)
+
+
 def test_url_without_fsspec_names_the_extra(tmp_path: Path) -> None:
     code = ("import sys; sys.modules['fsspec'] = None\n"
             "import distillgan\n"
