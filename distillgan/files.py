@@ -128,7 +128,9 @@ class SafeOpen:
     def __init__(self, path: str | os.PathLike[str], device: Any = "cpu") -> None:
         from .persistence import _torch_device
 
-        self._device = _torch_device(device)  # an unusable device is an error now, naming device="cpu", not at get_tensor
+        # an unusable device is an error now, naming device="cpu", not at get_tensor; the default
+        # needs no check, so keys(), metadata() and the manifest never import torch
+        self._device: Any = "cpu" if device == "cpu" and type(device) is str else _torch_device(device)
         self._archive: Archive = open_archive(path)
         state = self._archive.decoded.values["state_dict"]
         self._refs: dict[str, Ref] = {k: v for k, v in state.items() if type(k) is str and type(v) is Ref} if type(state) is dict else {}
@@ -181,7 +183,7 @@ class SafeOpen:
     # -- internals --
 
     def _on_cpu(self) -> bool:
-        return bool(self._device.type == "cpu")
+        return self._device == "cpu" or bool(self._device.type == "cpu")  # the default string, or a checked torch.device
 
     def _info(self, name: str) -> tuple[str, TensorInfo]:
         """(member, stored tensor) of a state-dict key: dict lookups only (the archive's index is built once)."""

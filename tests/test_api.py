@@ -146,6 +146,21 @@ def test_inspect_and_verify_do_not_import_torch(saved_model: Path) -> None:
     assert int(r.stdout) > 0
 
 
+def test_safe_open_keys_and_metadata_do_not_import_torch(saved_model: Path) -> None:
+    """Listing a file's tensors costs no torch import (about a second); reading one does."""
+    r = _run(
+        "import sys, distillgan\n"
+        f"with distillgan.safe_open({str(saved_model)!r}) as f:\n"
+        "    keys, meta = f.keys(), f.metadata()\n"
+        "    assert 'torch' not in sys.modules, 'torch imported'\n"
+        "    t = f.get_tensor(keys[0])\n"
+        "assert 'torch' in sys.modules and meta['name'] == 'Saved Model'\n"
+        "print(len(keys))\n"
+    )
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) > 0
+
+
 def test_inspect_without_the_tensor_table_validates_the_same(saved_model: Path, tmp_path: Path) -> None:
     full = distillgan.inspect(saved_model)
     short = distillgan.inspect(saved_model, tensors=False)
