@@ -81,6 +81,12 @@ def _tensors_of(value: Any, out: list[Any]) -> list[Any]:
     return out
 
 
+def _resolve(distillgan: Any) -> None:
+    """distillgan's lazy imports (PEP 562) done before the timing, as bench/worker.py does."""
+    for name in distillgan.__all__:
+        getattr(distillgan, name)
+
+
 def _quiet_gc() -> None:
     """As bench/worker.py does for every contender: collect and freeze what the imports left.
 
@@ -124,6 +130,7 @@ def job_save(j: dict[str, Any]) -> dict[str, Any]:
 
     import distillgan
 
+    _resolve(distillgan)
     state = torch.load(j["pt"], weights_only=True)  # untimed: the state in anonymous memory, as after training
     flat = _flatten(state) if j["contender"] == "safetensors" else None
     out = os.path.join(j["dir"], f"rep{j['rep']}")
@@ -149,6 +156,7 @@ def job_load(j: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     float(torch.ones(8).sum())  # lazy initialisation outside the timing
+    _resolve(distillgan)
     _quiet_gc()
     t0 = time.perf_counter()
     if j["contender"] == "distillgan":
@@ -192,8 +200,13 @@ def job_manifest(j: dict[str, Any]) -> dict[str, Any]:
 JOBS = {"build": job_build, "save": job_save, "load": job_load, "manifest": job_manifest}
 
 
+# bytecode caches used and written, as for an installed package (see bench/run.py's CHILD_ENV)
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run_child(job: dict[str, Any]) -> dict[str, Any]:
-    p = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], capture_output=True, text=True, check=False)
+    p = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], capture_output=True, text=True, check=False,
+                       env=CHILD_ENV)
     if p.returncode != 0:
         raise RuntimeError(f"{job['op']} failed:\n{p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
