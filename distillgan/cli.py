@@ -364,6 +364,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .manifest import ModelMetadata
 
     files = _convert_inputs(args.files)
+    empty = [f for f in args.files if os.path.isdir(f) and not _convert_inputs([f])]
+    for folder in empty:  # asked to convert a folder, and there is nothing in it to convert: say so
+        print(f"distillgan: error [not-found]: {safe(folder)} holds no *.distillgan file to convert", file=sys.stderr)
+    if not files:
+        return 1
     several = len(files) > 1 or any(os.path.isdir(f) for f in args.files)
     if several and args.name is not None:  # a usage error, as argparse reports one
         print("usage: distillgan convert FILE [FILE ...] [--dir D] ...\n"
@@ -393,7 +398,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                   f"the original pickle is kept as {safe(done.backup)}")
         else:
             print(f"saved {safe(done.path)} (id {safe(done.model_id)}, name {safe(done.name)})")
-    return 1 if failed else 0
+    return 1 if failed or empty else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -415,6 +420,8 @@ def _print_repair(report: RepairReport, stream: Any) -> None:
         print(f"added    {safe(mid)}", file=stream)
     for mid in report.removed:
         print(f"removed  {safe(mid)} (its file is gone, or does not hold that id)", file=stream)
+    for mid in report.refreshed:
+        print(f"reread   {safe(mid)} (its file was replaced in place by an update that did not finish indexing it)", file=stream)
     for name, code in report.invalid.items():
         print(f"invalid  {safe(name)} [{code}]", file=stream)
     for name in report.ignored:

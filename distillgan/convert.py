@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,14 +62,28 @@ class Checkpoint:
     extra: Any = None
 
 
+def _head(path: str | os.PathLike[str], n: int) -> tuple[bytes, int] | None:
+    """The first ``n`` bytes of a regular file and its size; None for anything else (a FIFO never blocks)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        return (os.read(fd, n), st.st_size) if stat.S_ISREG(st.st_mode) else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def _is_safetensors(path: Path) -> bool:
     """A safetensors file starts with a little-endian u64 header length and a JSON object."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except OSError:
+    got = _head(path, 9)
+    if got is None:
         return False
-    return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] + 8 <= path.stat().st_size
+    head, size = got
+    return len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] + 8 <= size
 
 
 def _archive_head(head: bytes) -> bool:
@@ -77,12 +92,9 @@ def _archive_head(head: bytes) -> bool:
 
 
 def is_archive(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` already is a ``.distillgan`` archive (nothing to convert); reads 46 bytes."""
-    try:
-        with open(path, "rb") as f:
-            return _archive_head(f.read(46))
-    except OSError:
-        return False
+    """True when ``path`` already is a ``.distillgan`` archive (nothing to convert); reads 46 bytes of a regular file."""
+    got = _head(path, 46)
+    return got is not None and _archive_head(got[0])
 
 
 def _refuse_v1(tree: Any) -> None:
@@ -380,9 +392,10 @@ def _keep_backup(target: Path) -> Path:
                     os.link(target, backup)  # atomic and no-clobber
                     return backup
                 except FileExistsError:
-                    try:
-                        if os.path.samefile(backup, target):
-                            return backup  # a crash after the link, last time
+                    try:  # a crash after the link, last time: the same regular file (never a link to it)
+                        st = os.lstat(backup)
+                        if stat.S_ISREG(st.st_mode) and os.path.samestat(st, os.stat(target)):
+                            return backup
                     except OSError:
                         pass
                     continue
@@ -481,6 +494,9 @@ def _flat_tensors(value: Any, what: str) -> dict[str, Any]:
 
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
         raise InputError(f"{what} is not a flat map of names to tensors; only such a map can be exported as safetensors", code="invalid-input")
+    if "__metadata__" in value:  # safetensors reserves that key of the header for the string map
+        raise InputError(f"{what} has a tensor named '__metadata__', which a safetensors file cannot hold (its header reserves "
+                         "that key); rename it before exporting", code="invalid-input")
     return value
 
 
@@ -584,7 +600,8 @@ def _write_safetensors(tensors: dict[str, Any], metadata: dict[str, str], out: P
     total = len(head) + (layout[-1].end if layout else 0)
     tmp = ""
     try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        # a short prefix: OUT's own name may already be near the file system's limit on name length
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name[:40]}.", suffix=".tmp")
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o644)  # mkstemp makes 0600; an export is an ordinary readable file
         with os.fdopen(fd, "wb", buffering=0) as f:

@@ -502,3 +502,53 @@ def test_in_place_conversion_without_hard_links_keeps_a_copy(tmp_path: Path, mon
     assert backup.read_bytes() == original and not os.path.samefile(backup, files[0])
     assert load_model(files[0]).metadata.model_id == saved[0]["metadata"]["model_id"]
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and "backup" in p.name) == []  # no stray copy
+
+
+# --- hostile or unusual inputs found by review --------------------------------------------------------------
+
+
+def test_a_backup_name_planted_as_a_link_to_the_pickle_never_stands_in_for_the_backup(tmp_path: Path) -> None:
+    """A link named <file>.pickle-backup pointing at the pickle itself is not a backup: the rename would take the last copy."""
+    folder = tmp_path / "models"
+    saved, files = _app_folder(folder)
+    original = files[0].read_bytes()
+    planted = files[0].with_name(files[0].name + ".pickle-backup")
+    planted.symlink_to(files[0].name)
+    done = distillgan.convert.convert_file(files[0], folder)
+    assert planted.is_symlink() and done.backup != planted
+    assert done.backup.read_bytes() == original and not done.backup.is_symlink()  # the pickle survives under a free name
+    assert load_model(files[0]).metadata.model_id == saved[0]["metadata"]["model_id"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX-only")
+def test_a_fifo_among_the_files_to_convert_is_refused_without_blocking(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save({"model_state_dict": {"w": torch.ones(2)}}, src / "b.distillgan")
+    os.mkfifo(src / "a.distillgan")  # nothing ever writes to it: opening it for reading would wait forever
+    r = _cli("convert", "--dir", str(tmp_path / "out"), str(src))
+    assert r.returncode == 1 and "not-regular-file" in r.stderr and "a.distillgan" in r.stderr, (r.stdout, r.stderr)
+    assert "saved" in r.stdout and distillgan.ModelLibrary(tmp_path / "out").count() == 1  # the rest went on
+    r = _cli("convert", "--dir", str(tmp_path / "out"), str(src / "a.distillgan"))
+    assert r.returncode == 1 and "not-regular-file" in r.stderr
+
+
+def test_converting_a_folder_with_nothing_to_convert_says_so(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    r = _cli("convert", "--dir", str(tmp_path / "out"), str(tmp_path / "empty"))
+    assert r.returncode == 1 and "holds no *.distillgan file" in r.stderr and not r.stdout
+
+
+def test_a_tensor_named_like_the_safetensors_metadata_key_is_refused_by_export(tmp_path: Path) -> None:
+    path = distillgan.save_file({"__metadata__": torch.ones(2), "w": torch.zeros(3)}, tmp_path / "m.distillgan")
+    with pytest.raises(InputError) as e:
+        export_safetensors(path, tmp_path / "m.safetensors")
+    assert e.value.code == "invalid-input" and "__metadata__" in str(e.value)
+    assert not (tmp_path / "m.safetensors").exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_export_to_a_name_near_the_length_limit(tmp_path: Path) -> None:
+    path = distillgan.save_file({"w": torch.arange(4.0)}, tmp_path / "m.distillgan")
+    out = tmp_path / ("x" * 230 + ".safetensors")  # 242 bytes: a legal name, too long for a prefix of itself plus a suffix
+    assert export_safetensors(path, out) == out
+    assert torch.equal(safetensors.torch.load_file(out)["w"], torch.arange(4.0))
