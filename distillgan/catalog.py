@@ -209,9 +209,18 @@ def replacing_marker(file_name: str) -> str:
     return f".{file_name}{REPLACING_SUFFIX}"
 
 
-def _replaced_files(names: list[str]) -> list[str]:
-    """The model files that ``names`` holds a replacement marker for."""
-    return [n[1 : -len(REPLACING_SUFFIX)] for n in names if n.startswith(".") and n.endswith(MODEL_FILE_EXTENSION + REPLACING_SUFFIX)]
+def _replaced_files(folder: Path, names: list[str]) -> list[str]:
+    """The model files that ``names`` holds a replacement marker for: a regular file (as the writer makes
+    it) named ``.<file>.replacing``; anything else of such a name is not a marker and is ignored."""
+    out = []
+    for n in names:
+        if n.startswith(".") and n.endswith(MODEL_FILE_EXTENSION + REPLACING_SUFFIX):
+            try:
+                if stat.S_ISREG(os.lstat(folder / n).st_mode):
+                    out.append(n[1 : -len(REPLACING_SUFFIX)])
+            except OSError:
+                pass
+    return out
 
 
 def _model_names(names: list[str]) -> list[str]:
@@ -391,7 +400,8 @@ class ModelLibrary:
                         report.removed.append(mid)
                         holds = "cannot say which model it holds" if truth is None else f"holds {truth.model_id!r}"
                         report.events.append(f"dropped {mid!r}: several entries name {name!r}, which {holds}")
-        replaced = [n for n in _replaced_files(names) if n in present]
+        markers = _replaced_files(self.models_dir, names)
+        replaced = [n for n in markers if n in present]
         for name in replaced:  # a writer was killed (or is busy) between replacing the file and indexing it
             truth = self._probe(name)[0]
             holder = None if truth is None else entries.get(truth.model_id)
@@ -420,8 +430,7 @@ class ModelLibrary:
             first = next(iter(doc.dropped.values()))
             report.reason = f"{len(doc.dropped)} invalid index entr{'y' if len(doc.dropped) == 1 else 'ies'} dropped ({first}); rebuilt from the model files"
             report.events.append(f"rebuilt the index: {report.reason}")
-        dirty = bool(report.added or report.removed or doc.dropped or (doc.layout != "app" and entries)
-                     or any(n.endswith(REPLACING_SUFFIX) and n.startswith(".") for n in names))
+        dirty = bool(report.added or report.removed or doc.dropped or (doc.layout != "app" and entries) or markers)
         return entries, report, dirty
 
     def reconciled(self) -> dict[str, ModelEntry]:
@@ -677,12 +686,18 @@ class ModelLibrary:
         return path
 
     def _remove_markers(self, names: list[str]) -> None:
-        """Remove the replacement markers among ``names`` once the index written holds what their files say."""
-        for file_name in _replaced_files(names):
+        """Remove the replacement markers among ``names`` once the index written holds what their files say.
+
+        Only markers (regular files, :func:`_replaced_files`) are removed; a failure is logged, never raised.
+        """
+        for file_name in _replaced_files(self.models_dir, names):
+            path = os.path.join(self.models_dir, replacing_marker(file_name))
             try:
-                os.unlink(os.path.join(self.models_dir, replacing_marker(file_name)))
+                os.unlink(path)
             except FileNotFoundError:
                 pass
+            except OSError as e:
+                logger.warning("cannot remove the replacement marker %r: %s", path, e)
 
 
 def _remember(key: str, value: _Seen) -> None:

@@ -146,3 +146,33 @@ def test_a_marker_is_honoured_in_memory_while_the_lock_is_busy(tmp_path: Path) -
         holder.communicate("", timeout=60)
     assert ModelLibrary(folder).get("m-voice").vocoder is None and not marker.exists()  # the lock is free: fixed for good
     assert json.loads(index.read_text())["models"]["m-voice"]["vocoder"] is None
+
+
+def test_names_that_only_look_like_markers_change_nothing(tmp_path: Path) -> None:
+    """A hidden '*.replacing' name that is not ours (another file's, a directory) is ignored: no rewrite on every read, repair works."""
+    folder = tmp_path / "models"
+    path = save_model({"w": torch.ones(4)}, {}, {}, ModelMetadata(name="voice", model_id="m-voice"), folder)
+    (folder / ".notes.replacing").write_text("a user's file")
+    (folder / f".{path.name}.replacing").mkdir()
+    index = folder / "model_library.json"
+    ModelLibrary(folder).list_all()
+    before = os.stat(index)
+    for _ in range(2):
+        assert [e.model_id for e in ModelLibrary(folder).list_all()] == ["m-voice"]
+    after = os.stat(index)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # the index was not rewritten
+    ModelLibrary(folder).repair_index()  # no IsADirectoryError
+    assert (folder / ".notes.replacing").read_text() == "a user's file" and (folder / f".{path.name}.replacing").is_dir()
+
+
+def test_list_says_when_it_reread_a_replaced_file(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    path = save_model({"w": torch.ones(4)}, {}, {}, ModelMetadata(name="voice", model_id="m-voice"), folder, vocoder_state=_vocoder(3))
+    index = folder / "model_library.json"
+    old_index = index.read_bytes()
+    update_vocoder(path, _vocoder(4))
+    index.write_bytes(old_index)
+    (folder / f".{path.name}.replacing").touch()
+    r = subprocess.run([str(Path(sys.executable).with_name("distillgan")), "list", "--dir", str(folder)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "reread   m-voice" in r.stderr, (r.stdout, r.stderr)
