@@ -434,8 +434,8 @@ def _convert_in_place(
     from .archive import plan_archive
     from .catalog import ModelLibrary, entry_from_manifest, fsync_dir
     from .errors import FileAccessError
-    from .locks import discard_temporary, release_temporary
-    from .persistence import _as_tree, _latent_dim, _os_errors, _replace, _write_temporary
+    from .locks import discard_temporary
+    from .persistence import _as_tree, _latent_dim, _os_errors, _publish_over, _write_temporary
 
     if not meta["save_date"]:
         meta["save_date"] = datetime.now(timezone.utc).isoformat()
@@ -469,19 +469,9 @@ def _convert_in_place(
                 backup = _keep_backup(target)
                 fsync_dir(folder)  # the backup is durable before the original's name is taken over
                 _crash_point("publish")
-                release_temporary(tmp)  # closed and unlocked: Windows renames no open file
-                # a crash between the rename and the index leaves this marker: the next reader indexes the file again
-                marker = library.mark_replacing(target.name)
-                try:
-                    _replace(tmp, target)  # atomic: the name holds the old pickle or the new archive
-                except BaseException:
-                    os.unlink(marker)  # the pickle is still in place, and its entry right
-                    raise
-                fsync_dir(folder)
-                _crash_point("index")
-                # Published: the index update only warns if it fails (the next reader reconciles; the marker stays).
-                if library.record(library.indexed(), entry_from_manifest(plan.raw, target.name, size), durable=True):
-                    os.unlink(marker)
+                # atomic: the name holds the old pickle or the new archive; then the index, healed by a marker after a crash
+                _publish_over(library, tmp, target, entry_from_manifest(plan.raw, target.name, size),
+                              before_index=lambda: _crash_point("index"))
         except BaseException:
             discard_temporary(tmp)  # nothing if it was published
             raise

@@ -571,22 +571,34 @@ def _update_vocoder(model_path: str | os.PathLike[str], vocoder_state: Mapping[s
             tmp, size = _write_temporary(plan, path.parent, _sanitize_filename(raw["metadata"]["name"]), progress)
         finally:
             archive.close()
-        marker = None
         try:
-            release_temporary(tmp)  # we hold the folder lock; Windows cannot rename an open file
-            # a kill between the rename and the index leaves this marker: the next reader indexes the file again
-            marker = library.mark_replacing(path.name)
-            _replace(tmp, path)
+            _publish_over(library, tmp, path, entry_from_manifest(plan.raw, path.name, size))
         except BaseException:
-            _unlink_quietly(tmp)
-            if marker is not None:  # the old file is still in place, and its entry right
-                _unlink_quietly(marker)
+            _unlink_quietly(tmp)  # nothing if it was published
             raise
-        fsync_dir(path.parent)
-        # Published: the index update only warns if it fails (the next reader reconciles; the marker stays).
-        if library.record(library.indexed(), entry_from_manifest(plan.raw, path.name, size), durable=True):
-            _unlink_quietly(marker)
     return path
+
+
+def _publish_over(library: ModelLibrary, tmp: str, path: Path, entry: Any, before_index: Callable[[], None] | None = None) -> None:
+    """Rename the finished temporary file ``tmp`` over the published ``path``, then index ``entry``; the caller holds the lock.
+
+    A kill between the rename and the index leaves the replacement marker (FORMAT.md §15.2 item 4),
+    so the next reader indexes the file again; a failed rename leaves the old file and its entry
+    as they were, and no marker. The index update only warns if it fails (the marker then stays).
+    ``before_index`` runs between the two (the crash tests stop there).
+    """
+    release_temporary(tmp)  # Windows cannot rename an open file
+    marker = library.mark_replacing(path.name)
+    try:
+        _replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(marker)
+        raise
+    fsync_dir(path.parent)
+    if before_index is not None:
+        before_index()
+    if library.record(library.indexed(), entry, durable=True):
+        _unlink_quietly(marker)
 
 
 def _replace(tmp: str, path: Path) -> None:
