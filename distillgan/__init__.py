@@ -17,14 +17,17 @@ if _TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load laz
     from .catalog import MODEL_FILE_EXTENSION, ModelEntry, ModelLibrary, RepairReport, VocoderInfo
     from .convert import Checkpoint, convert_checkpoint, export_safetensors, read_checkpoint
     from .errors import (
+        AccessDeniedError,
         ContainerError,
         DistillganError,
         FileAccessError,
         InputError,
         IntegrityError,
+        IsAFolderError,
         LegacyFormatError,
         LibraryError,
         ManifestError,
+        NotFoundError,
         TensorError,
         VersionError,
     )
@@ -33,6 +36,9 @@ if _TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load laz
     from .persistence import LoadedModel, delete_model, load_model, save_model, save_model_from_checkpoint, update_vocoder
 
 _EXPORTS = {  # public name -> the module that defines it, imported on first use (PEP 562)
+    "AccessDeniedError": "errors",
+    "IsAFolderError": "errors",
+    "NotFoundError": "errors",
     "Archive": "archive",
     "Checkpoint": "convert",
     "ContainerError": "errors",
@@ -80,6 +86,7 @@ __all__ = [
     "MODEL_FILE_EXTENSION",
     "MODEL_FORMAT_MARKER",
     "SAVED_MODEL_VERSION",
+    "AccessDeniedError",
     "Archive",
     "Checkpoint",
     "ContainerError",
@@ -87,6 +94,7 @@ __all__ = [
     "FileAccessError",
     "InputError",
     "IntegrityError",
+    "IsAFolderError",
     "LegacyFormatError",
     "LibraryError",
     "LoadedModel",
@@ -94,6 +102,7 @@ __all__ = [
     "ModelEntry",
     "ModelLibrary",
     "ModelMetadata",
+    "NotFoundError",
     "RepairReport",
     "SafeOpen",
     "TensorError",

@@ -633,8 +633,24 @@ def _bool_error(member: str, t: TensorInfo) -> TensorError:
     return TensorError(f"{member}: tensor {t.name!r} holds bool bytes other than 0 and 1 (FORMAT.md §5.3)", code="st-bool")
 
 
+def wanted_sha256(text: str) -> str:
+    """A pinned SHA-256 as 64 lowercase hex digits, given bare or as ``sha256:HEX`` (the form other tools print).
+
+    Anything else is :class:`~distillgan.InputError` ``invalid-input``: a typo is not reported as a mismatch.
+    """
+    want = text.strip()
+    if want[:7].lower() == "sha256:":
+        want = want[7:]
+    want = want.lower()
+    if len(want) != 64 or any(c not in "0123456789abcdef" for c in want):
+        raise InputError(f"a SHA-256 is 64 hex digits, bare or as sha256:HEX; found {text!r}", code="invalid-input")
+    return want
+
+
 def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Check every layer and every member's CRC-32 (and, if given, the file's SHA-256).
+
+    ``sha256`` is 64 hex digits, bare or as ``sha256:HEX``.
 
     Returns the :func:`inspect` description plus ``sha256`` when it was
     checked. Raises :class:`~distillgan.IntegrityError` on a checksum
@@ -646,7 +662,7 @@ def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress:
         if isinstance(archive.source, RemoteSource):
             return _verify_remote(archive, info, sha256, progress)
         if sha256 is not None:
-            want = sha256.strip().lower()
+            want = wanted_sha256(sha256)
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=1) as pool:
@@ -704,7 +720,7 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
     for m, crc in zip(archive.members, crcs):
         _check_crc(m, crc)
     if digest is not None and sha256 is not None:
-        want, got = sha256.strip().lower(), digest.hexdigest()
+        want, got = wanted_sha256(sha256), digest.hexdigest()
         if got != want:
             raise IntegrityError(f"SHA-256 of the file is {got}; expected {want}", code="sha256-mismatch")
         info["sha256"] = got
@@ -713,19 +729,26 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
     return info
 
 
-def _sha256_of(src: MappedFile | RemoteSource) -> str:
+def _sha256_of(src: MappedFile | RemoteSource, progress: Progress | None = None) -> str:
     import hashlib
 
     h = hashlib.sha256()
+    done = 0
     for chunk in src.read_stream(0, src.size):  # hashlib releases the GIL; remotely each byte once, cached ones from the cache
         h.update(chunk)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, src.size)
     return h.hexdigest()
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a whole file (path or URL), hex: a stable identity of a deterministic archive."""
+def file_sha256(path: str | os.PathLike[str], *, progress: Progress | None = None) -> str:
+    """SHA-256 of a whole file (path or URL), hex: a stable identity of a deterministic archive.
+
+    ``progress(done, total)`` counts the bytes hashed.
+    """
     src = open_source(path)
     try:
-        return _sha256_of(src)
+        return _sha256_of(src, progress)
     finally:
         src.close()

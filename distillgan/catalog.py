@@ -3,13 +3,17 @@
 The files are the truth; the index ``model_library.json`` (its format: ``index.py``) is a hint
 that lets a listing skip opening every file, kept in the layout the app reads. The rules:
 
-* **Reconciled on read.** Every read compares the index with the folder: entries whose file is
-  gone are dropped, published files the index lacks (a save killed between its file and its
-  entry) are indexed from their own manifests, invalid entries are dropped and their files
-  indexed again. When something changed and the folder's lock is free, the fix is written under
-  the lock; otherwise (read-only folder, lock busy or planted) it lives in memory only. A read
-  never waits for the lock, never creates it in a folder it cannot write, never rewrites an
-  index that is already right.
+* **Reconciled in memory, written on change.** Every read compares the index with the folder,
+  in memory: published files the index lacks (a save killed between its file and its entry) are
+  listed from their own manifests, and an entry whose file distillgan cannot confirm is kept and
+  flagged (``ModelEntry.problem``: ``needs-conversion`` for a pickle-era file, ``missing-file``,
+  ``unreadable``), never dropped. A read writes nothing — no index, no lock file — so listing a
+  folder you cannot or should not change (a read-only share, a Hugging Face cache) leaves it as
+  it was. The fixes are written by the next change under the folder's lock (a delete, an
+  ``add_entry``/``remove``, an in-place conversion); ``repair_index`` is the one explicit
+  clean-up, which drops entries whose file is gone. What a read found is cached per folder,
+  keyed by the identity (size, times, inode) of the index file and of the folder, and worked
+  out again only when one of them changes.
 * **Model ids.** The file that the index lists under an id keeps it; another file claiming the
   same id (a copy, a file dropped into the folder) is reported invalid with
   ``duplicate-model-id``. When no listed file claims it (no usable index), the file that has been
@@ -45,7 +49,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +67,7 @@ from .index import (
     VocoderInfo,
     append_entry,
     appendable_ids,
+    check_file_name,
     copy_entry,
     encode_index,
     entry_line,
@@ -124,6 +129,7 @@ class RepairReport:
     legacy: list[str] = field(default_factory=list)  # pickle-era files kept as the index lists them (repair only)
     abandoned: dict[str, int] = field(default_factory=dict)  # abandoned temporary files left in place (reads): name -> bytes
     refreshed: list[str] = field(default_factory=list)  # model ids indexed again from a file replaced in place (a marker)
+    flagged: dict[str, str] = field(default_factory=dict)  # model id -> why its file cannot be confirmed (reads: kept, listed)
     reason: str = ""  # why the index was rebuilt, when it was
     events: list[str] = field(default_factory=list, repr=False, compare=False)  # what changed and why, in words (logged)
 
@@ -131,7 +137,7 @@ class RepairReport:
         return iter((len(self.removed), len(self.added)))
 
     def has_news(self) -> bool:
-        return bool(self.added or self.removed or self.invalid or self.abandoned or self.refreshed or self.reason)
+        return bool(self.added or self.removed or self.invalid or self.abandoned or self.refreshed or self.reason or self.flagged)
 
 
 def vocoder_info(vocoder_state: Any) -> VocoderInfo | None:
@@ -196,6 +202,9 @@ class _Seen:
 # In-process caches: what each index file last held, and what each model file's manifest says
 # (keyed by its identity, so a changed file is read again).
 _index_cache: dict[str, _Seen] = {}
+_Listing = tuple[tuple[Any, ...], dict[str, "ModelEntry"], "RepairReport"]  # (folder and index identity, entries, report)
+_listing_cache: dict[str, _Listing] = {}
+_RACY_NS = 2_000_000_000  # a folder or index changed this recently may change again within its timestamp's granularity
 _Probe = tuple[ModelEntry | None, str, bool, tuple[int, str]]  # entry, error code, legacy?, (ctime, name) order
 _probe_cache: dict[tuple[str, int, int, int, int, int], _Probe] = {}
 _caches_mutex = threading.Lock()  # threads of a process share the caches
@@ -304,6 +313,10 @@ class ModelLibrary:
         """What the file ``name`` says of itself: its entry, or the error code and whether it is pickle-era."""
         from .archive import open_archive
 
+        try:
+            check_file_name(name, "file")  # a flagged entry's file_path is never used as a path
+        except ValueError:
+            return None, "not-found", False, (0, name)
         path = os.path.join(self.models_dir, name)
         try:
             st = os.stat(path)
@@ -385,12 +398,19 @@ class ModelLibrary:
         if doc is None:
             doc = IndexDoc(entries={})
         present = set(names)
-        entries = {mid: entry for mid, entry in doc.entries.items() if entry.file_path in present}
-        report.removed = [mid for mid in doc.entries if mid not in entries]
-        report.events += [f"dropped {mid!r}: its file {doc.entries[mid].file_path!r} is gone" for mid in report.removed]
+        entries = {}
+        for mid, entry in doc.entries.items():  # an entry distillgan cannot confirm is kept, flagged with why
+            if not entry.problem and entry.file_path not in present:
+                entry = replace(entry, problem="missing-file", problem_detail=f"{entry.file_path!r} is not in the folder")
+            elif not entry.problem:
+                entry = self._sniffed(entry)
+            entries[mid] = entry
+            if entry.problem:
+                report.flagged[mid] = entry.problem
         by_file: dict[str, list[str]] = {}
         for mid, entry in entries.items():
-            by_file.setdefault(entry.file_path, []).append(mid)
+            if entry.problem != "missing-file":
+                by_file.setdefault(entry.file_path, []).append(mid)
         for name, ids in by_file.items():
             if len(ids) > 1:  # several entries name one file: only the one its manifest confirms stays
                 truth = self._probe(name)[0]
@@ -419,7 +439,12 @@ class ModelLibrary:
         orphans = [n for n in _model_names(names) if n not in indexed]
         if orphans:
             for mid, entry in self._scan(orphans, {}, report).items():
-                if mid in entries:
+                if mid in entries and entries[mid].problem == "missing-file":  # its file is here under another name
+                    report.flagged.pop(mid, None)
+                    entries[mid] = entry
+                    report.refreshed.append(mid)
+                    report.events.append(f"indexed {mid!r} from {entry.file_path!r}: the file its entry names is gone")
+                elif mid in entries:
                     report.invalid[entry.file_path] = "duplicate-model-id"
                     report.events.append(f"not indexed {entry.file_path!r}: model id {mid!r} is {entries[mid].file_path!r}'s")
                 else:
@@ -430,11 +455,61 @@ class ModelLibrary:
             first = next(iter(doc.dropped.values()))
             report.reason = f"{len(doc.dropped)} invalid index entr{'y' if len(doc.dropped) == 1 else 'ies'} dropped ({first}); rebuilt from the model files"
             report.events.append(f"rebuilt the index: {report.reason}")
-        dirty = bool(report.added or report.removed or doc.dropped or (doc.layout != "app" and entries) or markers)
+        dirty = bool(report.added or report.removed or report.refreshed or doc.dropped or (doc.layout != "app" and entries) or markers)
         return entries, report, dirty
 
+    def _sniffed(self, entry: ModelEntry) -> ModelEntry:
+        """``entry``, flagged when its file is not an archive: one small read, the manifest only for what fails it."""
+        if _starts_like_archive(self.models_dir / entry.file_path):
+            return entry  # the index is a hint: a listing does not validate every file
+        _truth, code, legacy, _order = self._probe(entry.file_path)
+        if not code:
+            return entry
+        if legacy and code == "pickle" and entry.file_path.endswith(MODEL_FILE_EXTENSION):
+            return replace(entry, problem="needs-conversion",
+                           problem_detail="a pickle-era model: convert it with distillgan.convert_folder(folder) "
+                           "or `distillgan convert --dir FOLDER FOLDER`")
+        return replace(entry, problem="unreadable", problem_detail=f"not a readable .distillgan file [{code}]")
+
+    def _snapshot(self) -> tuple[Any, ...] | None:
+        """The identity of the folder and its index (None when too recent to trust, or unreadable)."""
+        try:
+            d = os.stat(self.models_dir)
+        except OSError:
+            return None
+        try:
+            i = os.lstat(self.index_path)
+            index: tuple[int, ...] | None = (i.st_size, i.st_mtime_ns, i.st_ino, i.st_dev)
+            newest = max(d.st_mtime_ns, i.st_mtime_ns)
+        except OSError:
+            index = None
+            newest = d.st_mtime_ns
+        if time.time_ns() - newest < _RACY_NS:
+            return None
+        return (d.st_mtime_ns, d.st_ino, d.st_dev, index)
+
+    def _entries(self) -> dict[str, ModelEntry]:
+        """The entries a read sees: reconciled in memory, nothing written (see the module docstring); never mutate them."""
+        key = os.path.abspath(self.models_dir)
+        snapshot = self._snapshot()
+        hit = _listing_cache.get(key)
+        if snapshot is not None and hit is not None and hit[0] == snapshot:
+            entries, report = hit[1], hit[2]
+        else:
+            entries, report, dirty = self._reconcile(self._listdir())
+            if dirty:
+                self._log_events(report, logging.DEBUG, "reconciled in memory")
+            if snapshot is not None and snapshot == self._snapshot():
+                with _caches_mutex:
+                    if len(_listing_cache) >= _CACHED_FOLDERS:
+                        _listing_cache.pop(next(iter(_listing_cache)))
+                    _listing_cache[key] = (snapshot, entries, report)
+        self.last_repair = report if report.has_news() else None
+        return entries
+
     def reconciled(self) -> dict[str, ModelEntry]:
-        """The reconciled entries; the fix is written when the lock is free and the folder writable."""
+        """The reconciled entries, for a change about to be made under the lock: the fix is written when the lock is
+        free and the folder writable (reads use ``_entries``, which writes nothing)."""
         entries, report, dirty = self._reconcile(self._listdir())
         if dirty:
             written = False
@@ -585,18 +660,18 @@ class ModelLibrary:
 
     def get(self, model_id: str) -> ModelEntry | None:
         """The entry with ``model_id``, or None."""
-        e = self.reconciled().get(model_id)
+        e = self._entries().get(model_id)
         return None if e is None else copy_entry(e)
 
     def list_all(self, sort_by: str = "save_date", reverse: bool = True) -> list[ModelEntry]:
         """All entries, sorted by the field ``sort_by`` (newest save first by default), as the app sorts."""
-        return _sorted([copy_entry(e) for e in self.reconciled().values()], sort_by, reverse)
+        return _sorted([copy_entry(e) for e in self._entries().values()], sort_by, reverse)
 
     def search(
         self, query: str = "", tags: list[str] | None = None, sort_by: str = "save_date", reverse: bool = True
     ) -> list[ModelEntry]:
         """Entries whose name or description contains ``query`` (any case) and that carry any of ``tags`` (any case)."""
-        results = list(self.reconciled().values())
+        results = list(self._entries().values())
         if query:
             q = query.lower()
             results = [e for e in results if q in e.name.lower() or q in e.description.lower()]
@@ -607,7 +682,7 @@ class ModelLibrary:
 
     def count(self) -> int:
         """The number of models."""
-        return len(self.reconciled())
+        return len(self._entries())
 
     def add_entry(self, entry: ModelEntry) -> None:
         """Add or replace the entry with ``entry.model_id`` (InputError ``invalid-input`` if it cannot be indexed)."""
@@ -706,6 +781,26 @@ def _remember(key: str, value: _Seen) -> None:
         if len(_index_cache) >= _CACHED_FOLDERS:
             _index_cache.pop(next(iter(_index_cache)))
         _index_cache[key] = value
+
+
+_ARCHIVE_HEAD = b"PK\x03\x04"
+_FIRST_NAME = b"manifest.msgpack"  # FORMAT.md §3.1: the first member, its name right after the 30-byte local header
+
+
+def _starts_like_archive(path: Path) -> bool:
+    """Whether the file begins as every .distillgan archive does (46 bytes read, without blocking or following a FIFO)."""
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    try:
+        head = os.read(fd, 30 + len(_FIRST_NAME)) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return head[:4] == _ARCHIVE_HEAD and head[30:] == _FIRST_NAME
 
 
 def _is_other_file(folder: Path, name: str, accounted: set[str]) -> bool:

@@ -56,20 +56,21 @@ class ProgressBar:
 
     MIN_BYTES = 64 << 20
 
-    def __init__(self, label: str, stream: Any = None) -> None:
+    def __init__(self, label: str, stream: Any = None, *, force: bool = False) -> None:
         self.label = safe(label)
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.force = force  # --progress: drawn whatever the stream and the size
+        self.enabled = force or bool(getattr(self.stream, "isatty", lambda: False)())
         self.drawn = False
         self.last = 0.0
         self.lock = threading.Lock()
 
     def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total < self.MIN_BYTES:
+        if not self.enabled or (total < self.MIN_BYTES and not self.force):
             return
         now = time.monotonic()
         with self.lock:
-            if now - self.last < 0.1 and done < total:
+            if self.drawn and now - self.last < 0.1 and done < total:
                 return
             self.last = now
             width = 30
@@ -88,6 +89,35 @@ class ProgressBar:
             self.drawn = False
 
 
+class _bar:  # used as `with _bar(label, args) as progress:`
+    """A :class:`ProgressBar` on stderr for one step, when stderr is a terminal or ``--progress`` asks; closed at the end."""
+
+    def __init__(self, label: str, args: argparse.Namespace) -> None:
+        forced = bool(getattr(args, "progress", False))
+        self.bar = ProgressBar(label, force=forced)
+
+    def __enter__(self) -> ProgressBar:
+        return self.bar
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+JSON_SHAPE = """--json prints JSON Lines: one JSON object per line, whatever the number of files and on failure too.
+Every object has "ok" (true or false); a failed one has "code" and "error" (the message), and the
+command also exits 1. inspect and verify print one object per FILE, with "file"; list and repair print
+one object for the folder, with "dir". On success: inspect adds its description ("format", "version",
+"file_size", "members", "manifest", "tensors", and "sha256"/"digests" when asked), verify adds
+"members" (a count) and "sha256" (null unless --sha256), list adds "models" (the index entries),
+repair adds its report ("added", "removed", "invalid"...). The JSON is strict: a NaN or infinite
+value is written as FORMAT.md §4.6 writes it, {"$": "float", "value": "nan", "bits": "..."}."""
+
+
+def _json_line(obj: dict[str, Any]) -> None:
+    """One object of the ``--json`` output (JSON_SHAPE): one line, strict JSON, ASCII."""
+    print(json.dumps(obj, ensure_ascii=True, allow_nan=False), flush=True)
+
+
 def _err(e: DistillganError, where: str | None = None) -> None:
     prefix = f"{safe(where)}: " if where else ""
     print(f"distillgan: error [{e.code}]: {prefix}{safe(e)}", file=sys.stderr)
@@ -96,20 +126,28 @@ def _err(e: DistillganError, where: str | None = None) -> None:
 # --- inspect ---------------------------------------------------------------------------
 
 
-def tensor_digests(path: str) -> dict[str, dict[str, str]]:
-    """SHA-256 of each stored tensor's bytes, per member (reads tensor data; no torch)."""
+def tensor_digests(path: str, progress: Any = None) -> dict[str, dict[str, str]]:
+    """SHA-256 of each stored tensor's bytes, per member (reads tensor data; no torch).
+
+    ``progress(done, total)`` counts the tensor bytes hashed.
+    """
     import hashlib
 
     from .archive import open_archive
 
     out: dict[str, dict[str, str]] = {}
     with open_archive(path) as archive:
+        total = sum(t.nbytes for table in archive.tables.values() for t in table.tensors)
+        done = 0
         for member, table in archive.tables.items():
             out[member] = {}
             for t in table.tensors:
                 h = hashlib.sha256()
                 for chunk in archive.tensor_chunks(member, t):
                     h.update(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
                 out[member][t.name] = h.hexdigest()
     return out
 
@@ -119,11 +157,17 @@ def _describe_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
 
     # --digests reads every tensor byte anyway, so it checks CRCs and bool bytes as verify does;
     # verify returns the same description as inspect, so the file is validated once, not twice.
-    info = verify(path) if (args.verify or args.digests) else inspect(path, tensors=not args.no_tensors)
+    if args.verify or args.digests:
+        with _bar(f"verifying {path}", args) as bar:
+            info = verify(path, progress=bar)
+    else:
+        info = inspect(path, tensors=not args.no_tensors)
     if args.digests:
-        info["digests"] = tensor_digests(path)
+        with _bar(f"tensor digests of {path}", args) as bar:
+            info["digests"] = tensor_digests(path, progress=bar)
     if args.sha256:
-        info["sha256"] = file_sha256(path)
+        with _bar(f"sha256 of {path}", args) as bar:
+            info["sha256"] = file_sha256(path, progress=bar)
     if args.no_tensors:
         info.pop("tensors", None)
     return info
@@ -131,25 +175,21 @@ def _describe_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     failed = 0
-    described: list[dict[str, Any]] = []
-    for path in args.files:
+    for i, path in enumerate(args.files):
         try:
             info = _describe_file(path, args)
         except DistillganError as e:
             failed += 1
-            if args.json and len(args.files) > 1:
-                described.append({"file": path, "ok": False, "code": e.code, "error": str(e)})
+            if args.json:
+                _json_line({"file": path, "ok": False, "code": e.code, "error": str(e)})
             _err(e, path if len(args.files) > 1 else None)
             continue
         if args.json:
-            described.append({"file": path, **info} if len(args.files) > 1 else info)
+            _json_line({"file": path, "ok": True, **info})
         else:
-            if len(args.files) > 1 and described:
+            if i and len(args.files) > 1:
                 print()
-            described.append(info)
             print(_summary(path, info, args))
-    if args.json and described:
-        print(json.dumps(described if len(args.files) > 1 else described[0], indent=2, ensure_ascii=True))
     return 1 if failed else 0
 
 
@@ -222,25 +262,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print("distillgan: error [usage]: --sha256 checks one file", file=sys.stderr)
         return 2
     failed = 0
-    results = []
     for path in args.files:
-        bar = ProgressBar(f"verifying {path}")
         try:
-            info = verify(path, sha256=args.sha256, progress=bar)
+            with _bar(f"verifying {path}", args) as bar:
+                info = verify(path, sha256=args.sha256, progress=bar)
         except DistillganError as e:
-            bar.close()
             failed += 1
-            results.append({"file": path, "ok": False, "code": e.code, "error": str(e)})
-            if not args.json:
+            if args.json:
+                _json_line({"file": path, "ok": False, "code": e.code, "error": str(e)})
+            else:
                 print(f"FAIL  {safe(path)}: [{e.code}] {safe(e)}")
             continue
-        bar.close()
-        results.append({"file": path, "ok": True, "members": len(info["members"]), "sha256": info.get("sha256")})
-        if not args.json:
+        if args.json:
+            _json_line({"file": path, "ok": True, "members": len(info["members"]), "sha256": info.get("sha256")})
+        else:
             extra = f", sha256 {info['sha256']}" if "sha256" in info else ""
             print(f"OK    {safe(path)} ({len(info['members'])} members, every CRC-32 matches{extra})")
-    if args.json:
-        print(json.dumps(results, indent=2, ensure_ascii=True))
     return 1 if failed else 0
 
 
@@ -274,7 +311,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     library = ModelLibrary(args.dir)
     entries = library.list_all()
     if args.json:
-        print(json.dumps([_entry_json(e) for e in entries], indent=2, ensure_ascii=True, allow_nan=False))
+        _json_line({"dir": args.dir, "ok": True, "models": [_entry_json(e) for e in entries]})
         return 0
     if library.last_repair is not None:
         _print_repair(library.last_repair, sys.stderr)
@@ -431,6 +468,9 @@ def _print_repair(report: RepairReport, stream: Any) -> None:
               file=stream)
     for name in report.cleaned:
         print(f"cleaned  {safe(name)} (the temporary file of an interrupted save)", file=stream)
+    for mid, problem in report.flagged.items():
+        print(f"flagged  {safe(mid)} ({safe(problem)}; listed and kept in the index, `distillgan repair` drops what is missing)",
+              file=stream)
     for name, size in report.abandoned.items():
         print(f"abandoned {safe(name)} ({_human_bytes(size)}, left by an interrupted save; `distillgan repair` removes it)",
               file=stream)
@@ -445,7 +485,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
         import dataclasses
 
         fields = {f.name for f in dataclasses.fields(report) if f.name != "events"}  # events: for the log, in words
-        print(json.dumps({k: v for k, v in dataclasses.asdict(report).items() if k in fields}, indent=2, ensure_ascii=True))
+        _json_line({"dir": args.dir, "ok": True, **{k: v for k, v in dataclasses.asdict(report).items() if k in fields}})
     else:
         _print_repair(report, sys.stdout)
         print(f"index rebuilt: {len(ModelLibrary(args.dir).list_all())} models")
@@ -473,8 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distillgan",
         description="Inspect, verify and manage .distillgan model files (a strict zip of msgpack and safetensors; never pickle).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=JSON_SHAPE + "\n\nShell completion: eval \"$(distillgan --print-completion bash)\" in ~/.bashrc "
+        "(zsh: the same with zsh, in ~/.zshrc).",
     )
     parser.add_argument("--version", action="version", version=f"distillgan {__version__}")
+    parser.add_argument("--print-completion", choices=("bash", "zsh"), action=_PrintCompletion,
+                        help="print a shell completion script for bash or zsh and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("inspect", help="show what model files hold (no torch; no tensor data read unless asked)",
@@ -482,29 +527,33 @@ def build_parser() -> argparse.ArgumentParser:
                        "the end records, the manifest and the tensor headers — a few KiB, whatever the file size — and "
                        "never imports torch. --sha256, --verify and --digests read the data they need.")
     p.add_argument("files", nargs="+", metavar="FILE", help=".distillgan files (or URLs, with distillgan[remote])")
-    p.add_argument("--json", action="store_true",
-                   help="print JSON (FORMAT.md §4.6 for the manifest): one object for one file, a list for several")
+    p.add_argument("--json", action="store_true", help="print JSON Lines, one object per file (see `distillgan --help`)")
     p.add_argument("--no-tensors", action="store_true", help="leave out the tensor tables (large models have thousands)")
     p.add_argument("--sha256", action="store_true", help="add the SHA-256 of the whole file (reads every byte)")
     p.add_argument("--verify", action="store_true", help="also check every CRC-32 and BOOL byte, as `distillgan verify` does")
     p.add_argument("--digests", action="store_true",
                    help="add the SHA-256 of each stored tensor's bytes (reads all tensor data, so it also verifies)")
     p.add_argument("--no-hash", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
+    p.add_argument("--progress", action="store_true",
+                   help="draw progress on stderr for --verify, --sha256 and --digests even when stderr is not a terminal "
+                   "(on a terminal it is drawn for files of 64 MiB and more)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("verify", help="check structure and every CRC-32; exit 1 if any file fails",
                        description="Check every layer of each file and the CRC-32 of every member. One line per file.")
     p.add_argument("files", nargs="+", metavar="FILE", help=".distillgan files")
-    p.add_argument("--sha256", metavar="HEX", help="also require the file's SHA-256 to equal HEX (one file only)")
-    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--sha256", metavar="HEX", help="also require the file's SHA-256 to equal HEX or sha256:HEX (one file only)")
+    p.add_argument("--json", action="store_true", help="print JSON Lines, one object per file (see `distillgan --help`)")
+    p.add_argument("--progress", action="store_true",
+                   help="draw progress on stderr even when it is not a terminal (on a terminal: for files of 64 MiB and more)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("list", help="list the models of a folder",
                        description="List the models of a folder (read-only: works on folders you cannot write).")
     _dir_option(p)
     p.add_argument("--json", action="store_true",
-                   help="print the entries as strict JSON (FORMAT.md §4.6: a NaN or infinite loss is "
-                   '{"$": "float", "value": "nan", "bits": ...}, never a bare NaN)')
+                   help='print one JSON object {"dir", "ok", "models": [entries]} (see `distillgan --help`; strict JSON: a NaN '
+                   'loss is {"$": "float", "value": "nan", "bits": ...}, never a bare NaN)')
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("delete", help="delete a model file and its index entry",
@@ -581,7 +630,7 @@ and a failure is reported and the rest go on (exit 1 if any failed).
                        description="Rebuild model_library.json from the manifests of the *.distillgan files "
                        "(no tensor data read); reports invalid and ignored files.")
     _dir_option(p)
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json", action="store_true", help='print the report as one JSON object {"dir", "ok", ...} (see `distillgan --help`)')
     p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("demo", help="save, inspect and load a small example model",
@@ -593,12 +642,71 @@ and a failure is reported and the rest go on (exit 1 if any failed).
     return parser
 
 
+class _PrintCompletion(argparse.Action):
+    """``--print-completion SHELL``: print the script and exit, as ``--version`` does (no command needed)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        print(completion_script(parser, str(values)), end="")
+        parser.exit()
+
+
+def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
+    """A bash or zsh completion script for the commands and options of ``parser`` (files complete as files)."""
+    commands: dict[str, list[str]] = {}
+    top = [o for a in parser._actions for o in a.option_strings]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                commands[name] = sorted(o for a in sub._actions for o in a.option_strings if a.help != argparse.SUPPRESS)
+    cases = "\n".join(f'        {name}) opts="{" ".join(opts)}" ;;' for name, opts in commands.items())
+    script = f"""# distillgan completion for {shell}: eval "$(distillgan --print-completion {shell})"
+_distillgan() {{
+    local cur cmd opts i
+    cur="${{COMP_WORDS[COMP_CWORD]}}"
+    cmd=""
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case "${{COMP_WORDS[i]}}" in -*) ;; *) cmd="${{COMP_WORDS[i]}}"; break ;; esac
+    done
+    if [[ -z "$cmd" ]]; then
+        if [[ "$cur" == -* ]]; then
+            COMPREPLY=($(compgen -W "{" ".join(top)}" -- "$cur"))
+        elif [[ "${{COMP_WORDS[COMP_CWORD-1]}}" == --print-completion ]]; then
+            COMPREPLY=($(compgen -W "bash zsh" -- "$cur"))
+        else
+            COMPREPLY=($(compgen -W "{" ".join(commands)}" -- "$cur"))
+        fi
+        return 0
+    fi
+    case "$cmd" in
+{cases}
+        *) opts="" ;;
+    esac
+    if [[ "$cur" == -* ]]; then
+        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+    else
+        COMPREPLY=($(compgen -f -- "$cur"))
+    fi
+    return 0
+}}
+"""
+    if shell == "zsh":  # zsh runs the bash function through its bash-compatibility layer
+        script += "autoload -U +X bashcompinit && bashcompinit\n"
+    return script + "complete -o filenames -F _distillgan distillgan\n"
+
+
+_JSON_COMMANDS = {"inspect": "file", "verify": "file", "list": "dir", "repair": "dir"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except DistillganError as e:
+        if getattr(args, "json", False) and args.command in _JSON_COMMANDS:  # --json: a failure is a line of the same shape
+            key = _JSON_COMMANDS[args.command]
+            where = getattr(args, "folder", None) or getattr(args, "dir", None) or DEFAULT_DIR if key == "dir" else None
+            _json_line({key: where, "ok": False, "code": e.code, "error": str(e)})
         _err(e)
         return 1
     except BrokenPipeError:  # `distillgan list | head`: the reader has what it wanted; end quietly

@@ -17,6 +17,7 @@ in ``__metadata__``.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, LegacyFormatError
+from .errors import InputError, LegacyFormatError, file_error
 from .legacy import V1_MESSAGE, check_not_legacy, pickle_holds_v1_marker
 from .manifest import LEGACY_FORMAT_MARKER, METADATA_SCHEMA, MODEL_FORMAT_MARKER
 
@@ -192,7 +193,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, key: str | None = None, str
     """
     p = Path(os.path.expanduser(os.fspath(path)))
     if not p.exists():
-        raise InputError(f"no such file: {str(p)!r}", code="not-found")
+        raise file_error(f"no such file: {str(p)!r}", code="not-found", errno=errno.ENOENT, path=p)
     if _is_safetensors(p):
         ck = _read_safetensors(p)
         ck.state_dict = _state_dict(ck.state_dict, "the safetensors file", strip_prefix)

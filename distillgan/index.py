@@ -35,8 +35,8 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import dataclass, field, fields
-from typing import Any, TypeGuard
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, TypeGuard
 
 from .values import INT_MAX, INT_MIN
 
@@ -60,9 +60,21 @@ class VocoderInfo:
     training_date: str = ""
 
 
+EntryProblem = Literal["", "needs-conversion", "missing-file", "unreadable"]
+ENTRY_PROBLEMS: tuple[EntryProblem, ...] = ("needs-conversion", "missing-file", "unreadable")
+
+
 @dataclass
 class ModelEntry:
-    """One model in the index: its metadata plus where the file is (the app's fields, in its order)."""
+    """One model in the index: its metadata plus where the file is (the app's fields, in its order).
+
+    ``problem`` (never written to the index) says why distillgan cannot confirm the file the
+    entry names, when it cannot: ``"needs-conversion"`` (a pickle-era ``.distillgan``: see
+    ``distillgan.convert_folder``), ``"missing-file"`` (no such file in the folder, or a
+    ``file_path`` that is no bare file name, e.g. one written with ``\\``) or ``"unreadable"``
+    (a damaged file, a legacy ``.distill``); ``problem_detail`` says it in words. Such entries
+    are listed and kept in the index; ``repair_index`` is the one clean-up that drops them.
+    """
 
     model_id: str
     name: str
@@ -81,9 +93,11 @@ class ModelEntry:
     n_active_components: int = 0
     tags: list[str] = field(default_factory=list)
     vocoder: VocoderInfo | None = None
+    problem: EntryProblem = field(default="", compare=False)
+    problem_detail: str = field(default="", compare=False)
 
 
-ENTRY_FIELDS = tuple(f.name for f in fields(ModelEntry))
+ENTRY_FIELDS = tuple(f.name for f in fields(ModelEntry) if f.name not in ("problem", "problem_detail"))  # the app's
 VOCODER_FIELDS = tuple(f.name for f in fields(VocoderInfo))
 _DEFAULTS = ModelEntry(model_id="", name="")
 _KINDS = {
@@ -197,19 +211,27 @@ def _vocoder(v: Any, where: str) -> VocoderInfo | None:
     )
 
 
-def entry_from_json(raw: Any, where: str = "entry") -> ModelEntry:
+def entry_from_json(raw: Any, where: str = "entry", *, any_path: bool = False) -> ModelEntry:
     """Validate one entry as read from JSON (or as given to ``add_entry``) and fill the app's defaults.
 
     Unknown keys are dropped (the app would refuse the entry); ``null`` losses and vocoder
     statistics (distillgan's earlier layout) become the app's defaults. Raises InvalidEntry.
+    With ``any_path`` (reading the index), a ``file_path`` that is a string but no bare file name
+    of the folder gives the entry flagged ``missing-file``, kept as written, never used as a path.
     """
     if type(raw) is not dict:
         raise InvalidEntry(f"{where}: expected an object, got {_show(raw)}")
     values = {name: _value(raw, name, where) for name in _KINDS}
-    check_file_name(values["file_path"], f"{where}.file_path")
     if not values["model_id"]:
         raise InvalidEntry(f"{where}.model_id: empty")
-    return ModelEntry(**values, vocoder=_vocoder(raw.get("vocoder"), f"{where}.vocoder"))
+    entry = ModelEntry(**values, vocoder=_vocoder(raw.get("vocoder"), f"{where}.vocoder"))
+    try:
+        check_file_name(values["file_path"], f"{where}.file_path")
+    except InvalidEntry as e:
+        if not any_path or not values["file_path"]:
+            raise
+        return replace(entry, problem="missing-file", problem_detail=str(e))
+    return entry
 
 
 def entry_to_json(entry: ModelEntry) -> dict[str, Any]:
@@ -237,7 +259,8 @@ def normalized(entry: ModelEntry, where: str = "entry") -> ModelEntry:
 def copy_entry(e: ModelEntry) -> ModelEntry:
     """A copy a caller may change without changing what the library holds."""
     voc = None if e.vocoder is None else VocoderInfo(e.vocoder.type, e.vocoder.epochs, e.vocoder.final_loss, e.vocoder.training_date)
-    return ModelEntry(**{n: getattr(e, n) for n in ENTRY_FIELDS[:-2]}, tags=list(e.tags), vocoder=voc)
+    return ModelEntry(**{n: getattr(e, n) for n in ENTRY_FIELDS[:-2]}, tags=list(e.tags), vocoder=voc, problem=e.problem,
+                      problem_detail=e.problem_detail)
 
 
 # --- the document ----------------------------------------------------------------------------------
@@ -287,7 +310,7 @@ def parse_index(data: bytes) -> IndexDoc:
     for position, (key, raw) in enumerate(items):
         label = key if is_text(key) else f"#{position}"
         try:
-            entry = entry_from_json(raw, f"entry {ascii(label)[:80]}")
+            entry = entry_from_json(raw, f"entry {ascii(label)[:80]}", any_path=True)
             if entry.model_id != key:
                 raise InvalidEntry(f"entry {ascii(label)[:80]}: its model_id is {ascii(entry.model_id)[:80]}")
         except InvalidEntry as e:

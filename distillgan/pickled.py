@@ -105,7 +105,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from .errors import DistillganError, FileAccessError, InputError
+from .errors import DistillganError, FileAccessError, InputError, not_regular_error, open_error
 
 __all__ = ["ALLOWED_GLOBALS", "DEFAULT_LIMITS", "PickleLimits", "PickledObject", "read_pickled", "to_plain_tree"]
 
@@ -1697,16 +1697,12 @@ def _open_input(path: str | os.PathLike[str], limits: PickleLimits) -> tuple[Bin
     flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(shown, flags)
-    except FileNotFoundError as e:
-        raise FileAccessError(f"no such file: {shown!r}", code="not-found") from e
-    except IsADirectoryError as e:
-        raise FileAccessError(f"{shown!r} is a directory; expected a regular file", code="not-regular-file") from e
     except OSError as e:
-        raise FileAccessError(f"cannot open {shown!r}: {e.strerror}", code="io-error") from e
+        raise open_error(e, shown) from e
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise FileAccessError(f"{shown!r} is not a regular file (device, FIFO, socket or directory)", code="not-regular-file")
+            raise not_regular_error(shown, st.st_mode)
         if st.st_size > limits.max_file_bytes:
             raise FileAccessError(
                 f"{shown!r} is {st.st_size} bytes; the limit is {limits.max_file_bytes} (max_file_bytes)", code="file-too-large"

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the network modules are imported when a URL is first read: 
     from concurrent.futures import Future
     from urllib.parse import SplitResult
 
-from .errors import ContainerError, FileAccessError, InputError
+from .errors import ContainerError, FileAccessError, InputError, not_regular_error, open_error
 
 MAX_FILE_BYTES = 1 << 40  # FORMAT.md §8
 REMOTE_TAIL_BYTES = 16 << 10  # first request: the end records and central directory (ours is < 1 KiB)
@@ -95,18 +95,12 @@ class MappedFile:
         flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(self.path, flags)  # O_NONBLOCK: a FIFO must not block open()
-        except FileNotFoundError as e:
-            raise FileAccessError(f"no such file: {self.path!r}", code="not-found") from e
-        except IsADirectoryError as e:
-            raise FileAccessError(f"{self.path!r} is a directory; expected a regular file", code="not-regular-file") from e
         except OSError as e:
-            raise FileAccessError(f"cannot open {self.path!r}: {e.strerror}", code="io-error") from e
+            raise open_error(e, self.path) from e
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise FileAccessError(
-                    f"{self.path!r} is not a regular file (device, FIFO, socket or directory)", code="not-regular-file"
-                )
+                raise not_regular_error(self.path, st.st_mode)
             self.size = st.st_size
             if self.size > MAX_FILE_BYTES:
                 raise FileAccessError(

@@ -80,7 +80,7 @@ def test_inspect_several_files_no_tensors_and_failures(models: Path, tmp_path: P
     bad.write_bytes(b"not a model")
     r = run("inspect", "--json", "--no-tensors", *files, str(bad))
     assert r.returncode == 1  # one failed
-    out = json.loads(r.stdout)
+    out = [json.loads(line) for line in r.stdout.splitlines()]
     assert [o["file"] for o in out] == [*files, str(bad)]
     assert all("tensors" not in o for o in out[:-1]) and out[-1]["code"] == "not-zip"
     assert f"{bad}" in r.stderr and "error [not-zip]" in r.stderr
@@ -152,7 +152,7 @@ def test_list_delete_repair(models: Path) -> None:
     piano = next(line for line in lines if line.startswith("Piano"))
     assert "hifigan (40 ep, loss 0.125)" in piano and "12" in piano
     assert next(line for line in lines if line.startswith("Drums")).rstrip().endswith("none")
-    entries = json.loads(run("list", "--json", str(models)).stdout)
+    entries = json.loads(run("list", "--json", str(models)).stdout)["models"]
     assert {e["model_id"] for e in entries} == {"p1", "d1"}
     r = run("delete", "d1", "--dir", str(models))
     assert r.returncode == 0 and not (models / "drums.distillgan").exists()
@@ -173,7 +173,7 @@ def test_list_json_is_strict_json_with_non_finite_losses(tmp_path: Path) -> None
     def refuse(constant: str) -> None:
         raise ValueError(f"not strict JSON: {constant}")
 
-    (entry,) = json.loads(r.stdout, parse_constant=refuse)
+    (entry,) = json.loads(r.stdout, parse_constant=refuse)["models"]
     assert entry["model_id"] == "nan1"
     assert entry["final_train_loss"] == {"$": "float", "value": "nan", "bits": "7ff8000000000000"}
     assert entry["final_val_loss"] == {"$": "float", "value": "-inf", "bits": "fff0000000000000"}
@@ -206,7 +206,7 @@ def test_delete_by_path_takes_the_folder_from_the_path(tmp_path: Path) -> None:
     r = run("delete", str(zz), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert not zz.exists() and keep.exists() and not (tmp_path / "models").exists()
-    assert [e["model_id"] for e in json.loads(run("list", "--json", "--dir", str(folder)).stdout)] == ["k"]
+    assert [e["model_id"] for e in json.loads(run("list", "--json", "--dir", str(folder)).stdout)["models"]] == ["k"]
     r = run("delete", os.path.join("elsewhere", keep.name), cwd=tmp_path)  # a relative path too
     assert r.returncode == 0 and not keep.exists(), r.stderr
 

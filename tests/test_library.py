@@ -82,8 +82,15 @@ def test_corrupt_or_hand_edited_index_is_rebuilt_and_reported(tmp_path: Path, co
     _save(tmp_path, "Keep", model_id="keep")
     (tmp_path / INDEX_NAME).write_text(content, encoding="utf-8")
     lib = ModelLibrary(tmp_path)
-    assert [e.model_id for e in lib.list_all()] == ["keep"]
-    assert lib.last_repair is not None and "rebuilt" in lib.last_repair.reason
+    listed = lib.list_all()
+    assert [e.model_id for e in listed if not e.problem] == ["keep"]
+    assert lib.last_repair is not None
+    if "passwd" in content:  # a file_path that is no bare name: kept, flagged, never used as a path
+        assert [(e.model_id, e.problem) for e in listed if e.problem] == [("x", "missing-file")]
+    else:
+        assert "rebuilt" in lib.last_repair.reason and len(listed) == 1
+    assert (tmp_path / INDEX_NAME).read_text(encoding="utf-8") == content  # a read writes nothing
+    ModelLibrary(tmp_path).repair_index()  # the explicit clean-up
     assert list(_raw_index(tmp_path)["models"]) == ["keep"]
 
 
@@ -122,12 +129,16 @@ def test_reconciliations_and_repairs_are_logged(tmp_path: Path, caplog: pytest.L
         return "\n".join(r.getMessage() for r in ours)
 
     with caplog.at_level(logging.DEBUG, logger="distillgan"):
-        assert {e.model_id for e in ModelLibrary(tmp_path).list_all()} == {"a", "b"}
+        listed = {e.model_id: e.problem for e in ModelLibrary(tmp_path).list_all()}
+    assert listed == {"a": "", "b": "", "c": "missing-file"}  # c cannot be confirmed: kept and flagged, not dropped
+    assert messages() == ""  # a read changes nothing: it reconciles in memory (at DEBUG)
+    with caplog.at_level(logging.DEBUG, logger="distillgan"):
+        ModelLibrary(tmp_path).remove("nothing-by-that-id")  # a change under the lock writes what reads found
     logged = messages()
-    assert "'c'" in logged and c.name in logged and "gone" in logged, logged  # dropped: its file is gone
     assert "'decoy'" in logged and "holds 'a'" in logged, logged  # dropped: the file holds another model
     assert "'b'" in logged and "renamed.distillgan" in logged, logged  # indexed from a file the index did not list
     assert str(tmp_path) in logged
+    assert set(_raw_index(tmp_path)["models"]) == {"a", "b", "c"}
 
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="distillgan"):
@@ -156,7 +167,7 @@ def test_the_index_is_0644_like_the_models_whatever_the_umask(tmp_path: Path) ->
         modes = {"save": (index.stat().st_mode & 0o777, a.stat().st_mode & 0o777)}
         (tmp_path / INDEX_NAME).write_text("{garbage", encoding="utf-8")
         index.chmod(0o600)
-        ModelLibrary(tmp_path).list_all()  # rewritten by a read that reconciles it
+        ModelLibrary(tmp_path).remove("none")  # rewritten by a change that reconciles it
         modes["read"] = (index.stat().st_mode & 0o777, a.stat().st_mode & 0o777)
         index.chmod(0o600)
         ModelLibrary(tmp_path).repair_index()  # and by a repair

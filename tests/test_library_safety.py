@@ -244,7 +244,7 @@ def test_hand_edited_index_is_rebuilt_and_saves_keep_working(tmp_path: Path, edi
     lib = ModelLibrary(tmp_path)
     assert {e.model_id for e in lib.list_all()} == {"one", "two"}
     assert lib.last_repair is not None and "rebuilt" in lib.last_repair.reason
-    assert set(_raw_ids(tmp_path)) == {"one", "two"}  # the fix was written under the lock
+    assert (tmp_path / INDEX_NAME).read_bytes() == text.encode("utf-8", "surrogatepass").replace(b"\xc3\xbf", b"\xff")  # reads write nothing
     (tmp_path / INDEX_NAME).write_bytes(text.encode("utf-8", "surrogatepass"))
     _save(tmp_path, "Three", model_id="three")  # a save on top of the damage: no error after publishing
     assert "three" in _raw_ids(tmp_path)  # appended to what was there, or written into a rebuilt index
@@ -258,6 +258,8 @@ def test_oversized_index_is_not_read(tmp_path: Path) -> None:
         f.truncate(MAX_INDEX_BYTES + 1)
     lib = ModelLibrary(tmp_path)
     assert [e.model_id for e in lib.list_all()] == ["one"] and "limit" in lib.last_repair.reason  # type: ignore[union-attr]
+    assert (tmp_path / INDEX_NAME).stat().st_size == MAX_INDEX_BYTES + 1  # a read writes nothing
+    lib.remove("no-such-id")  # a change rewrites it
     assert (tmp_path / INDEX_NAME).stat().st_size < 4096
 
 
@@ -267,8 +269,9 @@ def test_dev_zero_as_the_index(tmp_path: Path) -> None:
     _save(tmp_path, "One", model_id="one")
     (tmp_path / INDEX_NAME).unlink()
     _symlink("/dev/zero", tmp_path / INDEX_NAME)
-    assert _ids(tmp_path) == {"one"}
-    assert not os.path.islink(tmp_path / INDEX_NAME)  # replaced by a regular file, never written through
+    assert _ids(tmp_path) == {"one"} and os.path.islink(tmp_path / INDEX_NAME)  # a read writes nothing
+    ModelLibrary(tmp_path).remove("no-such-id")
+    assert not os.path.islink(tmp_path / INDEX_NAME)  # a change replaces it by a regular file, never writes through it
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
@@ -279,6 +282,8 @@ def test_fifo_as_the_index_never_blocks(tmp_path: Path) -> None:
     code = "import sys; from distillgan import ModelLibrary; print(sorted(e.model_id for e in ModelLibrary(sys.argv[1]).list_all()))"
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "['one']", out.stderr
+    assert stat.S_ISFIFO(os.lstat(tmp_path / INDEX_NAME).st_mode)  # a read writes nothing
+    ModelLibrary(tmp_path).remove("no-such-id")  # a change replaces it without blocking
     assert stat.S_ISREG(os.lstat(tmp_path / INDEX_NAME).st_mode)
 
 
@@ -300,7 +305,9 @@ def test_save_returns_and_warns_when_the_index_is_a_directory(tmp_path: Path, ca
     assert e.value.code == "folder-unwritable"
     assert _temporaries(tmp_path) == []
     shutil.rmtree(tmp_path / INDEX_NAME)
-    assert _ids(tmp_path) == {"one", "two"} and set(_raw_ids(tmp_path)) == {"one", "two"}
+    assert _ids(tmp_path) == {"one", "two"} and not (tmp_path / INDEX_NAME).exists()  # a read writes nothing
+    ModelLibrary(tmp_path).repair_index()
+    assert set(_raw_ids(tmp_path)) == {"one", "two"}
 
 
 FSIZE_CHILD = textwrap.dedent(
@@ -330,7 +337,9 @@ def test_save_returns_when_the_disk_fills_before_the_index(tmp_path: Path) -> No
     distillgan.verify(tmp_path / name)
     assert "late" not in _raw_ids(tmp_path) and _temporaries(tmp_path) == []
     assert ModelLibrary(tmp_path).get("late").file_path == name  # type: ignore[union-attr]
-    assert "late" in _raw_ids(tmp_path)  # the next reader reconciled, under the lock
+    assert "late" not in _raw_ids(tmp_path)  # a read reconciles in memory only
+    ModelLibrary(tmp_path).remove("no-such-id")
+    assert "late" in _raw_ids(tmp_path)  # the next change writes it, under the lock
 
 
 # --- 12.2: read-only folders --------------------------------------------------------------------------
@@ -355,7 +364,7 @@ READ_ONLY_CHILD = textwrap.dedent(
         "get": lib.get("orphan").file_path,
         "search": [e.model_id for e in lib.search("kept")],
         "count": lib.count(),
-        "report": [lib.last_repair.added, lib.last_repair.removed],
+        "report": [lib.last_repair.added, lib.last_repair.removed, lib.last_repair.flagged],
     }
     for name, op in [("save", lambda: save_model({"w": torch.zeros(2)}, {}, {}, ModelMetadata(name="x"), folder)),
                      ("delete", lambda: delete_model("kept", folder)), ("repair", lambda: lib.repair_index())]:
@@ -394,8 +403,9 @@ def test_read_only_folder_can_be_listed(lock_file: str) -> None:
         result = json.loads(out.stdout)
         if "skip" in result:
             pytest.skip(f"cannot drop root to test permissions: {result['skip']}")
-        assert sorted(result["list"]) == ["kept", "orphan"] and result["get"] == "orphan.distillgan"
-        assert result["search"] == ["kept"] and result["count"] == 2 and result["report"] == [["orphan"], ["gone"]]
+        assert sorted(result["list"]) == ["gone", "kept", "orphan"] and result["get"] == "orphan.distillgan"
+        assert result["search"] == ["kept"] and result["count"] == 3
+        assert result["report"] == [["orphan"], [], {"gone": "missing-file"}]  # kept and flagged, never dropped by a read
         assert result["save"] == result["delete"] == result["repair"] == "permission-denied"  # errors.py's code for EACCES
         assert {n: (folder / n).read_bytes() for n in os.listdir(folder)} == before  # nothing created, nothing rewritten
     finally:

@@ -1,9 +1,11 @@
-"""The README's two set-up commands, and CI running exactly the README's test command."""
+"""The README's set-up commands, CI running exactly the README's test command, and the README's other blocks run as written."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,3 +53,58 @@ def test_the_python_example_runs(tmp_path: Path) -> None:
     assert out[2] == "{'learning_rate': 0.001, 'betas': (0.9, 0.999)}"
     assert out[3] == "Piano"
     assert (tmp_path / "models" / "piano.distillgan").exists()
+
+
+def _section(title: str) -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    return readme.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_file_sections_commands_run_on_a_saved_model(tmp_path: Path) -> None:
+    """Each line of "The file"'s shell block, run by bash on a model whose manifest has int map keys (an optimizer state)."""
+    import hashlib
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+
+    from distillgan import save_file
+
+    if shutil.which("bash") is None or shutil.which("unzip") is None:
+        pytest.skip("needs bash and unzip")
+    layer = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(layer.parameters())
+    layer(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    model = tmp_path / "model.distillgan"
+    save_file(layer, model, extra={"optimizer": optimizer.state_dict()})
+    (block,) = re.findall(r"```sh\n(.+?)\n```", _section("The file"), flags=re.DOTALL)
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert len(lines) == 4 and any("msgpack.unpackb" in line for line in lines)
+    for line in lines:
+        r = subprocess.run(["bash", "-c", line.replace("HEX", digest)], cwd=tmp_path, env=env, check=False, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, (line, r.stderr[-2000:])
+        assert r.stdout.strip(), line
+    r = subprocess.run(["bash", "-c", lines[1]], cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=120)
+    assert "'format': 'distillgan_model'" in r.stdout and "0: {" in r.stdout  # the optimizer state's int keys
+
+
+def test_the_meta_device_recipe_never_builds_the_weights() -> None:
+    """`Model(...).to("meta")` first allocates every weight on the CPU; `with torch.device("meta"):` allocates none."""
+    (block,) = re.findall(r"```python\n(.+?)\n```", _section("Use it from Python"), flags=re.DOTALL)
+    code = [line.split("#", 1)[0] for line in block.splitlines()]
+    assert not any('.to("meta")' in line for line in code)
+    assert any('with torch.device("meta"):' in line for line in code)
+
+
+def test_the_readme_says_which_app_before_speaking_of_it() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    first = re.search(r"\bthe app\b", readme, flags=re.IGNORECASE)
+    link = readme.find("https://github.com/taylorbrook/Distill_SmallCorpusGenerativeAIAudio")
+    assert first is not None and 0 <= link < first.start()
+    assert "Without it" in readme[: first.start() + 1000]

@@ -117,7 +117,9 @@ def test_a_marker_left_by_a_killed_update_makes_the_next_reader_index_the_file_a
     marker.touch()
     entry = ModelLibrary(folder).get("m-voice")
     assert entry.vocoder.epochs == 8 and entry.file_size_bytes == path.stat().st_size
-    assert not marker.exists()  # the fix is written and the marker removed
+    assert marker.exists() and index.read_bytes() == old_index  # a read fixes it in memory and writes nothing
+    ModelLibrary(folder).remove("no-such-id")  # the next change under the lock writes the fix and removes the marker
+    assert not marker.exists()
     assert json.loads(index.read_text())["models"]["m-voice"]["vocoder"]["epochs"] == 8
     report = ModelLibrary(folder).last_repair
     assert report is None or "m-voice" not in report.removed
@@ -144,7 +146,9 @@ def test_a_marker_is_honoured_in_memory_while_the_lock_is_busy(tmp_path: Path) -
         assert marker.exists() and index.read_bytes() == old_index
     finally:
         holder.communicate("", timeout=60)
-    assert ModelLibrary(folder).get("m-voice").vocoder is None and not marker.exists()  # the lock is free: fixed for good
+    assert ModelLibrary(folder).get("m-voice").vocoder is None and marker.exists()  # reads write nothing, lock or not
+    ModelLibrary(folder).repair_index()  # a change: fixed for good
+    assert ModelLibrary(folder).get("m-voice").vocoder is None and not marker.exists()
     assert json.loads(index.read_text())["models"]["m-voice"]["vocoder"] is None
 
 

@@ -1,0 +1,285 @@
+"""What a newcomer with safetensors and huggingface_hub habits, and the app's maintainer, expect to work."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import distillgan
+from distillgan import DistillganError, ModelMetadata, save_file, save_model
+
+SCRIPT = Path(sys.executable).parent / ("distillgan.exe" if os.name == "nt" else "distillgan")
+
+
+def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SCRIPT), *args], check=False, capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
+
+
+def lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return save_file({"w": torch.arange(6.0)}, tmp_path / "m.distillgan")
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def test_verify_takes_the_sha256_colon_hex_form_other_tools_print(model: Path) -> None:
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    for given in (f"sha256:{digest}", f"SHA256:{digest.upper()}", digest):
+        r = run("verify", "--sha256", given, str(model))
+        assert r.returncode == 0 and digest in r.stdout, (given, r.stdout, r.stderr)
+        assert distillgan.verify(model, sha256=given)["sha256"] == digest
+    r = run("verify", "--sha256", "sha256:" + "0" * 64, str(model))
+    assert r.returncode == 1 and "[sha256-mismatch]" in r.stdout
+    with pytest.raises(DistillganError) as e:  # a typo is not a mismatch
+        distillgan.verify(model, sha256="sha256:abc")
+    assert e.value.code == "invalid-input" and "64 hex digits" in str(e.value)
+
+
+def test_json_output_has_one_shape_whatever_the_number_of_files_and_on_failure(model: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.distillgan"
+    bad.write_bytes(b"not a model")
+    for command in ("inspect", "verify"):
+        one = run(command, "--json", str(model))
+        assert one.returncode == 0, one.stderr
+        (only,) = lines(one.stdout)
+        two = lines(run(command, "--json", str(model), str(model)).stdout)
+        assert two == [only, only] and only["ok"] is True and only["file"] == str(model)
+        failed = run(command, "--json", str(bad))
+        assert failed.returncode == 1
+        assert lines(failed.stdout) == [{"file": str(bad), "ok": False, "code": "not-zip", "error": lines(failed.stdout)[0]["error"]}]
+        mixed = lines(run(command, "--json", str(model), str(bad)).stdout)
+        assert [o["ok"] for o in mixed] == [True, False] and set(mixed[0]) >= set(only) - {"file"}
+    assert lines(run("inspect", "--json", str(model)).stdout)[0]["manifest"]["format"] == "distillgan_model"
+    folder = tmp_path / "models"
+    save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="a", model_id="a1"), folder)
+    (listed,) = lines(run("list", "--json", "--dir", str(folder)).stdout)
+    assert listed["ok"] is True and listed["dir"] == str(folder) and [m["model_id"] for m in listed["models"]] == ["a1"]
+    (repaired,) = lines(run("repair", "--json", "--dir", str(folder)).stdout)
+    assert repaired["ok"] is True and repaired["dir"] == str(folder) and "added" in repaired
+    for command in ("list", "repair"):
+        r = run(command, "--json", "--dir", str(tmp_path / "typo"))
+        assert r.returncode == 1
+        (failure,) = lines(r.stdout)
+        assert failure["ok"] is False and failure["code"] == "not-found" and failure["dir"] == str(tmp_path / "typo")
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_bash_completion_completes_commands_options_and_files(model: Path) -> None:
+    r = run("--print-completion", "bash")
+    assert r.returncode == 0 and "complete -o filenames -F _distillgan distillgan" in r.stdout
+
+    def complete(*words: str) -> list[str]:
+        script = (f"source /dev/stdin; COMP_WORDS=(distillgan {' '.join(words)}); COMP_CWORD={len(words)}; "
+                  '_distillgan; printf "%s\\n" "${COMPREPLY[@]}"')
+        p = subprocess.run(["bash", "-c", script], input=r.stdout, check=False, capture_output=True, text=True, cwd=model.parent, timeout=30)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.split()
+
+    assert complete("ins") == ["inspect"]
+    assert {"--json", "--sha256", "--progress"} <= set(complete("verify", "--"))
+    assert complete("inspect", "m.dist") == ["m.distillgan"]
+    assert complete("--print-completion", "z") == ["zsh"]
+
+
+def test_zsh_completion_script() -> None:
+    r = run("--print-completion", "zsh")
+    assert r.returncode == 0 and "bashcompinit" in r.stdout and "_distillgan" in r.stdout
+    if shutil.which("zsh"):
+        p = subprocess.run(["zsh", "-c", "autoload -U compinit && compinit -u; eval \"$(cat)\"; whence -w _distillgan"],
+                           input=r.stdout, check=False, capture_output=True, text=True, timeout=30)
+        assert "function" in p.stdout, p.stderr
+    assert run("--print-completion", "fish").returncode == 2
+
+
+def test_progress_is_drawn_on_stderr_when_asked(model: Path) -> None:
+    for args in (["inspect", "--verify", "--sha256", "--digests", "--progress"], ["verify", "--progress"]):
+        r = run(*args, str(model))
+        assert r.returncode == 0, r.stderr
+        assert "100%" in r.stderr and str(model) in r.stderr, (args, r.stderr)
+        quiet = run(*[a for a in args if a != "--progress"], str(model))  # stderr is a pipe, not a terminal: nothing drawn
+        assert quiet.returncode == 0 and quiet.stderr == ""
+    assert "100%" in run("inspect", "--digests", "--json", "--progress", str(model)).stderr
+    assert lines(run("inspect", "--digests", "--json", "--progress", str(model)).stdout)[0]["ok"] is True  # stdout stays JSON
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def test_a_missing_file_is_also_a_file_not_found_error(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.distillgan"
+    calls = [lambda: distillgan.inspect(missing), lambda: distillgan.verify(missing), lambda: distillgan.load_model(missing),
+             lambda: distillgan.load_file(missing), lambda: distillgan.safe_open(missing),
+             lambda: distillgan.read_checkpoint(missing), lambda: distillgan.file_sha256(missing)]
+    for call in calls:
+        with pytest.raises(FileNotFoundError) as e:
+            call()
+        assert isinstance(e.value, DistillganError) and isinstance(e.value, ValueError) and isinstance(e.value, OSError)
+        assert e.value.code == "not-found" and e.value.errno == errno.ENOENT
+        assert str(missing) in str(e.value) and str(e.value).startswith("no such file")
+    import pickle
+
+    again = pickle.loads(pickle.dumps(e.value))
+    assert type(again) is type(e.value) and again.code == "not-found"
+
+
+def test_a_folder_given_as_a_file_is_also_an_is_a_directory_error(tmp_path: Path) -> None:
+    for call in (lambda: distillgan.inspect(tmp_path), lambda: distillgan.load_file(tmp_path)):
+        with pytest.raises(IsADirectoryError) as e:
+            call()
+        assert isinstance(e.value, DistillganError) and e.value.code == "not-regular-file"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="chmod 000 is a POSIX test")
+def test_an_unreadable_file_is_also_a_permission_error() -> None:
+    import tempfile
+
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("root reads any file, and there is no setpriv to drop root")
+    base = Path(tempfile.mkdtemp(prefix="distillgan-perm-"))  # not under pytest's 0700 tree: user 65534 must reach it
+    try:
+        base.chmod(0o755)
+        model = save_file({"w": torch.ones(2)}, base / "m.distillgan")
+        model.chmod(0)
+        code = ("import errno, sys, distillgan\n"
+                "try:\n    distillgan.inspect(sys.argv[1])\n"
+                "except PermissionError as e:\n    print(isinstance(e, distillgan.DistillganError), e.errno == errno.EACCES, e.code)\n")
+        drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        r = subprocess.run([*drop, sys.executable, "-c", code, str(model)], check=False, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "HOME": "/tmp"})
+        if r.returncode != 0 and drop and "Permission denied" in r.stderr and "distillgan" not in r.stderr:
+            pytest.skip(f"user 65534 cannot run {sys.executable}: {r.stderr.strip()[:200]}")
+        assert r.stdout.split() == ["True", "True", "io-error"], (r.stdout, r.stderr)
+    finally:
+        shutil.rmtree(base)
+
+
+def test_an_unwritable_folder_is_also_a_permission_error(tmp_path: Path) -> None:
+    from distillgan.errors import from_os_error
+
+    e = from_os_error(PermissionError(errno.EACCES, "Permission denied", str(tmp_path)), "save a model", tmp_path)
+    assert isinstance(e, PermissionError) and isinstance(e, DistillganError) and e.code == "permission-denied"
+    assert e.filename == str(tmp_path) and "no permission to save a model" in str(e)
+    e = from_os_error(OSError(errno.ENOSPC, "No space left on device"), "save a model", tmp_path)
+    assert type(e) is distillgan.FileAccessError and e.code == "no-space"
+
+
+# --- the test suite itself ----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to run a child as another user")
+def test_the_permission_test_skips_when_the_unprivileged_user_cannot_reach_the_interpreter(tmp_path: Path) -> None:
+    """A checkout behind a folder that user 65534 cannot enter (root's 0700 home): skipped with a reason, not failed."""
+    import tempfile
+
+    closed = Path(tempfile.mkdtemp(prefix="distillgan-closed-"))  # 0700: only root enters
+    try:
+        venv = Path(sys.prefix)
+        (closed / "bin").mkdir()
+        (closed / "lib").symlink_to(venv / "lib")
+        shutil.copy(venv / "pyvenv.cfg", closed / "pyvenv.cfg")
+        (closed / "bin" / "python").symlink_to(Path(sys.executable).resolve())
+        (closed / "bin" / "distillgan").symlink_to(SCRIPT.resolve())
+        python = closed / "bin" / "python"
+        test = "tests/test_convert.py::test_export_into_a_read_only_folder_says_permission_denied"
+        r = subprocess.run([str(python), "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test], check=False, capture_output=True,
+                           text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
+        assert "1 skipped" in r.stdout and "cannot run" in r.stdout, r.stdout[-3000:]
+    finally:
+        shutil.rmtree(closed)
+
+
+# --- the models folder --------------------------------------------------------------------------
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_listing_a_folder_writes_nothing(tmp_path: Path) -> None:
+    """Not an index, not a lock file: a folder that only holds model files (a download cache) stays as it was."""
+    cache = tmp_path / "hub-cache"
+    save_file({"w": torch.ones(2)}, cache / "a.distillgan", metadata=ModelMetadata(name="a", model_id="a1"))
+    save_file({"w": torch.ones(3)}, cache / "b.distillgan", metadata=ModelMetadata(name="b", model_id="b1"))
+    before = _tree(cache)
+    library = distillgan.ModelLibrary(cache)
+    assert sorted(e.model_id for e in library.list_all()) == ["a1", "b1"] and library.count() == 2
+    assert library.get("a1") is not None and library.search("b")[0].model_id == "b1"
+    r = run("list", "--dir", str(cache))
+    assert r.returncode == 0 and "a1" in r.stdout
+    assert _tree(cache) == before
+    folder = tmp_path / "models"  # an index that lacks a model: reconciled in memory, the index left as it is
+    save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="kept", model_id="k"), folder)
+    index = (folder / "model_library.json").read_bytes()
+    save_file({"w": torch.ones(1)}, folder / "dropped_in.distillgan", metadata=ModelMetadata(name="in", model_id="i"))
+    (folder / ".model_library.lock").unlink()
+    before = _tree(folder)
+    assert {e.model_id for e in distillgan.ModelLibrary(folder).list_all()} == {"k", "i"}
+    assert run("list", "--json", "--dir", str(folder)).returncode == 0
+    assert _tree(folder) == before and (folder / "model_library.json").read_bytes() == index
+    distillgan.ModelLibrary(folder).repair_index()  # a change writes it
+    assert set(json.loads((folder / "model_library.json").read_text())["models"]) == {"k", "i"}
+
+
+def test_an_entry_whose_file_cannot_be_confirmed_is_kept_and_flagged(tmp_path: Path) -> None:
+    import appshapes as app
+
+    folder = tmp_path / "models"
+    pickled = app.app_save_model(app.seed_distillgan_dict(name="Pickled"), folder)  # the app's own torch.save file
+    gone = save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="Gone", model_id="gone"), folder)
+    save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="Fine", model_id="fine"), folder)
+    gone.unlink()
+    index = folder / "model_library.json"
+    doc = json.loads(index.read_text())
+    doc["models"]["win"] = dict(doc["models"]["fine"], model_id="win", name="Windows path", file_path="models\\fine.distillgan")
+    index.write_text(json.dumps(doc, indent=2))
+    written = index.read_bytes()
+    entries = {e.model_id: e for e in distillgan.ModelLibrary(folder).list_all()}
+    pickled_id = next(mid for mid, e in entries.items() if e.file_path == pickled.name)
+    assert {mid: e.problem for mid, e in entries.items()} == {pickled_id: "needs-conversion", "gone": "missing-file",
+                                                            "fine": "", "win": "missing-file"}
+    assert "convert_folder" in entries[pickled_id].problem_detail and "not in the folder" in entries["gone"].problem_detail
+    assert index.read_bytes() == written  # listed, flagged, nothing dropped or written
+    save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="New", model_id="new"), folder)  # a write keeps them too
+    assert set(json.loads(index.read_text())["models"]) == {pickled_id, "gone", "fine", "win", "new"}
+    assert "problem" not in index.read_text()  # the flag is ours: the app's entries keep exactly the app's fields
+    listed = lines(run("list", "--json", "--dir", str(folder)).stdout)[0]["models"]
+    assert {m["model_id"]: m["problem"] for m in listed}["gone"] == "missing-file"
+    report = distillgan.ModelLibrary(folder).repair_index()  # the one explicit clean-up
+    assert sorted(report.removed) == ["gone", "win"] and report.legacy == [pickled.name]
+    assert set(json.loads(index.read_text())["models"]) == {pickled_id, "fine", "new"}
+
+
+def test_list_all_is_cached_until_the_index_or_the_folder_changes(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="Aa", model_id="a"), folder)
+    index = folder / "model_library.json"
+    past = index.stat().st_mtime_ns - 60_000_000_000  # a minute ago: older than any file system's timestamp granularity
+    os.utime(index, ns=(past, past))
+    os.utime(folder, ns=(past, past))
+    library = distillgan.ModelLibrary(folder)
+    assert [e.name for e in library.list_all()] == ["Aa"]
+    data = index.read_bytes()
+    with open(index, "r+b") as f:  # the same size, inode and mtime: the same identity
+        f.write(data.replace(b'"name": "Aa"', b'"name": "Zz"'))
+    os.utime(index, ns=(past, past))
+    assert [e.name for e in library.list_all()] == ["Aa"]  # not read again
+    assert [e.name for e in distillgan.ModelLibrary(folder).list_all()] == ["Aa"]  # the cache is the process's, per folder
+    os.utime(index, ns=(past + 1_000_000_000, past + 1_000_000_000))  # another identity: read again
+    assert [e.name for e in library.list_all()] == ["Zz"]
+    save_file({"w": torch.ones(1)}, folder / "b.distillgan", metadata=ModelMetadata(name="Bb", model_id="b"))
+    assert sorted(e.name for e in library.list_all()) == ["Bb", "Zz"]  # the folder changed
