@@ -283,6 +283,10 @@ class Archive:
                 self._verified.add(name)
         return self._downloaded[name], m.data_offset
 
+    def tensor_info(self, member: str, name: str) -> TensorInfo:
+        """The stored tensor ``name`` of ``member`` (a stored name, not an alias); KeyError if there is none."""
+        return self._index[member][name]
+
     def tensor_chunks(self, member: str, info: TensorInfo) -> Iterator[bytes | memoryview]:
         """One stored tensor's bytes, in chunks read through the descriptor (no torch, bounded memory)."""
         start = self.tables[member].data_start + info.begin

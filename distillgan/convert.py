@@ -104,8 +104,7 @@ def _refuse_v1(tree: Any) -> None:
 
 
 def _read_pickle_era(path: Path) -> Any:
-    """The plain value tree of a pickle-era file, refusing a legacy v1 model first."""
-    from .pickled import read_pickled, to_plain_tree
+    """The plain value tree of a pickle-era file, refusing a legacy v1 model first (before torch is imported)."""
     from .source import MappedFile
 
     with MappedFile(path) as src:  # a regular file of bounded size, opened once without blocking
@@ -116,6 +115,8 @@ def _read_pickle_era(path: Path) -> Any:
                 raise
         if _archive_head(src.read(0, min(src.size, 46))):
             raise InputError(f"{str(path)!r} is already a .distillgan archive; there is nothing to convert", code="invalid-input")
+    from .pickled import read_pickled, to_plain_tree  # torch: the pickle's tensors become torch tensors
+
     tree = to_plain_tree(read_pickled(path))
     _refuse_v1(tree)  # the marker may sit beyond the byte scan's limits
     return tree
@@ -480,10 +481,11 @@ def _convert_in_place(
     return target, backup
 
 
-def _flat_tensors(value: Any, what: str) -> dict[str, Any]:
-    import torch
+def _flat_refs(value: Any, what: str) -> dict[str, Any]:
+    """``value`` (a decoded slot: placeholders where tensors are) as a flat map of names to tensor placeholders."""
+    from .values import Ref
 
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()):
+    if not isinstance(value, dict) or not all(isinstance(k, str) and type(v) is Ref and v.kind != "ndarray" for k, v in value.items()):
         raise InputError(f"{what} is not a flat map of names to tensors; only such a map can be exported as safetensors", code="invalid-input")
     if "__metadata__" in value:  # safetensors reserves that key of the header for the string map
         raise InputError(f"{what} has a tensor named '__metadata__', which a safetensors file cannot hold (its header reserves "
@@ -515,35 +517,46 @@ def export_safetensors(
     (``file-exists`` otherwise, also when another process creates it meanwhile). Every failure is
     a DistillganError naming the path (``not-found`` for a missing folder, ``permission-denied``,
     ``read-only``, ``no-space``...). ``progress(done, total)`` gets the bytes written; the last
-    call is ``(total, total)``, ``total`` being the file's size.
+    call is ``(total, total)``, ``total`` being the file's size. The tensors' bytes are copied
+    from the archive as stored: torch is not imported.
     """
-    from .archive import _describe, open_archive
+    from .archive import open_archive
 
     out = Path(os.path.expanduser(os.fspath(out_path)))
     _check_destination(out, overwrite)
     with open_archive(model_path) as archive:
-        values = archive.values(copy=True)
-        manifest_json = json.dumps(_describe(archive)["manifest"], ensure_ascii=False, allow_nan=False)
-    if vocoder:
-        state = values["vocoder_state"]
-        if not isinstance(state, dict):
-            raise InputError(f"{os.fspath(model_path)!r} bundles no vocoder", code="invalid-input")
-        key = next((k for k in ("generator_state_dict", "state_dict") if k in state), None)
-        if key is None:
-            raise InputError("the vocoder state has neither generator_state_dict nor state_dict", code="invalid-input")
-        tensors = _flat_tensors(state[key], f"vocoder_state[{key!r}]")
-    else:
-        tensors = _flat_tensors(values["state_dict"], "the state dict")
-    unique: dict[str, Any] = {}
-    seen: dict[int, str] = {}
-    for name in sorted(tensors):  # tied tensors are one object after load: keep the first name, as safetensors does
-        t = tensors[name]
-        if id(t) in seen:
-            continue
-        seen[id(t)] = name
-        unique[name] = t
-    _write_safetensors(unique, {"format": "pt", EXPORT_MANIFEST_KEY: manifest_json}, out, overwrite, progress)
+        values = archive.decoded.values
+        manifest_json = json.dumps(inspect_manifest(archive), ensure_ascii=False, allow_nan=False)
+        if vocoder:
+            state = values["vocoder_state"]
+            if not isinstance(state, dict):
+                raise InputError(f"{os.fspath(model_path)!r} bundles no vocoder", code="invalid-input")
+            key = next((k for k in ("generator_state_dict", "state_dict") if k in state), None)
+            if key is None:
+                raise InputError("the vocoder state has neither generator_state_dict nor state_dict", code="invalid-input")
+            refs = _flat_refs(state[key], f"vocoder_state[{key!r}]")
+        else:
+            refs = _flat_refs(values["state_dict"], "the state dict")
+        stored: dict[str, Any] = {}  # export name -> (member, stored tensor)
+        seen: set[tuple[str, str]] = set()
+        for name in sorted(refs):  # tied tensors are one stored tensor: keep the first name, as safetensors does
+            ref = refs[name]
+            target = (ref.member, archive.manifest["members"][ref.member]["aliases"].get(ref.name, ref.name))
+            if target in seen:
+                continue
+            seen.add(target)
+            stored[name] = (target[0], archive.tensor_info(*target))
+        _write_safetensors({name: (info.dtype, info.shape) for name, (_m, info) in stored.items()},
+                           lambda name: archive.tensor_chunks(*stored[name]),
+                           {"format": "pt", EXPORT_MANIFEST_KEY: manifest_json}, out, overwrite, progress)
     return out
+
+
+def inspect_manifest(archive: Any) -> Any:
+    """The manifest's JSON projection (FORMAT.md §4.6), as ``inspect`` shows it."""
+    from .values import json_view
+
+    return json_view(archive.manifest)
 
 
 def _exists_error(out: Path) -> InputError:
@@ -567,9 +580,11 @@ def _check_destination(out: Path, overwrite: bool) -> None:
         raise _exists_error(out)
 
 
-def _write_safetensors(tensors: dict[str, Any], metadata: dict[str, str], out: Path, overwrite: bool, progress: Any) -> None:
-    """Write ``tensors`` as a safetensors file at ``out``: a temporary file beside it, fsynced, then published.
+def _write_safetensors(tensors: dict[str, tuple[str, tuple[int, ...]]], data: Any, metadata: dict[str, str], out: Path,
+                       overwrite: bool, progress: Any) -> None:
+    """Write a safetensors file at ``out``: a temporary file beside it, fsynced, then published.
 
+    ``tensors`` maps each name to (dtype code, shape); ``data(name)`` yields that tensor's bytes.
     The layout is FORMAT.md §5.2's (element size, then name; data aligned to 64), with
     ``__metadata__`` first in the header; safetensors' own readers accept it.
     """
@@ -579,16 +594,21 @@ def _write_safetensors(tensors: dict[str, Any], metadata: dict[str, str], out: P
     from .catalog import fsync_dir
     from .errors import from_os_error
     from .persistence import _replace, _unlink_quietly
-    from .tensors import ALIGNMENT, build_header, dtype_code, plain_tensor, tensor_bytes
+    from .tensors import ALIGNMENT, build_header
 
-    plain = {name: plain_tensor(t, f"tensor {name!r}") for name, t in tensors.items()}
-    _, layout = build_header([(name, dtype_code(t.dtype), tuple(t.shape)) for name, t in plain.items()])
+    _, layout = build_header([(name, dtype, tuple(shape)) for name, (dtype, shape) in tensors.items()])
     header: dict[str, Any] = {"__metadata__": metadata}
     header.update({i.name: {"dtype": i.dtype, "shape": list(i.shape), "data_offsets": [i.begin, i.end]} for i in layout})
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * ((-(8 + len(raw))) % ALIGNMENT)
     head = _struct.pack("<Q", len(raw)) + raw
     total = len(head) + (layout[-1].end if layout else 0)
+
+    def chunks() -> Any:
+        yield memoryview(head)
+        for i in layout:
+            yield from data(i.name)
+
     tmp = ""
     try:
         # a short prefix: OUT's own name may already be near the file system's limit on name length
@@ -597,7 +617,8 @@ def _write_safetensors(tensors: dict[str, Any], metadata: dict[str, str], out: P
             os.fchmod(fd, 0o644)  # mkstemp makes 0600; an export is an ordinary readable file
         with os.fdopen(fd, "wb", buffering=0) as f:
             done = 0
-            for chunk in [memoryview(head)] + [tensor_bytes(plain[i.name]) for i in layout]:
+            for piece in chunks():
+                chunk = memoryview(piece)
                 while chunk:
                     n = f.write(chunk[: 8 << 20])
                     chunk = chunk[n:]

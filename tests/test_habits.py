@@ -283,3 +283,24 @@ def test_list_all_is_cached_until_the_index_or_the_folder_changes(tmp_path: Path
     assert [e.name for e in library.list_all()] == ["Zz"]
     save_file({"w": torch.ones(1)}, folder / "b.distillgan", metadata=ModelMetadata(name="Bb", model_id="b"))
     assert sorted(e.name for e in library.list_all()) == ["Bb", "Zz"]  # the folder changed
+
+
+# --- torch only when a tensor must become a torch tensor ---------------------------------------------
+
+
+def test_export_and_convert_import_torch_only_for_tensors(tmp_path: Path) -> None:
+    model = save_file({"a": torch.arange(4.0), "b": torch.ones(2, 3, dtype=torch.bfloat16)}, tmp_path / "m.distillgan")
+    legacy = tmp_path / "old.distill"
+    torch.save({"format": "distill_model", "model_state_dict": {}}, legacy)
+    code = ("import sys\nfrom distillgan.cli import main\n"
+            "rc = [main(['export', sys.argv[1], sys.argv[2]]), main(['convert', '--dir', sys.argv[4], sys.argv[1], sys.argv[3]])]\n"
+            "print(rc, 'torch' in sys.modules)\n")
+    out = tmp_path / "m.safetensors"
+    r = subprocess.run([sys.executable, "-c", code, str(model), str(out), str(legacy), str(tmp_path / "models")], check=False,
+                       capture_output=True, text=True, timeout=120)
+    assert r.stdout.split("\n")[-2] == "[0, 1] False", (r.stdout, r.stderr)  # the archive skipped, the legacy model refused
+    assert "skipped" in r.stdout and "[legacy-distill-v1]" in r.stderr
+    from safetensors.torch import load_file
+
+    back = load_file(out)
+    assert torch.equal(back["a"], torch.arange(4.0)) and torch.equal(back["b"], torch.ones(2, 3, dtype=torch.bfloat16))
