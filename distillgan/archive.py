@@ -543,8 +543,11 @@ def _looks_like_safetensors(src: MappedFile | RemoteSource) -> bool:
     return head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= src.size
 
 
-def open_archive(path: str | os.PathLike[str]) -> Archive:
-    """Open and validate every layer of an archive (a path or an fsspec URL); tensor data is not read.
+def open_archive(path: str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO) -> Archive:
+    """Open and validate every layer of an archive; tensor data is not read.
+
+    ``path`` is a path, an fsspec URL, the file's content (``bytes``, ``bytearray``,
+    ``memoryview``: never a path) or a binary file object, read to its end into memory.
 
     A local file is mapped privately (copy-on-write), so tensors made from
     it may be modified without touching the file.
@@ -557,7 +560,7 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
         except ContainerError as e:
             if e.code == "not-zip" and _looks_like_safetensors(src):
                 raise ContainerError(
-                    f"{os.fspath(path)!r} is a plain safetensors file, not a .distillgan archive; "
+                    f"{src.path!r} is a plain safetensors file, not a .distillgan archive; "
                     "make a model of it with `distillgan convert FILE` (FORMAT.md §7)",
                     code="safetensors-file",
                 ) from e
@@ -574,7 +577,7 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
             _check_v1_members(manifest.raw, members)
             tables = {m.name: parse_header(src, m.data_offset, m.size, m.name) for m in members[1:]}
             index = _cross_check(manifest, members, tables)
-        archive = Archive(os.fspath(path), src, members, manifest, tables)
+        archive = Archive(src.path if isinstance(src, MappedFile) else os.fspath(cast(str, path)), src, members, manifest, tables)
         archive.__dict__["_tensor_index"] = index
         return archive
     except BaseException:
@@ -612,8 +615,8 @@ def _describe(archive: Archive, tensors_table: bool = True) -> dict[str, Any]:
     }
 
 
-def inspect(path: str | os.PathLike[str], *, tensors: bool = True) -> dict[str, Any]:
-    """Describe an archive (a path or an fsspec URL) without torch and without reading tensor data.
+def inspect(path: str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO, *, tensors: bool = True) -> dict[str, Any]:
+    """Describe an archive (a path, URL, bytes or binary file object: :func:`open_archive`) without torch or tensor data.
 
     Returns a JSON-serialisable dict: format, version, file_size, members
     (name, header_offset, data_offset, size, crc32), the manifest, and per
@@ -651,8 +654,9 @@ def wanted_sha256(text: str) -> str:
     return want
 
 
-def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Check every layer and every member's CRC-32 (and, if given, the file's SHA-256).
+def verify(path: str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO, *, sha256: str | None = None,
+           progress: Progress | None = None) -> dict[str, Any]:
+    """Check every layer and every member's CRC-32 (and, if given, the file's SHA-256); ``path`` as for :func:`open_archive`.
 
     ``sha256`` is 64 hex digits, bare or as ``sha256:HEX``.
 

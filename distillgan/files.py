@@ -19,7 +19,7 @@ from .archive import Archive, Progress, open_archive, plan_archive, write_archiv
 from .errors import InputError
 from .manifest import coerce_metadata
 from .source import MappedFile, is_url
-from .tensors import TensorInfo, tensor_from
+from .tensors import TensorInfo, array_from, tensor_from
 from .values import Ref, json_view
 
 
@@ -111,23 +111,42 @@ def _publish_file(plan: Any, target: Path, overwrite: bool, progress: Progress |
     return target
 
 
-def load_file(path: str | os.PathLike[str], device: Any = "cpu", *, copy: bool = False) -> dict[str, Any]:
-    """The state dict of a ``.distillgan`` file (a path or an fsspec URL), like ``safetensors.torch.load_file``.
+def load_file(path: Any, device: Any = "cpu", *, copy: bool = False, framework: str = "pt") -> dict[str, Any]:
+    """The state dict of a ``.distillgan`` file, like ``safetensors.torch.load_file``.
 
-    Tensors are views of the mapped file unless ``copy`` (or a non-CPU ``device``, where each is
-    copied there once). For everything else the file holds use ``load_model`` or ``safe_open``.
+    ``path`` is a path, an fsspec URL, the file's bytes (``bytes``, ``bytearray``,
+    ``memoryview``) or a binary file object (read to its end). Tensors are views of the mapped
+    file unless ``copy`` (or a non-CPU ``device``, where each is copied there once).
+    ``framework="np"`` (or ``"numpy"``) gives numpy arrays, as ``safetensors.numpy.load_file``
+    does, without importing torch (a BF16 or F8 tensor, which numpy has no dtype for, is
+    ``invalid-input``). For everything else the file holds use ``load_model`` or ``safe_open``.
     """
+    if _framework(framework) == "np":
+        with safe_open(path, framework, device) as f:
+            return {name: (f.get_tensor(name).copy() if copy else f.get_tensor(name)) for name in f}
     from .persistence import load_model
 
     return load_model(path, device, copy=copy).state_dict
 
 
+def _framework(framework: str) -> str:
+    if framework in ("pt", "torch"):
+        return "pt"
+    if framework in ("np", "numpy"):
+        return "np"
+    raise InputError(f"framework {framework!r}: expected 'pt' (torch tensors) or 'np' (numpy arrays)", code="invalid-input")
+
+
 class SafeOpen:
     """A ``.distillgan`` file opened lazily (see :func:`safe_open`); close it, or use it as a context manager."""
 
-    def __init__(self, path: str | os.PathLike[str], device: Any = "cpu") -> None:
+    def __init__(self, path: Any, device: Any = "cpu", framework: str = "pt") -> None:
         from .persistence import _torch_device
 
+        self._numpy = _framework(framework) == "np"
+        if self._numpy and not (type(device) is str and device == "cpu"):
+            raise InputError(f"framework='np' gives numpy arrays, which live on the CPU; device must be 'cpu', not {device!r}",
+                             code="invalid-input")
         # an unusable device is an error now, naming device="cpu", not at get_tensor; the default
         # needs no check, so keys(), metadata() and the manifest never import torch
         self._device: Any = "cpu" if device == "cpu" and type(device) is str else _torch_device(device)
@@ -195,15 +214,16 @@ class SafeOpen:
 
     def _read(self, member: str, info: TensorInfo) -> Any:
         table = self._archive.tables[member]
+        make = array_from if self._numpy else tensor_from
         if isinstance(self._archive.source, MappedFile):
             self._archive.source.exported = True
-            return tensor_from(self._archive.source.buffer, info, table.data_start, member)
+            return make(self._archive.source.buffer, info, table.data_start, member)
         data = bytearray(info.nbytes)  # a URL: one ranged read of this tensor's bytes, nothing else
         pos = 0
         for chunk in self._archive.source.read_stream(table.data_start + info.begin, info.nbytes):
             data[pos : pos + len(chunk)] = chunk
             pos += len(chunk)
-        return tensor_from(data, info, -info.begin, member)
+        return make(data, info, -info.begin, member)
 
 
 class TensorSlice:
@@ -226,13 +246,13 @@ class TensorSlice:
         return part if self._owner._on_cpu() else part.to(self._owner._device)
 
 
-def safe_open(path: str | os.PathLike[str], framework: str = "pt", device: Any = "cpu") -> SafeOpen:
-    """Open a ``.distillgan`` file (a path or an fsspec URL) lazily: ``keys()``, ``get_tensor``, ``get_slice``, ``metadata()``.
+def safe_open(path: Any, framework: str = "pt", device: Any = "cpu") -> SafeOpen:
+    """Open a ``.distillgan`` file lazily: ``keys()``, ``get_tensor``, ``get_slice``, ``metadata()``.
 
     Like ``safetensors.safe_open``: validates every header now, reads tensor data only when asked.
-    ``framework`` must be ``"pt"`` (torch). ``device`` is checked now: one this machine lacks is
-    InputError ``device-unavailable`` (as for ``load_model``). Use it as a context manager.
+    ``path`` is a path, an fsspec URL, the file's bytes or a binary file object (read to its end).
+    ``framework`` is ``"pt"`` (torch tensors) or ``"np"``/``"numpy"`` (numpy arrays, without
+    importing torch). ``device`` is checked now: one this machine lacks is InputError
+    ``device-unavailable`` (as for ``load_model``). Use it as a context manager.
     """
-    if framework not in ("pt", "torch"):
-        raise InputError(f"framework {framework!r}: distillgan gives torch tensors ('pt')", code="invalid-input")
-    return SafeOpen(path, device)
+    return SafeOpen(path, device, framework)

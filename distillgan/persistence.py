@@ -507,7 +507,7 @@ def load_model(
         loaded.vocoder = _load_into(
             vocoder_builder(loaded), voc[key], strict=strict, assign=assign, device=torch_device, what="vocoder_builder"
         )
-    logger.info("loaded %r (%s) from %s onto %s", loaded.metadata.name, loaded.metadata.model_id, os.fspath(model_path), torch_device)
+    logger.info("loaded %r (%s) from %s onto %s", loaded.metadata.name, loaded.metadata.model_id, archive.path, torch_device)
     return loaded
 
 

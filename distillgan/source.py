@@ -219,6 +219,80 @@ class MappedFile:
         self.close()
 
 
+class MemoryFile(MappedFile):
+    """A file's bytes already in memory (``bytes``, ``bytearray``, ``memoryview``, or what a binary file object read).
+
+    It behaves as a :class:`MappedFile`: reads come from an immutable copy made once (``bytes``
+    are used as they are), so the caller changing its buffer afterwards changes nothing read;
+    tensors view a private writable copy made when first needed (copy-on-write, as a mapping).
+    """
+
+    def __init__(self, data: Any, name: str = "<bytes>") -> None:
+        self.path = name
+        self.exported = False
+        self._map = None
+        self._fd = None
+        self._lock = threading.Lock()
+        try:
+            view = memoryview(data)
+        except TypeError as e:
+            raise InputError(f"{name}: expected bytes, bytearray or memoryview, got {type(data).__name__}", code="invalid-input") from e
+        self.size = view.nbytes
+        if self.size > MAX_FILE_BYTES:
+            raise FileAccessError(f"{name} is {self.size} bytes; the limit is {MAX_FILE_BYTES} (FORMAT.md §8)", code="file-too-large")
+        self._data: bytes | None = data if type(data) is bytes else view.tobytes()
+        self._private: bytearray | None = None
+
+    def _bytes(self) -> bytes:
+        if self._data is None:
+            raise FileAccessError(f"{self.path} is closed", code="io-error")
+        return self._data
+
+    def _pread(self, n: int, offset: int) -> bytes:
+        return self._bytes()[offset : offset + n]
+
+    def readinto(self, offset: int, view: memoryview) -> None:
+        n = view.nbytes
+        if offset < 0 or offset + n > self.size:
+            raise _short(self.path, offset, n, self.size)
+        view[:] = memoryview(self._bytes())[offset : offset + n]
+
+    @property
+    def buffer(self) -> Any:
+        if self._private is None:
+            self._private = bytearray(self._bytes())
+        return self._private
+
+    def close(self) -> None:
+        self._data = None
+        if not self.exported:
+            self._private = None
+
+
+def _read_file_object(f: Any) -> MemoryFile:
+    """A binary file object's content, read from its position to its end (at most ``MAX_FILE_BYTES``)."""
+    name = getattr(f, "name", None)
+    shown = repr(name) if isinstance(name, str) else f"<{type(f).__name__}>"
+    chunks = []
+    total = 0
+    while True:
+        chunk = f.read(min(STREAM_CHUNK, MAX_FILE_BYTES + 1 - total))
+        if not chunk:
+            break
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise InputError(f"{shown} is a text file object; open the file in binary mode ('rb')", code="invalid-input")
+        chunks.append(bytes(chunk))
+        total += len(chunk)
+        if total > MAX_FILE_BYTES:
+            raise FileAccessError(f"{shown} holds more than {MAX_FILE_BYTES} bytes (FORMAT.md §8)", code="file-too-large")
+    return MemoryFile(b"".join(chunks), shown)
+
+
+def is_in_memory(source: object) -> bool:
+    """Whether ``source`` is a file's content (bytes-like) or a binary file object rather than a path or URL."""
+    return isinstance(source, (bytes, bytearray, memoryview)) or (hasattr(source, "read") and not isinstance(source, (str, os.PathLike)))
+
+
 # --- remote ---------------------------------------------------------------------------------
 #
 # One source of truth per read (FORMAT.md §12): a remote file is pinned at its first response
@@ -968,8 +1042,16 @@ def _crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     return combine(crc1, crc2, len2)
 
 
-def open_source(path: str | os.PathLike[str]) -> MappedFile | RemoteSource:
-    """A local path (``file://`` URLs included) is mapped; another URL is read remotely."""
+def open_source(path: Any) -> MappedFile | RemoteSource:
+    """A local path (``file://`` URLs included) is mapped; another URL is read remotely.
+
+    ``bytes``, ``bytearray`` and ``memoryview`` are a file's content (never a path), and a binary
+    file object (anything with ``read``) is read to its end: both are served from memory.
+    """
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        return MemoryFile(path)
+    if is_in_memory(path):
+        return _read_file_object(path)
     if is_url(path):
         assert isinstance(path, str)
         if path.lower().startswith("file://"):

@@ -592,6 +592,36 @@ def tensor_from(buf: Any, info: TensorInfo, data_start: int, where: str) -> torc
     return t.reshape(info.shape)
 
 
+NUMPY_TYPESTR = {  # FORMAT.md §5: little-endian; the dtypes numpy has (no BF16, no F8)
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "C64": "<c8", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+    "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
+}  # fmt: skip
+
+
+def array_from(buf: Any, info: TensorInfo, data_start: int, where: str) -> Any:
+    """A numpy array viewing ``info``'s bytes in ``buf`` (copied only when misaligned); torch is not imported."""
+    try:
+        import numpy as np
+    except ImportError as e:
+        raise InputError("framework='np' needs numpy; install it, or use framework='pt'", code="numpy-unavailable") from e
+    typestr = NUMPY_TYPESTR.get(info.dtype)
+    if typestr is None:
+        raise InputError(f"{where}: tensor {info.name!r} is {info.dtype}, which numpy has no dtype for; "
+                         "load it with framework='pt'", code="invalid-input")
+    itemsize = DTYPES[info.dtype][0]
+    start = data_start + info.begin
+    count = info.nbytes // itemsize
+    if count == 0:
+        return np.empty(info.shape, dtype=typestr)
+    if start % itemsize == 0:
+        a = np.frombuffer(buf, dtype=typestr, count=count, offset=start)
+    else:  # another writer's layout: copy rather than hand out a misaligned view
+        a = np.frombuffer(bytearray(buf[start : start + info.nbytes]), dtype=typestr)
+    if info.dtype == "BOOL" and bool((a.view(np.uint8) > 1).any()):
+        raise TensorError(f"{where}: tensor {info.name!r} holds bool bytes other than 0 and 1 (FORMAT.md §5.3)", code="st-bool")
+    return a.reshape(info.shape)
+
+
 def as_numpy(t: torch.Tensor) -> Any:
     """numpy array sharing a CPU tensor's memory (for arrays stored from numpy)."""
     try:

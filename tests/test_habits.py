@@ -304,3 +304,65 @@ def test_export_and_convert_import_torch_only_for_tensors(tmp_path: Path) -> Non
 
     back = load_file(out)
     assert torch.equal(back["a"], torch.arange(4.0)) and torch.equal(back["b"], torch.ones(2, 3, dtype=torch.bfloat16))
+
+
+# --- numpy, bytes and file objects ----------------------------------------------------------------
+
+
+def test_numpy_arrays_without_torch(tmp_path: Path) -> None:
+    import numpy as np
+
+    sd = {"f": torch.arange(6.0).reshape(2, 3), "i": torch.tensor([1, -2], dtype=torch.int16), "b": torch.tensor([True, False])}
+    sd["tied"] = sd["f"]
+    path = save_file(sd, tmp_path / "m.distillgan")
+    code = ("import sys, json\nfrom distillgan import load_file, safe_open\n"
+            "d = load_file(sys.argv[1], framework='np')\n"
+            "with safe_open(sys.argv[1], framework='numpy') as f:\n"
+            "    part = f.get_slice('f')[:, 1].tolist(); keys = f.keys()\n"
+            "print(json.dumps({k: [str(v.dtype), v.tolist()] for k, v in d.items()}), part, keys, 'torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], check=False, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    arrays, rest = r.stdout.split("} ", 1)
+    assert json.loads(arrays + "}") == {"f": ["float32", [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]], "i": ["int16", [1, -2]],
+                                        "b": ["bool", [True, False]], "tied": ["float32", [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]]}
+    assert rest.strip().endswith("False") and "[1.0, 4.0]" in rest, rest  # torch never imported
+    got = distillgan.load_file(path, framework="np")
+    assert isinstance(got["f"], np.ndarray) and np.array_equal(got["f"], sd["f"].numpy())
+    bf16 = save_file({"h": torch.ones(2, dtype=torch.bfloat16)}, tmp_path / "h.distillgan")
+    with pytest.raises(DistillganError) as e:
+        distillgan.load_file(bf16, framework="np")
+    assert e.value.code == "invalid-input" and "BF16" in str(e.value)
+    with pytest.raises(DistillganError) as e:
+        distillgan.safe_open(path, framework="jax")
+    assert e.value.code == "invalid-input"
+
+
+def test_bytes_and_binary_file_objects_are_accepted(tmp_path: Path) -> None:
+    import io
+
+    sd = {"w": torch.arange(4.0), "v": torch.ones(2, dtype=torch.int64)}
+    path = save_file(sd, tmp_path / "m.distillgan", metadata=ModelMetadata(name="mem"))
+    data = path.read_bytes()
+    makers = [lambda: data, lambda: bytearray(data), lambda: memoryview(data), lambda: io.BytesIO(data)]
+    for make in makers:
+        loaded = distillgan.load_model(make())
+        assert loaded.metadata.name == "mem" and torch.equal(loaded.state_dict["w"], sd["w"])
+        assert torch.equal(distillgan.load_file(make())["v"], sd["v"])
+        with distillgan.safe_open(make()) as f:
+            assert f.keys() == ["w", "v"] and torch.equal(f.get_tensor("w"), sd["w"])
+        assert distillgan.inspect(make())["manifest"]["metadata"]["name"] == "mem"
+        assert distillgan.verify(make(), sha256=hashlib.sha256(data).hexdigest())["sha256"] == hashlib.sha256(data).hexdigest()
+    with open(path, "rb") as f:  # a real binary file object
+        assert torch.equal(distillgan.load_model(f).state_dict["w"], sd["w"])
+    mutable = bytearray(data)
+    loaded = distillgan.load_model(mutable)
+    mutable[:] = bytes(len(mutable))  # the caller's buffer changes afterwards: what was loaded does not
+    assert torch.equal(loaded.state_dict["w"], sd["w"])
+    loaded.state_dict["w"].add_(1)  # tensors are writable, as from a mapped file (copy-on-write)
+    broken = bytearray(data)
+    broken[-10] ^= 0xFF
+    with pytest.raises(DistillganError):
+        distillgan.inspect(bytes(broken))
+    with pytest.raises(DistillganError) as e:
+        distillgan.inspect(io.StringIO("text"))
+    assert e.value.code == "invalid-input" and "binary" in str(e.value)
