@@ -214,16 +214,18 @@ class SafeOpen:
 
     def _read(self, member: str, info: TensorInfo) -> Any:
         table = self._archive.tables[member]
-        make = array_from if self._numpy else tensor_from
         if isinstance(self._archive.source, MappedFile):
             self._archive.source.exported = True
-            return make(self._archive.source.buffer, info, table.data_start, member)
+            if self._numpy:
+                return array_from(self._archive.source.buffer, info, table.data_start, member)
+            checked = self._archive.bools_read(member, info, private=False)
+            return tensor_from(self._archive.source.buffer, info, table.data_start, member, bools_checked=checked)
         data = bytearray(info.nbytes)  # a URL: one ranged read of this tensor's bytes, nothing else
         pos = 0
         for chunk in self._archive.source.read_stream(table.data_start + info.begin, info.nbytes):
             data[pos : pos + len(chunk)] = chunk
             pos += len(chunk)
-        return make(data, info, -info.begin, member)
+        return (array_from if self._numpy else tensor_from)(data, info, -info.begin, member)
 
 
 class TensorSlice:
