@@ -15,7 +15,15 @@ from typing import Any as _Any
 if _TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily (see __getattr__)
     from .archive import Archive, file_sha256, inspect, open_archive, verify, write_archive
     from .catalog import MODEL_FILE_EXTENSION, ModelEntry, ModelLibrary, RepairReport, VocoderInfo
-    from .convert import Checkpoint, convert_checkpoint, export_safetensors, read_checkpoint
+    from .convert import (
+        Checkpoint,
+        FolderConversion,
+        convert_checkpoint,
+        convert_folder,
+        convert_to_file,
+        export_safetensors,
+        read_checkpoint,
+    )
     from .errors import (
         AccessDeniedError,
         ContainerError,
@@ -44,6 +52,7 @@ _EXPORTS = {  # public name -> the module that defines it, imported on first use
     "ContainerError": "errors",
     "DistillganError": "errors",
     "FileAccessError": "errors",
+    "FolderConversion": "convert",
     "InputError": "errors",
     "IntegrityError": "errors",
     "LegacyFormatError": "errors",
@@ -63,6 +72,8 @@ _EXPORTS = {  # public name -> the module that defines it, imported on first use
     "VersionError": "errors",
     "VocoderInfo": "catalog",
     "convert_checkpoint": "convert",
+    "convert_folder": "convert",
+    "convert_to_file": "convert",
     "delete_model": "persistence",
     "export_safetensors": "convert",
     "file_sha256": "archive",
@@ -92,6 +103,7 @@ __all__ = [
     "ContainerError",
     "DistillganError",
     "FileAccessError",
+    "FolderConversion",
     "InputError",
     "IntegrityError",
     "IsAFolderError",
@@ -111,6 +123,8 @@ __all__ = [
     "VocoderInfo",
     "__version__",
     "convert_checkpoint",
+    "convert_folder",
+    "convert_to_file",
     "delete_model",
     "export_safetensors",
     "file_sha256",

@@ -133,12 +133,16 @@ class ArchivePlan:
         return sum(m[1] for m in self.members)
 
 
-def plan_archive(manifest: Mapping[str, Any]) -> ArchivePlan:
+def plan_archive(manifest: Mapping[str, Any], *, user_metadata: Mapping[str, str] | None = None) -> ArchivePlan:
     """Encode a manifest and lay out its tensor members; nothing is written (see :func:`write_archive`).
 
-    Raises :class:`InputError` naming the path of any value that cannot be
+    ``user_metadata`` (a map of str to str) goes into ``model.safetensors``'s ``__metadata__``
+    (FORMAT.md §5.2). Raises :class:`InputError` naming the path of any value that cannot be
     stored, and for limits exceeded.
     """
+    from .manifest import coerce_user_metadata
+
+    user = coerce_user_metadata(user_metadata)
     raw: dict[str, Any] = {"format": MODEL_FORMAT_MARKER, "version": SAVED_MODEL_VERSION}
     unknown = sorted(set(manifest) - set(TOP_KEYS))
     if unknown:
@@ -153,19 +157,22 @@ def plan_archive(manifest: Mapping[str, Any]) -> ArchivePlan:
     plans = []
     raw["members"] = {}
     for name in present:
-        size, chunks, aliases = plan_member(name, [c for c in splitter.claims if c.member == name])
+        size, chunks, aliases = plan_member(name, [c for c in splitter.claims if c.member == name],
+                                            user if name == zc.MODEL_NAME else None)
         plans.append((name, size, chunks))
         raw["members"][name] = {"size": size, "aliases": aliases}
     return ArchivePlan(raw, encode_checked(raw), plans)
 
 
-def plan_member(name: str, claims: list[Any]) -> tuple[int, Callable[[], Iterator[bytes | memoryview | list[memoryview]]], dict[str, str]]:
-    """(size, bytes, aliases) of one safetensors member holding the tensors of ``claims``."""
+def plan_member(
+    name: str, claims: list[Any], metadata: Mapping[str, str] | None = None
+) -> tuple[int, Callable[[], Iterator[bytes | memoryview | list[memoryview]]], dict[str, str]]:
+    """(size, bytes, aliases) of one safetensors member holding the tensors of ``claims`` (and ``metadata``)."""
     tensors = {c.name: c.tensor for c in claims}
     kinds = {c.name: (c.kind, c.requires_grad) for c in claims}
     stored, aliases = unique_views(tensors, kinds)
     entries = [(tname, dtype_code(t.dtype), tuple(t.shape)) for tname, t in stored.items()]  # names and tensors checked by unique_views
-    header, layout = build_header(entries)
+    header, layout = build_header(entries, metadata)
     if len(header) - 8 > MAX_HEADER_BYTES or len(layout) > MAX_TENSORS:
         raise InputError(
             f"{name}: {len(layout)} tensors need a {len(header) - 8}-byte header; the limits are "
@@ -186,7 +193,10 @@ def encode_checked(raw: dict[str, Any]) -> bytes:
     return mbytes
 
 
-def write_archive(f: BinaryIO, manifest: Mapping[str, Any] | ArchivePlan, *, progress: Progress | None = None) -> int:
+def write_archive(
+    f: BinaryIO, manifest: Mapping[str, Any] | ArchivePlan, *, progress: Progress | None = None,
+    user_metadata: Mapping[str, str] | None = None,
+) -> int:
     """Write one archive into ``f`` (seekable, at offset 0); return its size.
 
     ``manifest`` maps every top-level manifest key except ``format``,
@@ -200,8 +210,9 @@ def write_archive(f: BinaryIO, manifest: Mapping[str, Any] | ArchivePlan, *, pro
     the others to ``model.safetensors``; identical views are stored once and
     recorded as aliases. ``progress(done, total)`` is called as the members'
     bytes are written (the manifest's included); the last call has ``done == total``.
+    ``user_metadata`` as for :func:`plan_archive`.
     """
-    plan = manifest if isinstance(manifest, ArchivePlan) else plan_archive(manifest)
+    plan = manifest if isinstance(manifest, ArchivePlan) else plan_archive(manifest, user_metadata=user_metadata)
     writer = zc.ContainerWriter(f, tick=_counter(progress, len(plan.manifest_bytes) + plan.tensor_bytes))
     try:
         writer.write_member(zc.MANIFEST_NAME, len(plan.manifest_bytes), [plan.manifest_bytes])
@@ -243,6 +254,11 @@ class Archive:
     @property
     def size(self) -> int:
         return self.source.size
+
+    @property
+    def user_metadata(self) -> dict[str, str]:
+        """The user metadata: ``model.safetensors``'s ``__metadata__`` (FORMAT.md §5.2), ``{}`` when none."""
+        return dict(self.tables[zc.MODEL_NAME].metadata or {})
 
     def _member(self, name: str) -> zc.Member:
         return next(m for m in self.members if m.name == name)
@@ -627,6 +643,7 @@ def _describe(archive: Archive, tensors_table: bool = True) -> dict[str, Any]:
             for m in archive.members
         ],
         "manifest": json_view(manifest),
+        "user_metadata": archive.user_metadata,
         **({"tensors": tensors} if tensors_table else {}),
     }
 

@@ -425,13 +425,14 @@ class ModelLibrary:
             if entry.problem != "missing-file":
                 by_file.setdefault(entry.file_path, []).append(mid)
         for name, ids in by_file.items():
-            if len(ids) > 1:  # several entries name one file: only the one its manifest confirms stays
-                truth = self._probe(name)[0]
+            if len(ids) > 1:  # several entries name one file: only the one its manifest (or pickled metadata) confirms stays
+                truth, _code, legacy, _order = self._probe(name)
+                held = truth.model_id if truth is not None else _pickled_model_id(self.models_dir / name) if legacy else None
                 for mid in ids:
-                    if truth is None or truth.model_id != mid:
+                    if held is None or held != mid:
                         del entries[mid]
                         report.removed.append(mid)
-                        holds = "cannot say which model it holds" if truth is None else f"holds {truth.model_id!r}"
+                        holds = "cannot say which model it holds" if held is None else f"holds {held!r}"
                         report.events.append(f"dropped {mid!r}: several entries name {name!r}, which {holds}")
         markers = _replaced_files(self.models_dir, names)
         replaced = [n for n in markers if n in present]
@@ -650,8 +651,30 @@ class ModelLibrary:
         return True
 
     def confirm(self, entry: ModelEntry) -> None:
-        """LibraryError ``index-mismatch`` unless the file ``entry`` names holds that model id (its manifest says)."""
-        truth, code, _legacy, _order = self._probe(entry.file_path)
+        """LibraryError ``index-mismatch`` unless the file ``entry`` names holds that model id (its manifest says).
+
+        A pickle-era ``.distillgan`` of the app says it through its pickled metadata, read with
+        distillgan's restricted reader (nothing in the file runs): deleting needs no conversion. An
+        entry whose file is gone is confirmed (only the entry goes); one whose ``file_path`` is no
+        bare file name of the folder never is (``repair_index`` drops it).
+        """
+        try:
+            check_file_name(entry.file_path, "file_path")
+        except ValueError as e:
+            raise LibraryError(f"the index lists {entry.model_id!r} as {entry.file_path!r}, which names no file of the folder; "
+                               "nothing deleted — `distillgan repair` drops such entries", code="index-mismatch") from e
+        truth, code, legacy, _order = self._probe(entry.file_path)
+        if truth is None and not os.path.lexists(self.models_dir / entry.file_path):
+            return  # nothing to delete but the entry
+        if truth is None and legacy and code == "pickle" and entry.file_path.endswith(MODEL_FILE_EXTENSION):
+            held = _pickled_model_id(self.models_dir / entry.file_path)
+            if held == entry.model_id:
+                return
+            raise LibraryError(
+                f"the index lists {entry.model_id!r} as {entry.file_path!r}, a pickle-era model that holds "
+                f"{'no model id distillgan can read' if held is None else repr(held)}; nothing deleted",
+                code="index-mismatch",
+            )
         if truth is None:
             raise LibraryError(
                 f"the index lists {entry.model_id!r} as {entry.file_path!r}, but that file cannot confirm it "
@@ -787,6 +810,18 @@ class ModelLibrary:
                 pass
             except OSError as e:
                 logger.warning("cannot remove the replacement marker %r: %s", path, e)
+
+
+def _pickled_model_id(path: Path) -> str | None:
+    """The model id in an app pickle's metadata, read without running anything in the file (None if it has none)."""
+    from .convert import read_checkpoint
+
+    try:
+        ck = read_checkpoint(path)
+    except DistillganError:
+        return None
+    mid = ck.metadata.get("model_id") if ck.kind == "seed-distillgan" else None
+    return mid if isinstance(mid, str) and mid else None
 
 
 def _remember(key: str, value: _Seen) -> None:

@@ -227,6 +227,7 @@ def _summary(path: str, info: dict[str, Any], args: argparse.Namespace) -> str:
         f"dataset     {safe(meta['dataset_name']) or '-'} ({meta['dataset_file_count']} files, "
         f"{_fmt(meta['dataset_total_duration_s'])} s)",
         f"tags        {', '.join(safe(t) for t in meta['tags']) or '-'}",
+        f"user meta   {', '.join(f'{safe(k)}={safe(v)}' for k, v in info.get('user_metadata', {}).items()) or '-'}",
         f"latent dim  {_fmt(m['latent_dim'])}   analysis {'yes' if m['analysis'] is not None else 'no'}   "
         f"extra {'yes' if m['extra'] is not None else 'no'}",
     ]
@@ -396,10 +397,36 @@ def _same_folder(a: Any, b: Any) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
+def _output_of(args: argparse.Namespace) -> str | None:
+    """OUT of ``convert IN OUT`` (or ``--output``): the second of two paths when it names a ``.distillgan`` file
+    that does not exist yet and no --dir is given; else None (every path is an input, saved into --dir)."""
+    if args.output is not None:
+        return str(args.output)
+    if len(args.files) == 2 and args.dir is None:
+        out = args.files[1]
+        if out.endswith(".distillgan") and not os.path.lexists(out):
+            return str(out)
+    return None
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_file, is_archive
+    from .convert import convert_file, convert_to_file, is_archive
     from .manifest import ModelMetadata
 
+    out = _output_of(args)
+    if out is not None:
+        inputs = args.files[:1] if args.output is None else args.files
+        if len(inputs) != 1 or os.path.isdir(inputs[0]):
+            print("usage: distillgan convert IN OUT\ndistillgan convert: error: OUT (--output) takes one input FILE",
+                  file=sys.stderr)
+            return 2
+        meta = ModelMetadata(description=args.description or "", tags=list(args.tag or []))
+        with _bar(f"converting {inputs[0]}", args) as bar:
+            done_path = convert_to_file(inputs[0], out, name=args.name, metadata=meta, key=args.key,
+                                        strip_prefix=args.strip_prefix, overwrite=args.force, progress=bar)
+        print(f"wrote {safe(done_path)}")
+        return 0
+    args.dir = args.dir or DEFAULT_DIR
     files = _convert_inputs(args.files)
     empty = [f for f in args.files if os.path.isdir(f) and not _convert_inputs([f])]
     for folder in empty:  # asked to convert a folder, and there is nothing in it to convert: say so
@@ -585,6 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
 A legacy .distill model stays refused ("retrain"): conversion is no way around that.
 
 examples:
+  distillgan convert model.pt model.distillgan  # one file at the path you give (no folder, no index)
   distillgan convert checkpoints/checkpoint_epoch0100.pt --name "Field recordings"
   distillgan convert old_models/piano.distillgan --dir models
   distillgan convert --dir models models        # the app's folder, in place
@@ -608,7 +636,11 @@ and a failure is reported and the rest go on (exit 1 if any failed).
     p.add_argument("--tag", action="append", help="a tag (repeatable)")
     p.add_argument("--key", help="the top-level key holding the state dict, when none of the usual ones does")
     p.add_argument("--strip-prefix", metavar="P", help="remove P from the start of state-dict keys (e.g. 'model.' or 'module.')")
-    p.add_argument("--dir", default=DEFAULT_DIR, help=f"models folder to save into (default: ./{DEFAULT_DIR}); created if needed")
+    p.add_argument("--dir", help=f"models folder to save into (default: ./{DEFAULT_DIR}); created if needed")
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="write one .distillgan file at OUT instead (no folder, no index); `convert IN OUT` does the same "
+                   "when OUT ends with .distillgan, does not exist yet and no --dir is given")
+    p.add_argument("--force", action="store_true", help="with OUT: replace it if it exists")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import stat
 import struct
@@ -329,6 +330,90 @@ def convert_checkpoint(
     is never lost. :func:`convert_file` also says where the backup is.
     """
     return _convert(path, models_dir, name, metadata, key, strip_prefix, progress).path
+
+
+@dataclass
+class FolderConversion:
+    """What :func:`convert_folder` did, file by file (file names inside the folder)."""
+
+    converted: list[Converted] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already .distillgan archives: nothing to do
+    failed: dict[str, Exception] = field(default_factory=dict)  # file name -> the DistillganError that stopped it
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def convert_folder(path: str | os.PathLike[str], progress: Any = None) -> FolderConversion:
+    """Convert every pickle-era ``*.distillgan`` of a models folder in place, as ``distillgan convert --dir D D`` does.
+
+    For an app that migrates its folder at start-up. Each pickle file that the folder's index
+    lists under the model id it carries is replaced by its archive under the same file name and
+    id, its entry updated and the original kept as ``<file>.pickle-backup``
+    (:func:`convert_file`); other pickle files are saved as new models in the folder. Files that
+    already are archives are skipped; a file that fails is recorded in ``failed`` and the others
+    go on (nothing is raised for one file). Crash-safe and idempotent: run it again to finish.
+    ``progress(done, total)`` is called after each file with the number of files handled so far.
+    Raises :class:`~distillgan.LibraryError` ``not-found`` when ``path`` is not a folder.
+    """
+    from .errors import DistillganError, LibraryError
+
+    folder = Path(os.path.expanduser(os.fspath(path)))
+    if not folder.is_dir():
+        raise LibraryError(f"models folder {str(folder)!r} does not exist or is not a folder", code="not-found")
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".distillgan") and not n.startswith("."))
+    report = FolderConversion()
+    for done, name in enumerate(names, 1):
+        file = folder / name
+        if is_archive(file):
+            report.skipped.append(name)
+        else:
+            try:
+                report.converted.append(convert_file(file, folder))
+            except DistillganError as e:
+                logger.warning("cannot convert %s: %s", file, e)
+                report.failed[name] = e
+        if progress is not None:
+            progress(done, len(names))
+    return report
+
+
+def convert_to_file(
+    path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    metadata: Any = None,
+    key: str | None = None,
+    strip_prefix: str | None = None,
+    overwrite: bool = False,
+    progress: Any = None,
+) -> Path:
+    """Convert a checkpoint or model file (see :func:`read_checkpoint`) into one ``.distillgan`` file at ``out_path``.
+
+    No models folder and no index (that is :func:`convert_checkpoint`): the file is written as
+    :func:`~distillgan.save_file` writes it (atomically; ``overwrite`` to replace an existing
+    one). The metadata comes from the file when it has some, then ``metadata``'s non-default
+    fields and ``name`` (default: the file's stem). Returns ``out_path``.
+    """
+    from .files import save_file
+    from .manifest import ModelMetadata, coerce_metadata
+
+    src = Path(os.path.expanduser(os.fspath(path)))
+    ck = read_checkpoint(src, key=key, strip_prefix=strip_prefix)
+    meta: dict[str, Any] = {"name": src.stem}
+    meta.update(ck.metadata)
+    if metadata is not None:
+        given = coerce_metadata(metadata)
+        defaults = ModelMetadata().__dict__
+        meta.update({k: v for k, v in given.items() if v != defaults[k] and not (isinstance(v, float) and math.isnan(v))})
+    if name is not None:
+        meta["name"] = name
+    meta.setdefault("has_analysis", ck.analysis is not None)
+    return save_file(ck.state_dict, out_path, config=ck.training_config, metadata=meta, spectrogram_config=ck.spectrogram_config,
+                     analysis=ck.analysis, vocoder_state=ck.vocoder_state, extra=ck.extra, latent_dim=ck.latent_dim,
+                     overwrite=overwrite, progress=progress)
 
 
 def convert_file(path: str | os.PathLike[str], models_dir: str | os.PathLike[str], **options: Any) -> Converted:

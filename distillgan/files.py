@@ -41,6 +41,7 @@ def save_file(
     vocoder_state: Any = None,
     extra: Any = None,
     latent_dim: int | None = None,
+    user_metadata: Any = None,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> Path:
@@ -49,8 +50,12 @@ def save_file(
     ``tensors_or_module`` is a state dict (or any value tree holding tensors) or an
     ``nn.Module`` (its ``state_dict()``; ``latent_dim`` from its attribute unless given).
     ``config`` is stored as the training config, ``metadata`` (a ``ModelMetadata``, dataclass
-    or mapping) as given — ``model_id`` and ``save_date`` stay empty unless you set them, so the
-    same inputs give the same bytes. Everything else as in ``save_model`` (FORMAT.md §4.4).
+    or mapping) as given, except that an empty ``model_id`` becomes a fresh one (a UUID4), so
+    that two files saved this way are two models in a models folder; ``save_date`` stays empty
+    unless you set it. Set ``model_id`` yourself and the same inputs give the same bytes.
+    ``user_metadata`` is a free-form map of str to str, kept apart from ``ModelMetadata``'s fields
+    (safetensors' ``__metadata__``: it is stored there, FORMAT.md §5.2). Everything else as in
+    ``save_model`` (FORMAT.md §4.4).
     An existing file is replaced only with ``overwrite=True``; the write is atomic either way.
     Returns the path.
     """
@@ -62,9 +67,14 @@ def save_file(
     if target.exists() and not overwrite:
         raise InputError(f"{str(target)!r} exists; pass overwrite=True to replace it", code="file-exists")
     state_dict, attr_latent = _state_dict_of(tensors_or_module, "tensors_or_module")
+    meta = coerce_metadata(metadata if metadata is not None else {})
+    if not meta["model_id"]:  # a fresh id: two files saved here are two models wherever they end up
+        import uuid
+
+        meta["model_id"] = str(uuid.uuid4())
     manifest = {
         "latent_dim": _latent_dim(latent_dim if latent_dim is not None else attr_latent),
-        "metadata": coerce_metadata(metadata if metadata is not None else {}),
+        "metadata": meta,
         "spectrogram_config": _as_tree(spectrogram_config if spectrogram_config is not None else {}, "spectrogram_config"),
         "training_config": _as_tree(config if config is not None else {}, "config"),
         "analysis": _as_tree(analysis, "analysis", allow_none=True),
@@ -72,7 +82,7 @@ def save_file(
         "vocoder_state": _as_tree(vocoder_state, "vocoder_state", allow_none=True),
         "extra": extra,
     }
-    plan = plan_archive(manifest)  # refuses unstorable values before any file is created
+    plan = plan_archive(manifest, user_metadata=user_metadata)  # refuses unstorable values before any file is created
     with _os_errors("write a model file", target):
         return _publish_file(plan, target, overwrite, progress)
 
@@ -163,6 +173,10 @@ class SafeOpen:
     def metadata(self) -> dict[str, Any]:
         """The model's metadata (``ModelMetadata``'s fields) in the JSON form of FORMAT.md §4.6."""
         return json_view(self._archive.manifest["metadata"])
+
+    def user_metadata(self) -> dict[str, str]:
+        """The free-form str -> str metadata given as ``user_metadata`` when saving (safetensors' ``__metadata__``)."""
+        return self._archive.user_metadata
 
     def get_tensor(self, name: str) -> Any:
         """One tensor of the state dict, read now (a view of the mapping; one range request for a URL)."""

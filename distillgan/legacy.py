@@ -17,8 +17,10 @@ from .manifest import LEGACY_FORMAT_MARKER
 V1_MESSAGE = "This model was saved in v1 format which is no longer supported. Please retrain your model."
 PICKLE_MESSAGE = (
     "{what}: distillgan never unpickles files, because loading a pickle can run arbitrary code. "
-    "Convert it once with `distillgan convert FILE` (it reads the file without running anything in it), "
-    "or re-save the model with distillgan.save_model from the program that trained it."
+    "Convert it once with `distillgan convert FILE` (it reads the file without running anything in it); "
+    "a models folder of such files converts in place, index and ids kept, with distillgan.convert_folder(folder) "
+    "in Python or `distillgan convert --dir FOLDER FOLDER`; or re-save the model with distillgan.save_model "
+    "from the program that trained it."
 )
 
 MAX_PICKLE_SCAN_BYTES = 16 << 20  # FORMAT.md §7: how much of a pickle is walked for the v1 marker

@@ -137,7 +137,9 @@ def coerce_metadata(meta: Any) -> dict[str, Any]:
     unknown = [k for k in source if k not in METADATA_SCHEMA]
     if unknown:
         raise InputError(
-            f"metadata: unknown field {unknown[0]!r}; the fields are {', '.join(METADATA_SCHEMA)}", code="invalid-input"
+            f"metadata: unknown field {unknown[0]!r}; the fields are {', '.join(METADATA_SCHEMA)}. Free-form "
+            "str -> str metadata (safetensors' __metadata__) goes in user_metadata={...} of save_model/save_file",
+            code="invalid-input"
         )
     defaults = ModelMetadata()
     out: dict[str, Any] = {}
@@ -587,3 +589,25 @@ def validate_manifest(m: dict[Any, Any]) -> Manifest:
             code="manifest-mismatch",
         )
     return Manifest(m, values, decoder.refs)
+
+
+def coerce_user_metadata(value: Any) -> dict[str, str]:
+    """User metadata as stored (FORMAT.md §5.2): a map of str to str, UTF-8 encodable, sorted by key (UTF-8 byte order).
+
+    None gives ``{}``. Anything else is InputError ``invalid-input`` naming the first bad key or value.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InputError(f"user_metadata: expected a map of str to str, got {type(value).__name__}", code="invalid-input")
+    for k, v in value.items():
+        for what, text in (("key", k), ("value", v)):
+            if type(text) is not str:
+                raise InputError(f"user_metadata: {what} {text!r} is a {type(text).__name__}; keys and values are str "
+                                 "(as safetensors' __metadata__)", code="invalid-input")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InputError(f"user_metadata: {what} {text!r} cannot be encoded as UTF-8 (a lone surrogate)",
+                                 code="invalid-input") from e
+    return {k: value[k] for k in sorted(value, key=lambda k: k.encode("utf-8"))}

@@ -125,13 +125,15 @@ def check_name(name: str, where: str, error: type[DistillganError] = TensorError
 # --- building ---------------------------------------------------------------------
 
 
-def build_header(entries: list[tuple[str, str, tuple[int, ...]]]) -> tuple[bytes, list[TensorInfo]]:
+def build_header(entries: list[tuple[str, str, tuple[int, ...]]], metadata: Mapping[str, str] | None = None) -> tuple[bytes, list[TensorInfo]]:
     """Lay out ``(name, dtype, shape)`` entries canonically (FORMAT.md §5.2).
 
     Tensors are ordered by element size (largest first), then by name, so each
     one starts at a multiple of its element size; the JSON is compact and
     padded with spaces so that the data section starts at a multiple of 64.
-    Returns the header bytes (8-byte length prefix included) and the layout.
+    A non-empty ``metadata`` (user metadata, already in its stored order) is
+    written first as ``__metadata__``. Returns the header bytes (8-byte length
+    prefix included) and the layout.
     """
     ordered = sorted(entries, key=lambda e: (-DTYPES[e[1]][0], e[0].encode("utf-8")))
     layout = []
@@ -142,7 +144,8 @@ def build_header(entries: list[tuple[str, str, tuple[int, ...]]]) -> tuple[bytes
             n *= d
         layout.append(_info(name, dtype, tuple(shape), offset, offset + n))
         offset += n
-    header = {t.name: {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [t.begin, t.end]} for t in layout}
+    header: dict[str, Any] = {METADATA_KEY: dict(metadata)} if metadata else {}
+    header.update({t.name: {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [t.begin, t.end]} for t in layout})
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * ((-(8 + len(raw))) % ALIGNMENT)
     return struct.pack("<Q", len(raw)) + raw, layout

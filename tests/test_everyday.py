@@ -45,7 +45,7 @@ def test_save_file_load_file_safe_open(tmp_path: Path, assert_same_tree: Callabl
     assert_same_tree(load_file(path), dict(net.state_dict()))
     loaded = load_model(path)
     assert loaded.training_config == {"lr": 1e-3} and loaded.latent_dim == 8 and loaded.metadata.name == "Net"
-    assert loaded.metadata.model_id == "" and loaded.metadata.save_date == ""  # exactly what was given
+    assert loaded.metadata.model_id and loaded.metadata.save_date == ""  # an empty id becomes a fresh one; the rest as given
     with safe_open(path) as f:
         assert f.keys() == list(net.state_dict()) and list(f) == f.keys()
         assert torch.equal(f.get_tensor("a.weight"), net.a.weight.detach())
@@ -56,9 +56,10 @@ def test_save_file_load_file_safe_open(tmp_path: Path, assert_same_tree: Callabl
         with pytest.raises(InputError) as e:
             f.get_tensor("nope")
         assert e.value.code == "not-found"
-    # the same inputs give the same bytes (nothing filled in behind your back)
-    again = save_file(net, tmp_path / "again.distillgan", config={"lr": 1e-3}, metadata={"name": "Net"})
-    assert again.read_bytes() == path.read_bytes()
+    # the same inputs give the same bytes once the model id is yours (an empty one becomes a fresh one)
+    fixed = [save_file(net, tmp_path / f"fixed{i}.distillgan", config={"lr": 1e-3}, metadata={"name": "Net", "model_id": "net"})
+             for i in range(2)]
+    assert fixed[0].read_bytes() == fixed[1].read_bytes()
 
 
 def _lines_per_tensor(path: Path) -> float:

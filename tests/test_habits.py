@@ -366,3 +366,102 @@ def test_bytes_and_binary_file_objects_are_accepted(tmp_path: Path) -> None:
     with pytest.raises(DistillganError) as e:
         distillgan.inspect(io.StringIO("text"))
     assert e.value.code == "invalid-input" and "binary" in str(e.value)
+
+
+# --- converting -----------------------------------------------------------------------------------
+
+
+def test_convert_in_out_writes_out_and_nothing_else(tmp_path: Path) -> None:
+    torch.save({"model_state_dict": {"w": torch.arange(3.0)}, "epoch": 4}, tmp_path / "model.pt")
+    r = run("convert", "model.pt", "out.distillgan", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "out.distillgan"]  # no ./models, no index
+    loaded = distillgan.load_model(tmp_path / "out.distillgan")
+    assert torch.equal(loaded.state_dict["w"], torch.arange(3.0)) and loaded.metadata.name == "model"
+    assert run("convert", "model.pt", "-o", "again.distillgan", "--name", "Named", cwd=tmp_path).returncode == 0
+    assert distillgan.load_model(tmp_path / "again.distillgan").metadata.name == "Named"
+    r = run("convert", "model.pt", "-o", "out.distillgan", cwd=tmp_path)
+    assert r.returncode == 1 and "[file-exists]" in r.stderr
+    assert run("convert", "model.pt", "-o", "out.distillgan", "--force", cwd=tmp_path).returncode == 0
+
+
+def test_convert_folder_migrates_the_apps_folder_and_the_load_error_says_how(tmp_path: Path) -> None:
+    import appshapes as app
+
+    folder = tmp_path / "models"
+    files = [app.app_save_model(app.seed_distillgan_dict(name=n, seed=i), folder) for i, n in enumerate(["One", "Two"])]
+    ours = save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="Ours", model_id="ours"), folder)
+    with pytest.raises(distillgan.LegacyFormatError) as e:
+        distillgan.load_model(files[0])
+    assert "distillgan.convert_folder(folder)" in str(e.value)
+    calls: list[tuple[int, int]] = []
+    report = distillgan.convert_folder(folder, progress=lambda done, total: calls.append((done, total)))
+    assert sorted(c.path.name for c in report.converted) == sorted(f.name for f in files) and report.ok
+    assert report.skipped == [ours.name] and calls == [(1, 3), (2, 3), (3, 3)]
+    for f in files:
+        assert distillgan.load_model(f).metadata.name in ("One", "Two")
+        assert (folder / (f.name + ".pickle-backup")).exists()
+    entries = distillgan.ModelLibrary(folder).list_all()
+    assert len(entries) == 3 and not any(e.problem for e in entries)
+    again = distillgan.convert_folder(folder)
+    assert again.converted == [] and len(again.skipped) == 3
+
+
+def test_deleting_a_not_yet_converted_app_model_needs_no_conversion(tmp_path: Path) -> None:
+    import appshapes as app
+
+    folder = tmp_path / "models"
+    keep = app.app_save_model(app.seed_distillgan_dict(name="Keep", seed=0), folder)
+    gone = app.app_save_model(app.seed_distillgan_dict(name="Gone", seed=1), folder)
+    ids = {e.file_path: e.model_id for e in distillgan.ModelLibrary(folder).list_all()}
+    assert distillgan.delete_model(ids[gone.name], folder)
+    assert not gone.exists() and keep.exists()
+    assert [e.model_id for e in distillgan.ModelLibrary(folder).list_all()] == [ids[keep.name]]
+    doc = json.loads((folder / "model_library.json").read_text())
+    doc["models"]["decoy"] = dict(doc["models"][ids[keep.name]], model_id="decoy")  # names keep's file under another id
+    (folder / "model_library.json").write_text(json.dumps(doc))
+    assert not distillgan.delete_model("decoy", folder) and keep.exists()  # keep's pickled metadata says whose file it is
+    assert [e.model_id for e in distillgan.ModelLibrary(folder).list_all()] == [ids[keep.name]]
+    missing = save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="Missing", model_id="missing"), folder)
+    missing.unlink()
+    assert distillgan.delete_model("missing", folder)  # its file is gone: the entry goes
+    assert "missing" not in json.loads((folder / "model_library.json").read_text())["models"]
+
+
+def test_save_file_gives_each_file_a_fresh_model_id(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    a = save_file({"w": torch.ones(2)}, folder / "a.distillgan")
+    b = save_file({"w": torch.ones(2)}, folder / "b.distillgan", metadata=ModelMetadata(name="b"))
+    ids = [distillgan.load_model(p).metadata.model_id for p in (a, b)]
+    assert all(ids) and ids[0] != ids[1]
+    assert sorted(e.model_id for e in distillgan.ModelLibrary(folder).list_all()) == sorted(ids)
+    c = save_file({"w": torch.ones(2)}, folder / "c.distillgan", metadata={"model_id": "mine"})
+    assert distillgan.load_model(c).metadata.model_id == "mine"
+
+
+def test_user_metadata_is_a_str_map_kept_apart_and_shown_by_inspect(tmp_path: Path) -> None:
+    with pytest.raises(DistillganError) as e:  # an unknown ModelMetadata field says where free-form keys go
+        save_file({"w": torch.ones(1)}, tmp_path / "x.distillgan", metadata={"format": "pt"})
+    assert e.value.code == "invalid-input" and "user_metadata" in str(e.value)
+    path = save_file({"w": torch.ones(1)}, tmp_path / "m.distillgan", metadata=ModelMetadata(name="m"),
+                     user_metadata={"format": "pt", "licence": "CC-BY-4.0"})
+    info = distillgan.inspect(path)
+    assert info["user_metadata"] == {"format": "pt", "licence": "CC-BY-4.0"}
+    assert "format" not in info["manifest"]["metadata"]
+    with distillgan.safe_open(path) as f:
+        assert f.user_metadata() == {"format": "pt", "licence": "CC-BY-4.0"} and f.metadata()["name"] == "m"
+    import zipfile
+
+    from safetensors import safe_open as st_open
+
+    with zipfile.ZipFile(path) as z:
+        (tmp_path / "model.safetensors").write_bytes(z.read("model.safetensors"))
+    with st_open(str(tmp_path / "model.safetensors"), framework="pt") as f:  # safetensors' own reader sees it as __metadata__
+        assert f.metadata() == {"format": "pt", "licence": "CC-BY-4.0"}
+    r = run("inspect", str(path))
+    assert "user meta   format=pt, licence=CC-BY-4.0" in r.stdout
+    assert distillgan.inspect(save_file({"w": torch.ones(1)}, tmp_path / "n.distillgan"))["user_metadata"] == {}
+    for bad in ({"k": 1}, {1: "v"}, ["k"]):
+        with pytest.raises(DistillganError) as e:
+            save_file({"w": torch.ones(1)}, tmp_path / "bad.distillgan", user_metadata=bad)
+        assert e.value.code == "invalid-input"

@@ -107,9 +107,8 @@ def test_an_index_the_app_wrote_with_nan_and_its_pickle_models_stay(tmp_path: Pa
     report = lib.repair_index()  # ours verified from its manifest; the app's kept as listed
     assert sorted(report.legacy) == sorted([a.name, b.name]) and report.invalid == {} and report.removed == []
     assert _app_reads_everything(tmp_path, caplog).count() == 3
-    with pytest.raises(distillgan.LibraryError) as e:  # an entry nobody can confirm without unpickling is never deleted
-        distillgan.delete_model(older["metadata"]["model_id"], tmp_path)
-    assert e.value.code == "index-mismatch" and b.exists()
+    assert distillgan.delete_model(older["metadata"]["model_id"], tmp_path)  # its pickled metadata confirms the id: no conversion
+    assert not b.exists() and _app_reads_everything(tmp_path, caplog).count() == 2
 
 
 def test_our_previous_layout_is_read_and_migrated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -447,11 +447,11 @@ def py_manifest(state_dict: Any, **changes: Any) -> dict[str, Any]:
     return m
 
 
-def write_with_distillgan(manifest: dict[str, Any]) -> bytes:
+def write_with_distillgan(manifest: dict[str, Any], user_metadata: dict[str, str] | None = None) -> bytes:
     import distillgan
 
     f = io.BytesIO()
-    distillgan.write_archive(f, manifest)
+    distillgan.write_archive(f, manifest, user_metadata=user_metadata)
     return f.getvalue()
 
 
@@ -477,6 +477,16 @@ def valid_vectors() -> list[tuple[str, bytes, str, str]]:
     if data != by_hand:
         raise SystemExit("distillgan's writer and the generator's builders disagree on the minimal archive (FORMAT.md §3, §4.2, §5.2)")
     out.append(("minimal", data, "§3", "Manifest and one model member with two F32 tensors; the byte layout of FORMAT.md §3–§5 exactly."))
+
+    user = {"licence": "CC-BY-4.0", "format": "pt", "\u00e9t\u00e9": "\u00fc", "Z": ""}  # stored sorted by UTF-8 bytes
+    data = write_with_distillgan(py_manifest(model), user_metadata=user)
+    member = dict(members_of(data))["model.safetensors"]
+    stored = json.dumps({k: user[k] for k in sorted(user, key=lambda k: k.encode("utf-8"))}, separators=(",", ":"), ensure_ascii=False)
+    if not member[8:].startswith(b'{"__metadata__":' + stored.encode("utf-8") + b',"state_dict/b":'):
+        raise SystemExit("distillgan's writer does not put user metadata first in model.safetensors, sorted (FORMAT.md §5.2)")
+    out.append(("user-metadata", data, "§5.2",
+                "User metadata (a map of str to str) as model.safetensors' __metadata__: the header's first key, its pairs in "
+                "UTF-8 byte order of the keys, non-ASCII written as UTF-8."))
 
     vocoder = {"conv.bias": torch.tensor([0.0]), "conv.weight": torch.tensor([[[0.25, 0.5, 0.25]]])}
     data = write_with_distillgan(py_manifest(model, vocoder_state=vocoder_py(vocoder)))
