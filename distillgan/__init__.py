@@ -40,7 +40,9 @@ if _TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load laz
         VersionError,
     )
     from .files import SafeOpen, TensorSlice, load_file, safe_open, save_file
+    from .index import sanitize_filename
     from .manifest import MODEL_FORMAT_MARKER, SAVED_MODEL_VERSION, ModelMetadata
+    from .modules import load_into
     from .persistence import LoadedModel, delete_model, load_model, save_model, save_model_from_checkpoint, update_vocoder
 
 _EXPORTS = {  # public name -> the module that defines it, imported on first use (PEP 562)
@@ -79,12 +81,14 @@ _EXPORTS = {  # public name -> the module that defines it, imported on first use
     "file_sha256": "archive",
     "inspect": "archive",
     "load_file": "files",
+    "load_into": "modules",
     "load_model": "persistence",
     "open_archive": "archive",
     "read_checkpoint": "convert",
     "safe_open": "files",
     "save_file": "files",
     "save_model": "persistence",
+    "sanitize_filename": "index",
     "save_model_from_checkpoint": "persistence",
     "update_vocoder": "persistence",
     "verify": "archive",
@@ -130,10 +134,12 @@ __all__ = [
     "file_sha256",
     "inspect",
     "load_file",
+    "load_into",
     "load_model",
     "open_archive",
     "read_checkpoint",
     "safe_open",
+    "sanitize_filename",
     "save_file",
     "save_model",
     "save_model_from_checkpoint",

@@ -319,7 +319,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not entries:
         print(f"no models in {safe(args.dir)}")
         return 0
-    header = ("NAME", "ID", "SIZE", "EPOCHS", "TRAIN LOSS", "VAL LOSS", "VOCODER")
+    flagged = any(e.problem for e in entries)
+    header = ("NAME", "ID", "SIZE", "EPOCHS", "TRAIN LOSS", "VAL LOSS", "VOCODER") + (("PROBLEM",) if flagged else ())
     rows = [header]
     for e in entries:
         voc = "none" if e.vocoder is None else f"{safe(e.vocoder.type)} ({_fmt(e.vocoder.epochs)} ep, loss {_fmt(e.vocoder.final_loss)})"
@@ -332,7 +333,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 _fmt(e.final_train_loss),
                 _fmt(e.final_val_loss),
                 voc,
-            )
+            ) + ((safe(e.problem) or "-",) if flagged else ())
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:

@@ -40,6 +40,7 @@ EXPORT_MANIFEST_KEY = "distillgan.manifest"  # __metadata__ key of an export: th
 STATE_DICT_KEYS = ("model_state_dict", "state_dict", "generator", "model")  # tried in this order
 APP_CHECKPOINT_KEYS = frozenset({"model_state_dict", "optimizer_state_dict", "epoch"})
 SLOT_KEYS = ("spectrogram_config", "training_config", "latent_analysis", "latent_dim", "vocoder_state")
+TRAINING_STATE_KEYS = frozenset({"optimizer_state_dict", "scheduler_state_dict", "metrics_history"})  # only resuming needs them
 
 
 @dataclass
@@ -312,8 +313,13 @@ def convert_checkpoint(
     key: str | None = None,
     strip_prefix: str | None = None,
     progress: Any = None,
+    keep_training_state: bool = True,
 ) -> Path:
     """Convert a checkpoint or model file (see :func:`read_checkpoint`) into a ``.distillgan`` model in ``models_dir``.
+
+    ``keep_training_state=False`` leaves out what only resuming training needs — the
+    ``optimizer_state_dict``, ``scheduler_state_dict`` and ``metrics_history`` of the app's
+    training checkpoint (:data:`TRAINING_STATE_KEYS`) — which would otherwise go to ``extra``.
 
     The model's metadata comes from the file when it has some (the app's pickle
     ``.distillgan`` keeps its ``model_id`` and name), then from ``metadata`` (a
@@ -329,7 +335,7 @@ def convert_checkpoint(
     point the index lists the old pickle or the new archive under that name, and the backup
     is never lost. :func:`convert_file` also says where the backup is.
     """
-    return _convert(path, models_dir, name, metadata, key, strip_prefix, progress).path
+    return _convert(path, models_dir, name, metadata, key, strip_prefix, progress, keep_training_state).path
 
 
 @dataclass
@@ -422,7 +428,7 @@ def convert_file(path: str | os.PathLike[str], models_dir: str | os.PathLike[str
 
 
 def _convert(path: Any, models_dir: Any, name: Any = None, metadata: Any = None, key: Any = None, strip_prefix: Any = None,
-             progress: Any = None) -> Converted:
+             progress: Any = None, keep_training_state: bool = True) -> Converted:
     from .manifest import ModelMetadata, coerce_metadata
     from .persistence import _save
 
@@ -432,6 +438,8 @@ def _convert(path: Any, models_dir: Any, name: Any = None, metadata: Any = None,
     except OSError:
         before = None  # read_checkpoint says why
     ck = read_checkpoint(src, key=key, strip_prefix=strip_prefix)
+    if not keep_training_state and isinstance(ck.extra, dict):
+        ck.extra = {k: v for k, v in ck.extra.items() if k not in TRAINING_STATE_KEYS} or None
     meta: dict[str, Any] = {"name": src.stem}
     meta.update(ck.metadata)
     if metadata is not None:

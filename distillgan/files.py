@@ -121,19 +121,22 @@ def _publish_file(plan: Any, target: Path, overwrite: bool, progress: Progress |
     return target
 
 
-def load_file(path: Any, device: Any = "cpu", *, copy: bool = False, framework: str = "pt") -> dict[str, Any]:
+def load_file(path: Any, device: Any = "cpu", *, copy: bool | None = None, framework: str = "pt") -> dict[str, Any]:
     """The state dict of a ``.distillgan`` file, like ``safetensors.torch.load_file``.
 
     ``path`` is a path, an fsspec URL, the file's bytes (``bytes``, ``bytearray``,
     ``memoryview``) or a binary file object (read to its end). Tensors are views of the mapped
-    file unless ``copy`` (or a non-CPU ``device``, where each is copied there once).
+    file with ``copy=False``, own their memory with ``copy=True``; the default ``None`` copies on
+    Windows (where a mapped file cannot be deleted or replaced) and maps elsewhere. On a non-CPU
+    ``device`` each is copied there once.
     ``framework="np"`` (or ``"numpy"``) gives numpy arrays, as ``safetensors.numpy.load_file``
     does, without importing torch (a BF16 or F8 tensor, which numpy has no dtype for, is
     ``invalid-input``). For everything else the file holds use ``load_model`` or ``safe_open``.
     """
     if _framework(framework) == "np":
         with safe_open(path, framework, device) as f:
-            return {name: (f.get_tensor(name).copy() if copy else f.get_tensor(name)) for name in f}
+            own = os.name == "nt" if copy is None else copy
+            return {name: (f.get_tensor(name).copy() if own else f.get_tensor(name)) for name in f}
     from .persistence import load_model
 
     return load_model(path, device, copy=copy).state_dict

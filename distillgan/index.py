@@ -46,6 +46,9 @@ MAX_INDEX_BYTES = 64 << 20  # FORMAT.md §8: a larger index is unusable and rebu
 MODEL_FILE_EXTENSION = ".distillgan"
 LEGACY_FILE_EXTENSION = ".distill"
 
+MAX_STEM_CHARS = 100  # a model file's stem (before ``_N`` and the extension)
+WINDOWS_RESERVED = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))})
+
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -115,6 +118,29 @@ class IndexUnusable(Exception):
 
 class InvalidEntry(ValueError):
     """One index entry (or an entry given to ``ModelLibrary.add_entry``) is not valid; the message says why."""
+
+
+# --- file names ----------------------------------------------------------------------------------
+
+
+def sanitize_filename(name: str) -> str:
+    """The file stem ``save_model`` gives a model named ``name``, as the app names its files.
+
+    Every character but ``[a-zA-Z0-9_-]`` becomes ``_``, runs of ``_`` become one, leading and
+    trailing ``_`` go, the rest is lowercased and cut to ``MAX_STEM_CHARS``; an empty result is
+    ``"untitled"`` and a name Windows reserves (``con``, ``com1``...) gets ``_model`` appended.
+    ``save_model`` then writes ``<stem>.distillgan``, or ``<stem>_1.distillgan``, ``_2``... when
+    that name is taken.
+    """
+    import re
+
+    stem = re.sub(r"[^a-zA-Z0-9_\-]", "_", name)
+    stem = re.sub(r"_+", "_", stem).strip("_").lower()[:MAX_STEM_CHARS].strip("_")
+    if not stem:
+        stem = "untitled"
+    if stem in WINDOWS_RESERVED:
+        stem += "_model"
+    return stem
 
 
 # --- values --------------------------------------------------------------------------------------
@@ -269,9 +295,14 @@ def normalized(entry: ModelEntry, where: str = "entry") -> ModelEntry:
 
 def copy_entry(e: ModelEntry) -> ModelEntry:
     """A copy a caller may change without changing what the library holds."""
-    voc = None if e.vocoder is None else VocoderInfo(e.vocoder.type, e.vocoder.epochs, e.vocoder.final_loss, e.vocoder.training_date)
-    return ModelEntry(**{n: getattr(e, n) for n in ENTRY_FIELDS[:-2]}, tags=list(e.tags), vocoder=voc, problem=e.problem,
-                      problem_detail=e.problem_detail)
+    out = object.__new__(ModelEntry)  # the fields as they are (validated when the entry was made), without __init__'s cost
+    out.__dict__.update(e.__dict__)
+    out.tags = list(e.tags)
+    if e.vocoder is not None:
+        voc = object.__new__(VocoderInfo)
+        voc.__dict__.update(e.vocoder.__dict__)
+        out.vocoder = voc
+    return out
 
 
 # --- the document ----------------------------------------------------------------------------------

@@ -11,12 +11,11 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,14 @@ from . import container as zc
 from .archive import ArchivePlan, Progress, encode_checked, open_archive, plan_archive, plan_member, write_archive
 from .catalog import MODEL_FILE_EXTENSION, ModelLibrary, entry_from_manifest, fsync_dir
 from .errors import DistillganError, InputError, IntegrityError, LibraryError, from_os_error
+from .index import MAX_STEM_CHARS, sanitize_filename
 from .locks import create_temporary, discard_temporary, release_temporary
 from .manifest import ModelMetadata, coerce_metadata
+from .modules import load_state_into
 from .source import is_url
 from .values import Splitter, dataclass_to_dict
 
 logger = logging.getLogger("distillgan")
-MAX_STEM_CHARS = 100
-_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
 
 @dataclass
@@ -42,8 +41,10 @@ class LoadedModel:
     Every value comes back as it was saved (FORMAT.md §4.4): the same
     structure, container and key types, tensors and numpy arrays at the same
     places. Tensors are on ``device``; on the CPU they are copy-on-write views
-    of the mapped file unless ``load_model(copy=True)``. ``model`` is the
-    module built by ``load_model``'s ``model_builder``, else None.
+    of the mapped file unless they were copied (``load_model``'s ``copy``). ``model`` is the
+    module built by ``load_model``'s ``model_builder``, else None; with ``strict=False``,
+    ``missing_keys`` and ``unexpected_keys`` say what did not load into it (torch's lists).
+    ``user_metadata`` is the free-form metadata given to ``save_model``/``save_file``.
     """
 
     state_dict: dict[str, Any]
@@ -57,6 +58,9 @@ class LoadedModel:
     model: Any = None
     extra: Any = None
     vocoder: Any = None
+    missing_keys: list[str] = field(default_factory=list)  # what model_builder's module lacked (strict=False), as torch says
+    unexpected_keys: list[str] = field(default_factory=list)  # stored weights model_builder's module has no place for
+    user_metadata: dict[str, str] = field(default_factory=dict)  # free-form str -> str metadata (FORMAT.md §5.2)
 
     def __repr__(self) -> str:
         def tensors(value: Any) -> tuple[int, int]:
@@ -92,17 +96,6 @@ class LoadedModel:
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def _sanitize_filename(name: str) -> str:
-    """A safe file stem from a model name: [a-z0-9_-], at most 100 chars, never empty or reserved."""
-    stem = re.sub(r"[^a-zA-Z0-9_\-]", "_", name)
-    stem = re.sub(r"_+", "_", stem).strip("_").lower()[:MAX_STEM_CHARS].strip("_")
-    if not stem:
-        stem = "untitled"
-    if stem in _WINDOWS_RESERVED:
-        stem += "_model"
-    return stem
 
 
 def _as_tree(value: Any, where: str, *, allow_none: bool = False) -> Any:
@@ -262,6 +255,7 @@ def _save_model_file(
     vocoder_state: Any,
     extra: Any = None,
     progress: Progress | None = None,
+    user_metadata: Any = None,
 ) -> Path:
     text = os.fspath(models_dir)
     if is_url(text):
@@ -304,8 +298,8 @@ def _save_model_file(
     models_dir.mkdir(parents=True, exist_ok=True)
     library = ModelLibrary(models_dir)
     library.check_id_free(meta["model_id"])  # fail before writing; checked again under the lock
-    stem = _sanitize_filename(meta["name"])
-    plan = plan_archive(manifest)  # refuses unstorable values before any file is created
+    stem = sanitize_filename(meta["name"])
+    plan = plan_archive(manifest, user_metadata=user_metadata)  # refuses unstorable values before any file is created
     tmp, size = _write_temporary(plan, models_dir, stem, progress)
     try:
         with library.locked():
@@ -337,6 +331,7 @@ def save_model(
     latent_dim: int | None = None,
     extra: Any = None,
     progress: Progress | None = None,
+    user_metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Save a trained model as a ``.distillgan`` file in ``models_dir`` and index it.
 
@@ -368,6 +363,9 @@ def save_model(
             state, metrics history…); comes back as ``LoadedModel.extra``.
         progress: called as ``progress(bytes_written, bytes_total)`` while
             tensor data is written (possibly from a worker thread).
+        user_metadata: free-form metadata, a map of str to str kept apart from
+            ``ModelMetadata``'s fields (safetensors' ``__metadata__`` habit; stored
+            there, FORMAT.md §5.2); comes back as ``LoadedModel.user_metadata``.
 
     Returns the path of the new file, named after ``metadata.name`` (with
     ``_1``, ``_2``… when taken).
@@ -384,6 +382,7 @@ def save_model(
         vocoder_state,
         extra,
         progress,
+        user_metadata,
     )
 
 
@@ -414,29 +413,6 @@ def _torch_device(device: Any) -> Any:
     return dev
 
 
-def _load_into(module: Any, state: Mapping[str, Any], *, strict: bool, assign: bool, device: Any, what: str) -> Any:
-    """``module.load_state_dict(state)`` with the module on ``device`` first, so each tensor is copied once at most."""
-    import torch
-
-    if not isinstance(module, torch.nn.Module):
-        raise InputError(f"{what} returned a {type(module).__name__}, not an nn.Module", code="invalid-input")
-    on_meta = any(p.is_meta for p in module.parameters()) or any(b.is_meta for b in module.buffers())
-    if on_meta and not assign:
-        raise InputError(
-            f"{what} built a module on the meta device: load it with assign=True (its parameters become the loaded tensors)",
-            code="invalid-input",
-        )
-    if not on_meta and not assign:
-        module = module.to(device)  # then load_state_dict copies device to device, once
-    try:
-        result = module.load_state_dict(state, strict=strict, assign=assign)
-    except RuntimeError as e:  # torch reports missing/unexpected keys and shape mismatches so
-        raise InputError(f"the stored weights do not fit the module {what} built: {e}", code="invalid-input") from e
-    if not strict and (result.missing_keys or result.unexpected_keys):
-        logger.info("%s: missing keys %s, unexpected keys %s", what, result.missing_keys, result.unexpected_keys)
-    return module.to(device).eval()
-
-
 def load_model(
     model_path: str | os.PathLike[str],
     device: Any = "cpu",
@@ -446,7 +422,7 @@ def load_model(
     strict: bool = True,
     assign: bool = False,
     verify: bool = False,
-    copy: bool = False,
+    copy: bool | None = None,
     progress: Progress | None = None,
 ) -> LoadedModel:
     """Load a ``.distillgan`` file: tensors, configs, analysis, metadata, vocoder and extra.
@@ -455,10 +431,14 @@ def load_model(
     structure, container and key types, and tensors, parameters and numpy
     arrays at the same places with the same dtypes and bits; tied tensors
     are one object. On the CPU, tensors are copy-on-write views of the
-    mapped file (modifying them never changes the file) unless ``copy=True``,
-    which gives tensors that own their memory so that nothing keeps the file
-    mapped (on Windows a mapped file cannot be deleted or replaced). On
-    another device each tensor is copied there once, from the mapping.
+    mapped file (modifying them never changes the file) with ``copy=False``;
+    ``copy=True`` gives tensors that own their memory, so that nothing keeps
+    the file mapped. **Windows:** a mapped file stays in use while tensors view
+    it — it cannot be deleted or replaced (the app's vocoder training does
+    both) — so the default ``copy=None`` means copy on Windows and map
+    elsewhere. On another device each tensor is copied there once, from the
+    mapping (``copy`` changes nothing there). ``model_path`` may also be the
+    file's bytes or a binary file object (:func:`~distillgan.open_archive`).
 
     ``model_builder(loaded)`` builds the generator module: ``load_state_dict(state_dict,
     strict=strict, assign=assign)`` is called on it and it is moved to ``device`` and put in
@@ -477,9 +457,12 @@ def load_model(
     lacks, and other :class:`~distillgan.DistillganError` subclasses for anything invalid.
     """
     torch_device = _torch_device(device)
+    if copy is None:
+        copy = os.name == "nt"  # Windows: a mapped file cannot be deleted or replaced while tensors view it
     archive = open_archive(model_path)
     try:
         raw = archive.manifest
+        user_metadata = archive.user_metadata
         values = archive.values(device=torch_device, copy=copy, verify=verify, progress=progress)
     finally:
         archive.close()  # with views, the mapping lives on inside the tensors that view it
@@ -493,18 +476,20 @@ def load_model(
         device=torch_device,
         vocoder_state=values["vocoder_state"],
         extra=values["extra"],
+        user_metadata=user_metadata,
     )
     if model_builder is not None:
-        loaded.model = _load_into(
+        loaded.model, result = load_state_into(
             model_builder(loaded), loaded.state_dict, strict=strict, assign=assign, device=torch_device, what="model_builder"
         )
+        loaded.missing_keys, loaded.unexpected_keys = list(result.missing_keys), list(result.unexpected_keys)
     if vocoder_builder is not None:
         voc = loaded.vocoder_state
         key = next((k for k in ("generator_state_dict", "state_dict") if isinstance(voc, dict) and isinstance(voc.get(k), dict)), None)
         if key is None or voc is None:
             raise InputError("vocoder_builder given, but the file bundles no vocoder weights (generator_state_dict or state_dict)",
                              code="invalid-input")
-        loaded.vocoder = _load_into(
+        loaded.vocoder, _result = load_state_into(
             vocoder_builder(loaded), voc[key], strict=strict, assign=assign, device=torch_device, what="vocoder_builder"
         )
     logger.info("loaded %r (%s) from %s onto %s", loaded.metadata.name, loaded.metadata.model_id, archive.path, torch_device)
@@ -568,7 +553,7 @@ def _update_vocoder(model_path: str | os.PathLike[str], vocoder_state: Mapping[s
                 raw["members"][zc.VOCODER_NAME] = {"size": size, "aliases": aliases}
             raw = {"format": archive.manifest["format"], "version": archive.manifest["version"], **raw}
             plan = ArchivePlan(raw, encode_checked(raw), members)
-            tmp, size = _write_temporary(plan, path.parent, _sanitize_filename(raw["metadata"]["name"]), progress)
+            tmp, size = _write_temporary(plan, path.parent, sanitize_filename(raw["metadata"]["name"]), progress)
         finally:
             archive.close()
         try:
@@ -661,16 +646,20 @@ def save_model_from_checkpoint(
     models_dir: str | os.PathLike[str],
     *,
     progress: Progress | None = None,
+    keep_training_state: bool = False,
 ) -> Path:
     """Convert a training checkpoint (or any file :func:`~distillgan.read_checkpoint` knows) into a model.
 
-    The checkpoint is read without running anything in it (never ``torch.load``), and nothing is
-    dropped: weights, configs, analysis and ``latent_dim`` go to their places, the epoch and
-    losses (inf and NaN kept) also into the metadata, and the optimizer, scheduler, metrics
-    history and every other key into ``extra``. ``metadata``'s non-default fields win over the
+    The checkpoint is read without running anything in it (never ``torch.load``): weights,
+    configs, analysis and ``latent_dim`` go to their places, the epoch and losses (inf and NaN
+    kept) also into the metadata, and every other key into ``extra`` — except what only resuming
+    training needs, the optimizer and scheduler states and the metrics history, which are left
+    out, as the app's own model files leave them out; ``keep_training_state=True`` keeps them in
+    ``extra`` (``distillgan convert`` keeps everything). ``metadata``'s non-default fields win over the
     file's; the object is filled in place (``model_id``, ``save_date``, ``training_epochs``,
     losses), as in the seed app.
     """
     from .convert import convert_checkpoint
 
-    return convert_checkpoint(checkpoint_path, models_dir, metadata=metadata, progress=progress)
+    return convert_checkpoint(checkpoint_path, models_dir, metadata=metadata, progress=progress,
+                              keep_training_state=keep_training_state)

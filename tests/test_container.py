@@ -249,8 +249,11 @@ def test_every_error_is_a_value_error_with_a_code(name: str) -> None:
 
 
 def test_error_tree_has_the_documented_shape() -> None:
-    assert len(ERROR_NAMES) == 10
+    assert len(ERROR_NAMES) == 13
     assert issubclass(distillgan.VersionError, distillgan.ManifestError)
+    for name, os_error in (("NotFoundError", FileNotFoundError), ("AccessDeniedError", PermissionError),
+                           ("IsAFolderError", IsADirectoryError)):  # also the OSError code written for the standard library expects
+        assert issubclass(getattr(distillgan, name), distillgan.FileAccessError) and issubclass(getattr(distillgan, name), os_error)
     with pytest.raises(TypeError):
         DistillganError("no code")  # type: ignore[call-arg]
 
@@ -411,7 +414,7 @@ def test_save_model_from_checkpoint(tmp_path: Path, generator: nn.Module, models
         ckpt,
     )
     meta = ModelMetadata(name="From Checkpoint")
-    path = save_model_from_checkpoint(ckpt, meta, models_dir)
+    path = save_model_from_checkpoint(ckpt, meta, models_dir, keep_training_state=True)
     assert path.parent == models_dir and path.name == "from_checkpoint.distillgan"
     loaded = load_model(path)
     assert loaded.metadata.training_epochs == 7
@@ -421,7 +424,7 @@ def test_save_model_from_checkpoint(tmp_path: Path, generator: nn.Module, models
     assert set(loaded.state_dict) == set(generator.state_dict())
     for name, t in generator.state_dict().items():
         assert torch.equal(loaded.state_dict[name], t)
-    # nothing is dropped: optimizer and scheduler state, the epoch and the losses stay, as extra
+    # with keep_training_state nothing is dropped: optimizer and scheduler state, the epoch and the losses stay, as extra
     assert set(loaded.extra) == {"optimizer_state_dict", "scheduler_state_dict", "epoch", "train_loss", "val_loss"}
     got = loaded.extra["optimizer_state_dict"]
     assert list(got["state"]) == list(range(len(params))) and got["param_groups"][0]["betas"] == (0.9, 0.999)
@@ -462,9 +465,9 @@ def test_checkpoint_without_state_dict_is_refused(tmp_path: Path, models_dir: Pa
     with pytest.raises(InputError) as e:
         save_model_from_checkpoint(ckpt, ModelMetadata(), models_dir)
     assert e.value.code == "bad-checkpoint"
-    with pytest.raises(InputError) as e:
+    with pytest.raises(distillgan.FileAccessError) as e:  # also a FileNotFoundError
         save_model_from_checkpoint(tmp_path / "missing.pt", ModelMetadata(), models_dir)
-    assert e.value.code == "not-found"
+    assert e.value.code == "not-found" and isinstance(e.value, FileNotFoundError)
 
 
 def _model_files(models_dir: Path) -> list[str]:

@@ -259,6 +259,9 @@ def test_an_entry_whose_file_cannot_be_confirmed_is_kept_and_flagged(tmp_path: P
     assert "problem" not in index.read_text()  # the flag is ours: the app's entries keep exactly the app's fields
     listed = lines(run("list", "--json", "--dir", str(folder)).stdout)[0]["models"]
     assert {m["model_id"]: m["problem"] for m in listed}["gone"] == "missing-file"
+    table = run("list", "--dir", str(folder))
+    assert "PROBLEM" in table.stdout.splitlines()[0] and "needs-conversion" in table.stdout
+    assert "flagged  gone (missing-file" in table.stderr
     report = distillgan.ModelLibrary(folder).repair_index()  # the one explicit clean-up
     assert sorted(report.removed) == ["gone", "win"] and report.legacy == [pickled.name]
     assert set(json.loads(index.read_text())["models"]) == {pickled_id, "fine", "new"}
@@ -465,3 +468,123 @@ def test_user_metadata_is_a_str_map_kept_apart_and_shown_by_inspect(tmp_path: Pa
         with pytest.raises(DistillganError) as e:
             save_file({"w": torch.ones(1)}, tmp_path / "bad.distillgan", user_metadata=bad)
         assert e.value.code == "invalid-input"
+
+
+# --- into a module --------------------------------------------------------------------------------
+
+
+class Tied(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(10, 4)
+        self.body = torch.nn.Linear(4, 4)
+        self.lm_head = torch.nn.Linear(4, 10, bias=False)
+        self.lm_head.weight = self.embed.weight
+
+
+def test_load_into_a_module_keeps_ties_and_says_what_did_not_load(tmp_path: Path) -> None:
+    src = Tied()
+    path = save_file(src, tmp_path / "tied.distillgan")
+    with torch.device("meta"):
+        dst = Tied()
+    result = distillgan.load_into(dst, path, assign=True)
+    assert (result.missing_keys, result.unexpected_keys) == ([], [])
+    assert dst.lm_head.weight is dst.embed.weight and len(list(dst.parameters())) == 3  # embed (= lm_head), body.weight, body.bias
+    assert torch.equal(dst.body.weight, src.body.weight) and not dst.training
+    dst.half()
+    assert dst.lm_head.weight is dst.embed.weight and dst.lm_head.weight.dtype == torch.float16
+    plain = Tied()
+    missing, unexpected = distillgan.load_into(plain, path)  # copied into the module's own tensors
+    assert (missing, unexpected) == ([], []) and torch.equal(plain.embed.weight, src.embed.weight)
+    assert plain.lm_head.weight is plain.embed.weight
+    other = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.raises(DistillganError) as e:
+        distillgan.load_into(other, path)
+    assert e.value.code == "invalid-input" and "Missing key" in str(e.value)
+    missing, unexpected = distillgan.load_into(other, path, strict=False)
+    assert missing == ["0.weight", "0.bias"] and "body.weight" in unexpected
+
+
+def test_a_builder_on_meta_with_assign_keeps_ties(tmp_path: Path) -> None:
+    path = save_file(Tied(), tmp_path / "tied.distillgan")
+
+    def build(_: object) -> Tied:
+        with torch.device("meta"):
+            return Tied()
+
+    loaded = distillgan.load_model(path, model_builder=build, assign=True)
+    assert loaded.model.lm_head.weight is loaded.model.embed.weight and len(list(loaded.model.parameters())) == 3
+
+
+def test_missing_and_unexpected_keys_of_a_lenient_load_are_on_the_loaded_model(tmp_path: Path) -> None:
+    path = save_file({"a.weight": torch.ones(2, 2), "extra.bias": torch.ones(2)}, tmp_path / "m.distillgan")
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Linear(2, 2)
+
+    loaded = distillgan.load_model(path, model_builder=lambda _: Net(), strict=False)
+    assert loaded.missing_keys == ["a.bias"] and loaded.unexpected_keys == ["extra.bias"]
+    plain = distillgan.load_model(path)
+    assert plain.missing_keys == [] and plain.unexpected_keys == []
+
+
+# --- the app's maintainer ---------------------------------------------------------------------------
+
+
+def test_save_model_from_checkpoint_drops_training_state_unless_asked(tmp_path: Path) -> None:
+    import appshapes as app
+
+    ckpt = tmp_path / "checkpoint_epoch0003.pt"
+    torch.save(app.training_checkpoint(), ckpt)
+    lean = distillgan.save_model_from_checkpoint(ckpt, ModelMetadata(name="lean"), tmp_path / "models")
+    full = distillgan.save_model_from_checkpoint(ckpt, ModelMetadata(name="full"), tmp_path / "models", keep_training_state=True)
+    lean_extra, full_extra = distillgan.load_model(lean).extra or {}, distillgan.load_model(full).extra or {}
+    for key in ("optimizer_state_dict", "scheduler_state_dict", "metrics_history"):
+        assert key in full_extra and key not in lean_extra
+    assert lean.stat().st_size < full.stat().st_size
+    assert distillgan.load_model(lean).metadata.training_epochs == distillgan.load_model(full).metadata.training_epochs
+
+
+def test_the_apps_file_names_come_from_a_public_function(tmp_path: Path) -> None:
+    import appshapes as app
+
+    for name in ("My Piano!", "con", "", "Ünïcode  name", "x" * 300):
+        assert distillgan.sanitize_filename(name) == (app.sanitize_filename(name) if name != "con" else "con_model")
+    path = save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="My Piano!"), tmp_path)
+    assert path.name == distillgan.sanitize_filename("My Piano!") + ".distillgan"
+    from distillgan import persistence
+
+    assert not hasattr(persistence, "_sanitize_filename")  # one implementation, the public one
+
+
+def test_load_model_copies_on_windows_and_maps_elsewhere_by_default(tmp_path: Path) -> None:
+    import inspect as pyinspect
+
+    path = save_file({"w": torch.arange(4.0)}, tmp_path / "m.distillgan")
+    assert pyinspect.signature(distillgan.load_model).parameters["copy"].default is None
+    assert pyinspect.signature(distillgan.load_file).parameters["copy"].default is None
+    doc = distillgan.load_model.__doc__ or ""
+    assert "Windows" in doc and "copy=None" in doc
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    coming = readme.split("## Coming from", 1)[1].split("\n## ", 1)[0]
+    assert "Windows" in coming and "copy=True" in coming
+    # the default here (not Windows) maps; on Windows it copies so that the file can be deleted or replaced
+    loaded = distillgan.load_model(path)
+    if os.name == "nt":
+        path.unlink()  # nothing keeps the file in use
+    else:
+        loaded.state_dict["w"].add_(1)  # a copy-on-write view of the mapping: the file is unchanged
+        assert torch.equal(distillgan.load_model(path, copy=True).state_dict["w"], torch.arange(4.0))
+
+
+def test_save_model_keeps_user_metadata_through_load_and_vocoder_updates(tmp_path: Path) -> None:
+    path = save_model({"w": torch.ones(1)}, {}, {}, ModelMetadata(name="u"), tmp_path, user_metadata={"source": "field"})
+    assert distillgan.load_model(path).user_metadata == {"source": "field"}
+    distillgan.update_vocoder(path, {"type": "hifigan", "generator_state_dict": {"k": torch.ones(2)}})
+    assert distillgan.load_model(path).user_metadata == {"source": "field"}
+    assert distillgan.inspect(path)["user_metadata"] == {"source": "field"}
+    with pytest.raises(DistillganError) as e:
+        save_model({"w": torch.ones(1)}, {}, {}, {"name": "x", "licence": "MIT"}, tmp_path)
+    assert "user_metadata" in str(e.value)
