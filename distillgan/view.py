@@ -86,7 +86,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: ViewServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8", extra: dict[str, str] | None = None,
@@ -102,10 +102,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(body)
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
+    def do_HEAD(self) -> None:
         self._serve(head=True)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self._serve(head=False)
 
     def _serve(self, head: bool) -> None:
@@ -170,7 +170,7 @@ def serve_view(path: str, *, port: int = 0, open_browser: bool = True, idle_s: f
     if open_browser:
         try:
             opened = webbrowser.open(url)
-        except Exception:  # noqa: BLE001 - a broken browser setting must not stop the server; the URL is printed
+        except (webbrowser.Error, OSError):  # a broken browser setting must not stop the server; the URL is printed
             opened = False
         if not opened:
             print("no browser found: open the URL above", file=sys.stderr, flush=True)

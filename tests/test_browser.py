@@ -59,7 +59,7 @@ class Browser:
                 "--disable-default-apps", "--mute-audio", f"--user-data-dir={user_data_dir}", "--remote-debugging-pipe",
                 "about:blank"]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     pass_fds=(3, 4), preexec_fn=child_fds)  # noqa: PLW1509 - needed to place the pipes on 3 and 4
+                                     pass_fds=(3, 4), preexec_fn=child_fds)  # noqa: PLW1509 - places the pipes on fds 3 and 4
         for fd in (to_child_r, from_child_w, hi_r, hi_w):
             os.close(fd)
         self._out = os.fdopen(to_child_w, "wb", buffering=0)
@@ -301,8 +301,9 @@ def _sparse_model(path: Path, n_tensors: int, tensor_bytes: int) -> None:
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * ((-(8 + len(text))) % 64)
     parts = [struct.pack("<Q", len(text)) + text, n_tensors * tensor_bytes]
-    size = gen._parts_len(parts)  # noqa: SLF001 - the generator's own helpers, loaded from its file
-    manifest = gen._large_manifest(size, gen.flat("state_dict/", sorted(names)), metadata=gen.metadata(name="Two GiB model"))  # noqa: SLF001
+    m = gen.base_manifest(metadata=gen.metadata(name="Two GiB model"), state_dict=gen.flat("state_dict/", sorted(names)))
+    m["members"] = {"model.safetensors": {"aliases": {}, "size": len(parts[0]) + n_tensors * tensor_bytes}}
+    manifest = gen.manifest_bytes(m)
     gen.sparse_zip(path, [("manifest.msgpack", [manifest]), ("model.safetensors", parts)])
 
 
@@ -351,7 +352,7 @@ def test_distillgan_view_serves_the_page_and_the_model_on_loopback(tmp_path: Pat
         import urllib.request
 
         with pytest.raises(urllib.error.HTTPError):  # nothing outside the token's paths
-            urllib.request.urlopen(url.split("/web/")[0].rsplit("/", 1)[0] + "/web/index.html", timeout=10)  # noqa: S310 - loopback
+            urllib.request.urlopen(url.split("/web/")[0].rsplit("/", 1)[0] + "/web/index.html", timeout=10)
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
