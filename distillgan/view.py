@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.server
 import os
 import secrets
-import stat
 import sys
 import threading
 import time
@@ -21,7 +20,8 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
-from .errors import FileAccessError
+from .errors import DistillganError
+from .source import MappedFile
 
 ASSET_DIRS = ("web", "js")  # served under /<token>/web/ and /<token>/js/
 TYPES = {".html": "text/html; charset=utf-8", ".mjs": "text/javascript; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -35,41 +35,16 @@ def assets_root() -> Path:
     return installed if (installed / "web" / "index.html").is_file() else here.parent
 
 
-def _open_model(path: str) -> tuple[int, int]:
-    """(descriptor, size) of a regular file, opened without blocking (a FIFO is refused, never waited on)."""
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError as e:
-        raise FileAccessError(f"{path!r} does not exist", code="not-found") from e
-    except IsADirectoryError as e:
-        raise FileAccessError(f"{path!r} is a directory; expected a regular file", code="not-regular-file") from e
-    except OSError as e:
-        raise FileAccessError(f"cannot open {path!r}: {e.strerror}", code="io-error") from e
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise FileAccessError(f"{path!r} is not a regular file (device, FIFO, socket or directory)", code="not-regular-file")
-    return fd, st.st_size
-
-
-def _pread(fd: int, offset: int, n: int) -> bytes:
-    if hasattr(os, "pread"):
-        return os.pread(fd, n, offset)
-    os.lseek(fd, offset, os.SEEK_SET)  # Windows: no pread; one request at a time reads this descriptor (lock below)
-    return os.read(fd, n)
-
-
 class ViewServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, path: str, port: int = 0) -> None:
-        self.fd, self.size = _open_model(path)
+        self.source = MappedFile(path)  # the reader's own opener: a regular file, opened without blocking (FORMAT.md §13.1)
+        self.size = self.source.size
         self.name = os.path.basename(path)
         self.token = secrets.token_urlsafe(16)
         self.root = assets_root()
         self.last_request = time.monotonic()
-        self.read_lock = threading.Lock()
         super().__init__(("127.0.0.1", port), _Handler)
 
     @property
@@ -79,7 +54,7 @@ class ViewServer(http.server.ThreadingHTTPServer):
 
     def server_close(self) -> None:
         super().server_close()
-        os.close(self.fd)
+        self.source.close()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -155,8 +130,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             self._send(416, b"bad range", extra={"Content-Range": f"bytes */{size}"}, head=head)
             return
-        with srv.read_lock:
-            body = _pread(srv.fd, a, b - a + 1)
+        try:
+            body = srv.source.read(a, b - a + 1)
+        except DistillganError as e:  # the file got shorter meanwhile
+            self._send(416, str(e).encode(), extra={"Content-Range": f"bytes */{size}"}, head=head)
+            return
         self._send(206, body, "application/octet-stream", {"Content-Range": f"bytes {a}-{a + len(body) - 1}/{size}",
                                                            "Accept-Ranges": "bytes"}, head=head)
 
