@@ -88,7 +88,16 @@ from .allowlist import ALLOWED_GLOBALS
 from .common import DEFAULT_LIMITS, PickleLimits
 from .enums import STDLIB_ENUMS
 from .plain import to_plain_tree
-from .reader import read_pickled
+from .reader import read_pickled, read_plain_tree
 from .records import PickledObject
 
-__all__ = ["ALLOWED_GLOBALS", "DEFAULT_LIMITS", "STDLIB_ENUMS", "PickleLimits", "PickledObject", "read_pickled", "to_plain_tree"]
+__all__ = [
+    "ALLOWED_GLOBALS",
+    "DEFAULT_LIMITS",
+    "STDLIB_ENUMS",
+    "PickleLimits",
+    "PickledObject",
+    "read_pickled",
+    "read_plain_tree",
+    "to_plain_tree",
+]

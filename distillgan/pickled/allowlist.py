@@ -39,6 +39,9 @@ def build_allowlist() -> dict[tuple[str, str], Any]:
         ("torch._tensor", "_rebuild_from_type_v2"): c.RebuildFromTypeV2,
         ("torch._tensor", "_rebuild_from_type"): c.RebuildFromType,
         ("torch.storage", "_load_from_bytes"): c.LoadFromBytes,
+        ("distillgan.pickled", "dict"): c.DictNew,  # the VM's rewrites of EMPTY_DICT/DICT, EMPTY_SET, FROZENSET
+        ("distillgan.pickled", "set"): c.OpSetNew,
+        ("distillgan.pickled", "frozenset"): c.OpFrozensetNew,
         ("torch.storage", "UntypedStorage"): StorageType("UntypedStorage", torch.uint8, True),
         ("torch", "UntypedStorage"): StorageType("UntypedStorage", torch.uint8, True),
     }
@@ -48,6 +51,7 @@ def build_allowlist() -> dict[tuple[str, str], Any]:
         table[(module, "complex")] = c.ComplexNew
         table[(module, "bytearray")] = c.BytearrayNew
         table[(module, "bytes")] = c.BytesNew
+        table[(module, "getattr")] = c.GetattrNew  # protocols 0-3 name a nested class Outer.Inner as getattr(Outer, "Inner")
     for name, dtype in LEGACY_STORAGES.items():
         marker = StorageType(name, dtype, False)
         table[("torch", name)] = marker

@@ -7,13 +7,12 @@ Which ``(module, name)`` reaches which constructor is :mod:`.allowlist`'s table.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import torch
 
 from .common import BUILTIN_MODULES, INT64_MAX, over_limit, show, unreadable, unsafe
+from .containers import DictBuilder, SetBuilder, checked_frozenset, dict_from_pairs
 from .records import (
     DTYPE_NAMES,
     FrozenType,
@@ -21,10 +20,12 @@ from .records import (
     NpDType,
     NpScalar,
     ParameterRecord,
+    PathRecord,
     PickledObject,
     StorageRecord,
     TensorRecord,
     int_tuple,
+    is_frozen_class,
     is_stand_in_class,
     kind_of,
 )
@@ -56,11 +57,11 @@ class OrderedDictNew(Safe):
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         _expect_args(cls, args, kwargs, 0, 1)
         if not args:
-            return OrderedDict()
+            return DictBuilder(ordered=True)
         items = args[0]  # Python 2 pickled OrderedDict as OrderedDict([[k, v], ...])
         if type(items) is not list or any(type(p) not in (list, tuple) or len(p) != 2 for p in items):
             raise unsafe(f"collections.OrderedDict: expected a list of key-value pairs, got {show(items)}")
-        return OrderedDict((p[0], p[1]) for p in items)
+        return dict_from_pairs(((p[0], p[1]) for p in items), True, cls.pickle_name)
 
 
 class DefaultDictNew(Safe):
@@ -68,7 +69,18 @@ class DefaultDictNew(Safe):
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         _expect_args(cls, args, kwargs, 0, 1)  # the default factory (a global) is not kept: the value is a dict
-        return {}
+        return DictBuilder()
+
+
+class DictNew(Safe):
+    """The VM's rewrite of ``EMPTY_DICT`` (no arguments) and ``DICT`` (keys and values, flat)."""
+
+    pickle_name = "distillgan.pickled.dict"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if kwargs or len(args) % 2:
+            raise unreadable(f"DICT with an odd number of items {show(args)}")
+        return dict_from_pairs(zip(args[::2], args[1::2]), False, "a dict of the pickle")
 
 
 class SetNew(Safe):
@@ -78,14 +90,60 @@ class SetNew(Safe):
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         _expect_args(cls, args, kwargs, 0, 1)
         items = args[0] if args else ()
+        if type(items) is SetBuilder:
+            items = items.items
         if type(items) not in (list, tuple, set, frozenset):
             raise unsafe(f"{cls.pickle_name}: expected a list of items, got {kind_of(items)}")
-        return frozenset(items) if cls.frozen else set(items)
+        return _make_set(items, cls.frozen, cls.pickle_name)
 
 
 class FrozensetNew(SetNew):
     pickle_name = "builtins.frozenset"
     frozen = True
+
+
+class OpSetNew(Safe):
+    """The VM's rewrite of ``EMPTY_SET`` (``ADDITEMS`` then calls ``add``)."""
+
+    pickle_name = "distillgan.pickled.set"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        _expect_args(cls, args, kwargs, 0, 0)
+        return SetBuilder()
+
+
+class OpFrozensetNew(Safe):
+    """The VM's rewrite of ``FROZENSET`` (the items, flat)."""
+
+    pickle_name = "distillgan.pickled.frozenset"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            raise unreadable(f"FROZENSET with keyword arguments {show(kwargs)}")
+        return checked_frozenset(args, "a frozenset of the pickle")
+
+
+def _make_set(items: Any, frozen: bool, where: str) -> Any:
+    if frozen:
+        return checked_frozenset(items, where)
+    out = SetBuilder()
+    for item in items:
+        out.add(item)
+    return out
+
+
+class GetattrNew(Safe):
+    """``getattr(Outer, "Inner")``: how pickle protocols 0-3 name a nested class. Only on a stand-in class."""
+
+    pickle_name = "builtins.getattr"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        _expect_args(cls, args, kwargs, 2, 2)
+        outer, name = args
+        ok = type(name) is str and 0 < len(name) <= 256 and all(part.isidentifier() for part in name.split("."))
+        if not (is_stand_in_class(outer) and ok):
+            raise unsafe(f"builtins.getattr is read only as a nested class's name, getattr(<class>, 'Inner'); got {show(args)}")
+        return current_session().stand_in_class(outer.module, f"{outer.qualname}.{name}")
 
 
 class ComplexNew(Safe):
@@ -106,8 +164,10 @@ class BytearrayNew(Safe):
         if not args:
             return bytearray()
         if len(args) == 1 and type(args[0]) is bytes:
+            current_session().budget.charge_bytes(len(args[0]), cls.pickle_name)  # a copy per call: shared bytes cost each time
             return bytearray(args[0])
         if len(args) == 2 and type(args[0]) is str and args[1] == "latin-1":  # Python 3.0-3.2, protocols 0-2
+            current_session().budget.charge_bytes(len(args[0]), cls.pickle_name)
             return bytearray(_latin1(args[0], cls.pickle_name))
         raise unsafe(f"builtins.bytearray: expected bytes (or str and 'latin-1'), got {show(args)}")
 
@@ -136,23 +196,25 @@ class CodecsEncode(Safe):
             raise unsafe(
                 f"_codecs.encode is accepted only as encode(str, 'latin1'); the pickle passes {show(args)} {show(kwargs)}"
             )
+        current_session().budget.charge_bytes(len(args[0]), cls.pickle_name)
         return _latin1(args[0], cls.pickle_name)
 
 
 class PosixPathNew(Safe):
     pickle_name = "pathlib.PurePosixPath"
-    pure: type[PurePath] = PurePosixPath
+    windows = False
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         _expect_args(cls, args, kwargs, 0, 4096)
         if any(type(a) is not str for a in args):
             raise unsafe(f"{cls.pickle_name}: expected path parts as str, got {show(args)}")
-        return cls.pure(*args)  # a pure path: string handling only, no filesystem access
+        current_session().budget.charge_work(len(args), cls.pickle_name)
+        return PathRecord(args, cls.windows)  # a pure path once the file is read: string handling only, no filesystem access
 
 
 class WindowsPathNew(PosixPathNew):
     pickle_name = "pathlib.PureWindowsPath"
-    pure = PureWindowsPath
+    windows = True
 
 
 class SizeNew(Safe):
@@ -245,7 +307,7 @@ class RebuildFromTypeV2(Safe):
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         _expect_args(cls, args, kwargs, 4, 4)
         func, new_type, fargs, state = args
-        if func not in TENSOR_REBUILDERS:
+        if not (is_frozen_class(func) and func in TENSOR_REBUILDERS):
             raise unsafe(
                 f"{cls.pickle_name}: the function argument is {kind_of(func)}; only torch's tensor rebuild functions are accepted"
             )
@@ -281,6 +343,9 @@ class LoadFromBytes(Safe):
         if type(data) is not bytes:
             raise unsafe(f"{cls.pickle_name}: expected bytes, got {kind_of(data)}")
         session = current_session()
+        known = session.nested.get(id(data))
+        if known is not None:  # the same bytes again (a memo reference): the same storage, read once
+            return known[1]
         if session.nesting:
             raise unsafe(f"{cls.pickle_name} inside a storage that is itself nested bytes; torch never writes that")
         session.nesting += 1
@@ -291,6 +356,7 @@ class LoadFromBytes(Safe):
             session.nesting -= 1
         if type(root) is not StorageRecord:
             raise unreadable(f"{cls.pickle_name}: the nested stream holds {kind_of(root)}, not a storage")
+        session.nested[id(data)] = (data, root)  # the bytes stay alive with the session: their id is never reused
         return root
 
 
@@ -382,9 +448,18 @@ class NpScalarNew(Safe):
 TENSOR_REBUILDERS = frozenset({RebuildTensor, RebuildTensorV2, RebuildTensorV3, RebuildParameter, RebuildParameterWithState})
 
 
+def _mapping(value: Any) -> dict[Any, Any] | None:
+    """The items of a dict the pickle built (a :class:`DictBuilder`), or None for anything else."""
+    return value.data if type(value) is DictBuilder else None
+
+
+def _empty_dict(value: Any) -> bool:
+    return type(value) is DictBuilder and not value.data and not value.attrs
+
+
 def empty_state(state: Any) -> bool:
     """No Python attributes: None, {}, or a (dict, slots) pair of those (Python >= 3.11 writes None)."""
-    if state is None or (type(state) in (dict, OrderedDict) and not state):
+    if state is None or _empty_dict(state):
         return True
     return type(state) is tuple and len(state) == 2 and all(empty_state(s) for s in state)
 
@@ -392,8 +467,9 @@ def empty_state(state: Any) -> bool:
 def state_names(state: Any) -> str:
     if type(state) is tuple:
         return ", ".join(state_names(s) for s in state if not empty_state(s))
-    if type(state) in (dict, OrderedDict):
-        return show(sorted(map(str, state))[:8])
+    items = _mapping(state)
+    if items is not None:
+        return show([show(k, 40) for k in list(items)[:8]])
     return show(state)
 
 
@@ -416,17 +492,18 @@ def tensor_record(storage: Any, offset: Any, size: Any, stride: Any, dtype: torc
         raise unreadable(f"{fn}: requires_grad is {kind_of(requires_grad)}, expected bool")
     if requires_grad and not (dtype.is_floating_point or dtype.is_complex):
         raise unreadable(f"{fn}: requires_grad on a {dtype} tensor (only floating and complex tensors have gradients)")
-    if hooks is not None and not (type(hooks) in (dict, OrderedDict) and not hooks):
+    if hooks is not None and not _empty_dict(hooks):
         raise unreadable(f"{fn}: backward hooks {show(hooks)} are not converted")
     flags = {}
     if metadata is not None:
-        if type(metadata) not in (dict, OrderedDict) or any(
-            k not in ("conj", "neg") or type(v) is not bool for k, v in metadata.items()
-        ):
+        items = _mapping(metadata)
+        if items is None or any(type(k) is not str or k not in ("conj", "neg") or type(v) is not bool for k, v in items.items()):
             raise unreadable(f"{fn}: tensor metadata {show(metadata)}; expected {{'conj': bool, 'neg': bool}}")
-        flags = {k: v for k, v in metadata.items() if v}
+        flags = {k: v for k, v in items.items() if v}
     if flags.get("conj") and not dtype.is_complex:
         raise unreadable(f"{fn}: conjugate bit on a {dtype} tensor")
+    if flags.get("neg") and dtype is torch.bool:
+        raise unreadable(f"{fn}: negative bit on a bool tensor (torch has no negation of bool)")
     itemsize = dtype.itemsize
     if storage.order_unknown and itemsize > 1:
         raise unreadable(f"{fn}: a {dtype} tensor in a big-endian untyped storage; its byte order is ambiguous")
@@ -457,7 +534,7 @@ def parameter_record(data: Any, requires_grad: Any, hooks: Any, state: Any, fn: 
         raise unreadable(f"{fn}: requires_grad is {kind_of(requires_grad)}, expected bool")
     if requires_grad and not (data.dtype.is_floating_point or data.dtype.is_complex):
         raise unreadable(f"{fn}: requires_grad on a {data.dtype} parameter")
-    if hooks is not None and not (type(hooks) in (dict, OrderedDict) and not hooks):
+    if hooks is not None and not _empty_dict(hooks):
         raise unreadable(f"{fn}: backward hooks {show(hooks)} are not converted")
     if not empty_state(state):
         raise unreadable(f"{fn}: the parameter carries Python attributes {state_names(state)}, which are not converted")

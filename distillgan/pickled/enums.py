@@ -17,8 +17,20 @@ STDLIB_ENUMS = frozenset({
 _ENUM_SCALARS = (type(None), bool, int, float, str)
 
 
-def is_enum_value(value: object, depth: int = 0) -> bool:
-    """A value an Enum member can have and be read back as: a scalar, or a tuple of such values (nested)."""
-    if type(value) in _ENUM_SCALARS:
-        return True
-    return type(value) is tuple and depth < 8 and all(is_enum_value(v, depth + 1) for v in value)
+def is_enum_value(value: object) -> bool:
+    """A value an Enum member can have and be read back as: a scalar, or a tuple of such values (at most 8 deep).
+
+    Shared tuples are looked at once (a tuple of the same tuple, 8 times over, is 8 checks, not 8**8).
+    """
+    seen: set[int] = set()
+    todo: list[tuple[object, int]] = [(value, 0)]
+    while todo:
+        item, depth = todo.pop()
+        if type(item) in _ENUM_SCALARS:
+            continue
+        if type(item) is not tuple or depth >= 8:
+            return False
+        if id(item) not in seen:
+            seen.add(id(item))
+            todo.extend((v, depth + 1) for v in item)
+    return True

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import PurePosixPath, PureWindowsPath
+from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import torch
 
 from ..errors import InputError
-from .common import PickleLimits, over_limit, show, unreadable
-from .records import NdArray, NpDType, NpScalar, ParameterRecord, PickledObject, StorageRecord, StorageType, TensorRecord
+from .common import Budget, over_limit, show, unreadable
+from .containers import DictBuilder, SetBuilder
+from .records import (
+    NdArray,
+    NpDType,
+    NpScalar,
+    ParameterRecord,
+    PathRecord,
+    PickledObject,
+    StorageRecord,
+    StorageType,
+    TensorRecord,
+)
 
 # --------------------------------------------------------------------------------------------
 # Records to real tensors and arrays, once every bound has been checked
@@ -28,8 +39,9 @@ def import_numpy() -> Any:
 class Materialiser:
     """Replace records by tensors/arrays in one pass over the unique objects (lists and dicts in place)."""
 
-    def __init__(self, limits: PickleLimits) -> None:
-        self.limits = limits
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.limits = budget.limits
         self.done: dict[int, Any] = {}
         self.pinned: list[Any] = []  # originals stay alive, so an id in `done` is never reused by a new object
         self.open_immutables: dict[int, bool] = {}  # tuples/frozensets being rebuilt -> seen again inside themselves
@@ -54,6 +66,7 @@ class Materialiser:
         if len(self.path) > self.limits.max_depth:
             raise over_limit(f"{self.where()}: nested deeper than {self.limits.max_depth} levels (limit max_depth)")
         self.pinned.append(obj)
+        self.budget.charge_work(1, self.where())
         handler = _MATERIALISE.get(kind)
         if handler is not None:
             result = handler(self, obj)
@@ -147,6 +160,25 @@ class Materialiser:
         data = self.visit(rec.data)
         return torch.nn.Parameter(data.detach(), requires_grad=rec.requires_grad)
 
+    def dict_builder(self, rec: DictBuilder) -> dict[Any, Any]:
+        out: dict[Any, Any] = OrderedDict() if rec.ordered else {}
+        self.done[id(rec)] = out  # before the items: a dict that contains itself stays one dict
+        for k, v in rec.data.items():  # keys were checked (depth, hash collisions) as the pickle set them
+            nk = k if type(k) in _ATOMS else self.child(f"[key {show(k, 40)}]", k)
+            out[nk] = v if type(v) in _ATOMS else self.child(path_step(k), v)
+        if rec.attrs:  # an OrderedDict's attributes (torch's _metadata): kept on the object, not part of the value tree
+            vars(out).update({k: self.child(path_step(k), v) for k, v in rec.attrs.items()})
+        return out
+
+    def set_builder(self, rec: SetBuilder) -> set[Any]:
+        out: set[Any] = set()
+        self.done[id(rec)] = out
+        out.update(self.child("{}", v) for v in rec.items)
+        return out
+
+    def path_(self, rec: PathRecord) -> PurePath:
+        return (PureWindowsPath if rec.windows else PurePosixPath)(*rec.parts)  # string handling only, no filesystem access
+
     def storage(self, rec: StorageRecord) -> torch.UntypedStorage:
         return rec.storage()
 
@@ -159,7 +191,11 @@ class Materialiser:
         order = "F" if rec.fortran else "C"
         if not rec.data:
             return np.empty(rec.shape, dtype=dtype, order=order)
-        data = rec.data if type(rec.data) is bytearray else bytearray(rec.data)
+        if type(rec.data) is bytearray:
+            data = rec.data
+        else:
+            self.budget.charge_bytes(len(rec.data), self.where())  # a writable copy of the pickle's bytes
+            data = bytearray(rec.data)
         return np.frombuffer(data, dtype=dtype).reshape(rec.shape, order=order)
 
     def np_scalar(self, rec: NpScalar) -> Any:
@@ -190,6 +226,9 @@ _MATERIALISE: dict[type, Callable[[Materialiser, Any], Any]] = {
     NdArray: Materialiser.ndarray,
     NpScalar: Materialiser.np_scalar,
     NpDType: Materialiser.np_dtype,
+    DictBuilder: Materialiser.dict_builder,
+    SetBuilder: Materialiser.set_builder,
+    PathRecord: Materialiser.path_,
 }
 
 

@@ -10,21 +10,26 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from .common import DEFAULT_LIMITS, PickleLimits, over_limit, show
+from .common import DEFAULT_LIMITS, Budget, PickleLimits, over_limit, show
+from .keys import KeyGuard
 from .materialise import import_numpy, path_step
 from .records import FrozenType, PickledObject, StorageType
 
 
-def to_plain_tree(obj: Any, *, limits: PickleLimits = DEFAULT_LIMITS) -> Any:
-    """Turn :func:`read_pickled`'s result into the value tree the writer stores (rules: module docstring).
+def to_plain_tree(obj: Any, *, limits: PickleLimits = DEFAULT_LIMITS, budget: Budget | None = None) -> Any:
+    """Turn :func:`read_pickled`'s result into the value tree the writer stores (rules: package docstring).
 
-    Shared references are expanded (tensors stay the same objects, so tied tensors stay tied).
-    A first pass computes the expanded size over the unique objects only, so a tree that would
-    expand past ``limits.max_nodes`` nodes or ``limits.max_depth`` levels is refused
-    (``convert-limit``) before anything is built. Cycles and values the tree cannot hold raise
-    :class:`~distillgan.errors.InputError` with code ``convert-value`` and the path.
+    Each distinct object is converted once and the result shared wherever the object occurs:
+    tied tensors stay tied, and a shared bytearray, array or conj/neg tensor is copied once.
+    A first pass computes the size of the tree as the writer will expand it (a shared value
+    counted at every occurrence, Enum members included) over the unique objects only, so a tree
+    past ``limits.max_nodes`` nodes, the work budget or ``limits.max_depth`` levels is refused
+    (``convert-limit``) before anything is built. ``budget``: the conversion's budget when the
+    tree came from :func:`read_pickled` (copies are charged to it); None sizes none by the input.
+    Cycles and values the tree cannot hold raise :class:`~distillgan.errors.InputError` with
+    code ``convert-value`` and the path.
     """
-    plain = Plain(limits)
+    plain = Plain(budget if budget is not None else Budget(limits, None))
     plain.measure(obj, 0)
     return plain.convert(obj)
 
@@ -33,6 +38,14 @@ _RESERVED_KEYS = ("__class__", "__global__")
 _NATIVE_ORDER = "<" if sys.byteorder == "little" else ">"
 _LEAVES = frozenset(
     {type(None), bool, int, float, str, bytes, bytearray, complex, torch.dtype, torch.device, PurePosixPath, PureWindowsPath}
+)
+
+
+_MISSING = object()
+# values converted afresh at each occurrence (cheap, immutable); everything else -- containers, records, copies the
+# rule makes (bytearray -> bytes, byteswapped arrays, resolved conj/neg views) -- once, the result shared
+_NOT_SHARED = frozenset(
+    {type(None), bool, int, float, str, bytes, complex, torch.dtype, torch.device, PurePosixPath, PureWindowsPath, StorageType}
 )
 
 
@@ -51,7 +64,9 @@ def _children(obj: Any) -> list[tuple[str, Any]] | None:
         return [(path_step(k), v) for k, v in obj.items()]
     if kind in (set, frozenset):
         return [("{}", v) for v in obj]
-    if isinstance(obj, PickledObject) and not obj.is_enum_like():
+    if isinstance(obj, PickledObject) and obj.is_enum_like():
+        return [(".value", obj.args[0])]  # converted to its value: counted like any other node
+    if isinstance(obj, PickledObject):
         out = [(f".__args__[{i}]", v) for i, v in enumerate(obj.args)]
         out += [(f".__kwargs__{path_step(k)}", v) for k, v in obj.kwargs.items()]
         out += [(".__state__", obj.state)] if obj.built else []
@@ -62,11 +77,14 @@ def _children(obj: Any) -> list[tuple[str, Any]] | None:
 
 
 class Plain:
-    def __init__(self, limits: PickleLimits) -> None:
-        self.limits = limits
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.limits = budget.limits
         self.sizes: dict[int, int] = {}
         self.active: set[int] = set()
         self.steps = ["$"]
+        self.done: dict[int, Any] = {}  # id of a converted object -> its conversion, shared by every occurrence
+        self.resolved: dict[tuple[Any, ...], torch.Tensor] = {}  # one copy per conj/neg view, however many tensors show it
 
     def where(self) -> str:
         return "".join(self.steps)
@@ -85,14 +103,16 @@ class Plain:
         if depth >= self.limits.max_depth:
             raise over_limit(f"{self.where()}: nested deeper than {self.limits.max_depth} levels (limit max_depth)")
         self.active.add(key)
+        self.budget.charge_work(1 + len(children), self.where())
+        limit = min(self.limits.max_nodes, self.budget.work_left())
         total = 1
         for step, child in children:
             self.steps.append(step)
             total += self.measure(child, depth + 1)
-            if total > self.limits.max_nodes:
+            if total > limit:
                 raise over_limit(
-                    f"{self.where()}: the tree expands to more than {self.limits.max_nodes} nodes "
-                    "(limit max_nodes; shared references count each time they occur)"
+                    f"{self.where()}: the tree expands to more than {limit} nodes (limit max_nodes, or the work budget: "
+                    "shared references count each time they occur, Enum members included; FORMAT.md §15)"
                 )
             self.steps.pop()
         self.active.discard(key)
@@ -106,6 +126,16 @@ class Plain:
         return out
 
     def convert(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind not in _NOT_SHARED and not isinstance(obj, type):
+            key = id(obj)
+            known = self.done.get(key, _MISSING)
+            if known is _MISSING:
+                known = self.done[key] = self.convert_once(obj)
+            return known
+        return self.convert_once(obj)
+
+    def convert_once(self, obj: Any) -> Any:
         kind = type(obj)
         if obj is None or kind in (bool, float, bytes):
             return obj
@@ -122,10 +152,11 @@ class Plain:
         if kind is tuple or kind is torch.Size:
             return tuple(self.child(f"[{i}]", v) for i, v in enumerate(obj))
         if isinstance(obj, torch.Tensor):
-            return obj.resolve_conj().resolve_neg() if (obj.is_conj() or obj.is_neg()) else obj
+            return self.tensor(obj)
         if isinstance(obj, PickledObject):
             return self.stand_in(obj)
         if kind is bytearray:
+            self.budget.charge_bytes(len(obj), self.where())
             return bytes(obj)
         if kind in (torch.device, PurePosixPath, PureWindowsPath):
             return str(obj)
@@ -151,6 +182,16 @@ class Plain:
             return self.numpy(obj)
         raise bad_value(f"{self.where()}: {module}.{type(obj).__qualname__} has no place in the value tree")
 
+    def tensor(self, t: torch.Tensor) -> torch.Tensor:
+        if not (t.is_conj() or t.is_neg()):
+            return t
+        view = (t.untyped_storage().data_ptr(), t.dtype, t.storage_offset(), tuple(t.shape), t.stride(), t.is_conj(), t.is_neg())
+        known = self.resolved.get(view)
+        if known is None:
+            self.budget.charge_bytes(t.numel() * t.element_size(), f"{self.where()}: resolving a conjugate or negative view")
+            known = self.resolved[view] = t.resolve_conj().resolve_neg()
+        return known
+
     def text(self, s: str) -> str:
         try:
             s.encode("utf-8")
@@ -171,8 +212,10 @@ class Plain:
 
     def pairs(self, pairs: Any, prefix: str) -> dict[str | int, Any]:
         out: dict[str | int, Any] = {}
+        guard = KeyGuard(self.budget)  # Enum members as keys become their values: collisions counted again
         for k, v in pairs:
             key = self.key(k)
+            guard.admit(key, self.where() + prefix)
             if key in out:
                 raise bad_value(f"{self.where()}{prefix}: two keys become {show(key)}")
             out[key] = self.child(prefix + path_step(key), v)
@@ -208,6 +251,7 @@ class Plain:
             if obj.dtype.hasobject:
                 raise bad_value(f"{self.where()}: a numpy array of object dtype")
             if obj.dtype.byteorder not in ("=", "|", _NATIVE_ORDER):
+                self.budget.charge_bytes(obj.nbytes, f"{self.where()}: byteswapping an array")
                 return obj.astype(obj.dtype.newbyteorder("="))  # same values, this host's byte order
             return obj
         if isinstance(obj, np.generic):

@@ -8,8 +8,9 @@ import stat
 from typing import Any, BinaryIO
 
 from ..errors import FileAccessError
-from .common import DEFAULT_LIMITS, PickleLimits, show
+from .common import DEFAULT_LIMITS, Budget, PickleLimits, show
 from .materialise import Materialiser
+from .plain import to_plain_tree
 from .session import SESSION, Session
 from .streams import read_stream
 
@@ -51,17 +52,27 @@ def read_pickled(path: str | os.PathLike[str], *, limits: PickleLimits = DEFAULT
     file), numpy arrays and scalars, ``torch.device``/``torch.Size``/dtypes, pure paths, and
     :class:`PickledObject` stand-ins for everything else. Raises
     :class:`~distillgan.errors.FileAccessError` for the path and
-    :class:`~distillgan.errors.InputError` (codes in the module docstring) for the content.
+    :class:`~distillgan.errors.InputError` (codes in the package docstring) for the content.
     """
+    return read_with_budget(path, limits)[0]
+
+
+def read_plain_tree(path: str | os.PathLike[str], *, limits: PickleLimits = DEFAULT_LIMITS) -> Any:
+    """:func:`read_pickled` then :func:`to_plain_tree`, within one budget sized by the file: what ``convert`` reads."""
+    tree, budget = read_with_budget(path, limits)
+    return to_plain_tree(tree, limits=limits, budget=budget)
+
+
+def read_with_budget(path: str | os.PathLike[str], limits: PickleLimits) -> tuple[Any, Budget]:
     f, size = open_input(path, limits)
     where = show(os.fspath(path), 120)
-    session = Session(limits)
+    session = Session(limits, size)
     session.read_nested = lambda data, what: read_stream(io.BytesIO(data), len(data), session, what)
     token = SESSION.set(session)
     try:
         with f:
             root = read_stream(f, size, session, where)
         session.check_views()
-        return Materialiser(limits).run(root)
+        return Materialiser(session.budget).run(root), session.budget
     finally:
         SESSION.reset(token)

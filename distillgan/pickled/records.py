@@ -148,6 +148,11 @@ class PickledObject(metaclass=FrozenType):
 # The top-level names of the standard library's modules (and Python 2's, which protocols 0-2 may
 # spell): a class of theirs called with one value is never taken for an Enum member, except the
 # standard library's own Enums below. Never imported: only the names are compared.
+def is_frozen_class(value: object) -> bool:
+    """A class this package made (a stand-in or an allowlisted constructor): hashed by identity, never by content."""
+    return isinstance(value, FrozenType)
+
+
 def is_stand_in_class(value: object) -> bool:
     return isinstance(value, FrozenType) and issubclass(value, PickledObject) and value is not PickledObject
 
@@ -160,6 +165,16 @@ class Record:
 
     def __setstate__(self, state: Any) -> None:
         raise unsafe(f"the pickle applies BUILD state to a {self.what}; its legitimate writer never does")
+
+
+class PathRecord(Record):
+    """A ``pathlib`` path: its parts, checked as str; it becomes a pure path once the file is read."""
+
+    __slots__ = ("parts", "windows")
+    what = "path"
+
+    def __init__(self, parts: tuple[str, ...], windows: bool) -> None:
+        self.parts, self.windows = parts, windows
 
 
 class StorageType(Record):

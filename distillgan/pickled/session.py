@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .common import PickleLimits, over_limit, unsafe
+from .common import Budget, PickleLimits, over_limit, unsafe
 from .records import FrozenType, PickledObject
 
 if TYPE_CHECKING:
@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 
 
 class Session:
-    def __init__(self, limits: PickleLimits) -> None:
+    def __init__(self, limits: PickleLimits, input_bytes: int) -> None:
         self.limits = limits
+        self.budget = Budget(limits, input_bytes)
+        self.nested: dict[int, tuple[bytes, Any]] = {}  # id of a nested stream's bytes -> (the bytes, kept alive; its storage)
         self.classes: dict[tuple[str, str], type[PickledObject]] = {}
         self.storage_bytes = 0
         self.views: set[tuple[int, torch.dtype, int, tuple[int, ...], tuple[int, ...]]] = set()
@@ -51,6 +53,7 @@ class Session:
         return cls
 
     def add_storage(self, nbytes: int) -> None:
+        self.budget.charge_bytes(nbytes, "the file's storages")  # each storage once, however often it is referenced
         self.storage_bytes += nbytes
 
     def add_view(

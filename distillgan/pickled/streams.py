@@ -6,6 +6,7 @@ import struct
 from typing import Any, BinaryIO
 
 from .common import TORCH_LEGACY_PROTOCOL_VERSION, TORCH_MAGIC_NUMBER, show, unreadable, unsafe
+from .containers import DictBuilder
 from .records import StorageRecord, is_stand_in_class, kind_of
 from .session import Session
 from .storages import declare_storage, read_exactly
@@ -41,7 +42,7 @@ def read_legacy_stream(f: BinaryIO, pos: int, size: int, session: Session, where
     if type(version) is not int or version != TORCH_LEGACY_PROTOCOL_VERSION:
         raise unreadable(f"{where}: legacy torch protocol version {show(version)}; expected {TORCH_LEGACY_PROTOCOL_VERSION}")
     sys_info, pos = load_one(f, pos, size, session, f"{where}, sys_info pickle")
-    if type(sys_info) is not dict:
+    if type(sys_info) is not DictBuilder:
         raise unreadable(f"{where}: sys_info is {kind_of(sys_info)}; expected a dict")
     # storage bytes are always little-endian in this format (THPStorage_writeFileRaw converts), whatever sys_info says
     storages: dict[str, StorageRecord] = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import pickletools
 import struct
@@ -12,7 +11,7 @@ from typing import Any, BinaryIO
 
 from ..errors import DistillganError, InputError
 from .allowlist import resolve_global
-from .common import MAX_NUMBER_CHARS, PickleLimits, over_limit, show, unreadable, unsafe
+from .common import MAX_NUMBER_CHARS, over_limit, show, unreadable, unsafe
 from .session import Session
 
 # --------------------------------------------------------------------------------------------
@@ -30,18 +29,38 @@ _NUMBER_LINES = {"INT", "LONG", "FLOAT", "PUT", "GET"}
 _MEMO_WRITES = {"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"}
 
 
-def scan_pickle(f: BinaryIO, start: int, size: int, limits: PickleLimits, where: str) -> int:
-    """Walk the opcodes of the pickle at ``start`` without building anything; return where it ends.
+# The reader's own rewrites (see scan_pickle): containers whose items CPython would hash in C are
+# built through these allowlisted globals instead, so every key and item is checked first.
+DICT_GLOBAL = b"cdistillgan.pickled\ndict\n"
+SET_GLOBAL = b"cdistillgan.pickled\nset\n"
+FROZENSET_GLOBAL = b"cdistillgan.pickled\nfrozenset\n"
+_MARK_OPS = frozenset(op.name for op in pickletools.opcodes if pickletools.markobject in op.stack_before)
+
+
+def scan_pickle(f: BinaryIO, start: int, size: int, session: Session, where: str) -> tuple[int, bytes]:
+    """Walk the opcodes of the pickle at ``start`` without building anything; return where it ends and the pickle to run.
 
     Refuses what would make the C unpickler work out of proportion to the bytes: memo indices
     beyond the memo writes so far (the C memo is an array resized to twice the index), text
     numbers longer than MAX_NUMBER_CHARS (decimal parsing is quadratic), declared lengths past
     the end, EXT opcodes (resolved through a process-wide cache before find_class is asked).
+    Each opcode is charged to the session's work budget before anything runs.
+
+    The pickle handed back is the same program with four opcodes rewritten: ``EMPTY_DICT``,
+    ``DICT``, ``EMPTY_SET`` and ``FROZENSET`` build their container through :data:`DICT_GLOBAL`,
+    :data:`SET_GLOBAL` or :data:`FROZENSET_GLOBAL` (``SETITEM``/``ADDITEMS`` then call the
+    builder's methods, never CPython's C insertion), so no key or item is hashed before its depth
+    and type are checked and its hash collisions counted. ``FRAME`` opcodes are dropped (their
+    lengths no longer hold; framing is optional).
     """
+    limits = session.limits
+    budget = session.budget
     cap = min(size, start + limits.max_pickle_bytes)
     f.seek(start)
     pos = start
     memo_writes = 0
+    chunks: list[bytes] = []
+    marks: list[int] = []  # index in chunks of each open MARK
 
     def past(n: int, what: str) -> InputError:
         if cap < size and pos + n <= size:
@@ -69,34 +88,42 @@ def scan_pickle(f: BinaryIO, start: int, size: int, limits: PickleLimits, where:
         pos += len(data)
         return data
 
+    ops = 0
     while True:
         at = pos
-        op = _OPS.get(take(1, "opcode"))
+        code = take(1, "opcode")
+        op = _OPS.get(code)
         if op is None:
-            f.seek(at)
-            raise unreadable(f"{where}: byte {f.read(1)!r} at {at} is not a pickle opcode")
+            raise unreadable(f"{where}: byte {code!r} at {at} is not a pickle opcode")
+        ops += 1
+        if ops & 0xFFF == 0:
+            budget.charge_work(0x1000, f"{where}, opcode at byte {at}")
         name, arg = op.name, op.arg
         if name in ("EXT1", "EXT2", "EXT4"):
             raise unsafe(f"{where}: {name} at byte {at}: extension-registry codes resolve through a process-wide cache; refused")
         value: Any = None
+        parts = [code]
         if arg is None:
             pass
         elif arg.n >= 0:
             value = take(arg.n, name)
+            parts.append(value)
         elif arg.n == pickletools.UP_TO_NEWLINE:
             limit = MAX_NUMBER_CHARS + 2 if name in _NUMBER_LINES else cap - pos
             value = line(limit, name)
+            parts.append(value)
             if arg.name == "stringnl_noescape_pair":
-                line(cap - pos, name)
+                parts.append(line(cap - pos, name))
         else:
             prefix = _LENGTH_PREFIX[arg.n]
-            (n,) = prefix.unpack(take(prefix.size, name))
+            head = take(prefix.size, name)
+            (n,) = prefix.unpack(head)
             if n < 0:
                 raise unreadable(f"{where}: {name} at byte {at} declares a negative length {n}")
             if pos + n > cap:
                 raise past(n, f"{name} of {n} bytes")
-            f.seek(n, os.SEEK_CUR)
-            pos += n
+            parts.append(head)
+            parts.append(take(n, name))
         if name == "PROTO" and value[0] > pickle.HIGHEST_PROTOCOL:
             raise unreadable(f"{where}: pickle protocol {value[0]} at byte {at}; at most {pickle.HIGHEST_PROTOCOL} is known")
         if name in ("PUT", "BINPUT", "LONG_BINPUT"):
@@ -110,10 +137,31 @@ def scan_pickle(f: BinaryIO, start: int, size: int, limits: PickleLimits, where:
                 )
         if name in _MEMO_WRITES:
             memo_writes += 1
-        if name == "FRAME" and pos + int.from_bytes(value, "little") > cap:
-            raise past(int.from_bytes(value, "little"), "FRAME")
+        if name == "FRAME":
+            if pos + int.from_bytes(value, "little") > cap:
+                raise past(int.from_bytes(value, "little"), "FRAME")
+            continue
+        if name == "MARK":
+            marks.append(len(chunks))
+        elif name in _MARK_OPS:
+            if not marks:
+                raise unreadable(f"{where}: {name} at byte {at} without a MARK before it")
+            mark = marks.pop()
+            if name == "DICT":
+                chunks[mark] = DICT_GLOBAL + b"("
+                parts = [b"tR"]
+            elif name == "FROZENSET":
+                chunks[mark] = FROZENSET_GLOBAL + b"("
+                parts = [b"tR"]
+        elif name == "EMPTY_DICT":
+            parts = [DICT_GLOBAL, b")R"]
+        elif name == "EMPTY_SET":
+            parts = [SET_GLOBAL, b")R"]
+        chunks.append(b"".join(parts) if len(parts) > 1 else parts[0])
         if name == "STOP":
-            return pos
+            budget.charge_work(ops & 0xFFF, f"{where}, opcode at byte {at}")
+            data = b"".join(chunks)
+            return pos, data
 
 
 class Unpickler(pickle.Unpickler):
@@ -137,15 +185,17 @@ class Unpickler(pickle.Unpickler):
 def load_one(f: BinaryIO, start: int, size: int, session: Session, where: str,
               persistent: Callable[[Any], Any] | None = None) -> tuple[Any, int]:  # fmt: skip
     """Scan, then unpickle, the pickle at ``start``; return its value and where it ends."""
-    end = scan_pickle(f, start, size, session.limits, where)
-    f.seek(start)
-    data = f.read(end - start)
+    end, data = scan_pickle(f, start, size, session, where)
     try:
         value = Unpickler(data, session, persistent, where).load()
     except DistillganError:
         raise
     except MemoryError as e:
         raise over_limit(f"{where}: out of memory while unpickling") from e
+    except RecursionError as e:
+        raise over_limit(f"{where}: nested deeper than the interpreter allows while unpickling") from e
     except Exception as e:  # the C unpickler and the builtins it calls raise many types for malformed input
         raise unreadable(f"{where}: {type(e).__name__}: {show(str(e), 200)}") from e
+    finally:
+        del data
     return value, end
