@@ -170,3 +170,125 @@ def test_the_stdlib_enum_list_matches_the_running_python() -> None:
                     found.add(f"{value.__module__}.{value.__qualname__}")
     assert found and found <= STDLIB_ENUMS, sorted(found - STDLIB_ENUMS)
     assert {"http.HTTPStatus", "signal.Signals", "re.RegexFlag", "ssl.Purpose", "uuid.SafeUUID"} <= found
+
+
+# --- the property: random valid checkpoints convert to what torch.load reads, within 2 x the file + 64 MiB ---------
+
+_PROPERTY_CHILD = r"""
+import json, resource, sys
+import torch
+from distillgan.pickled import read_plain_tree
+path = sys.argv[1]
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+ours = read_plain_tree(path)
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+if sys.argv[2] == "pickle":  # pickle.dump of tensors: torch.load reads only torch.save's formats
+    import pickle
+    with open(path, "rb") as f:
+        theirs = pickle.load(f)  # in this throwaway process only
+else:
+    theirs = torch.load(path, weights_only=False)  # in this throwaway process only
+
+def plain(x):  # the documented conversions: OrderedDict -> dict, conj/neg resolved
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(plain(v) for v in x)
+    if isinstance(x, torch.Tensor):
+        return x.resolve_conj().resolve_neg()
+    return x
+
+def same(a, b, where):
+    if type(a) is not type(b):
+        raise AssertionError(f"{where}: {type(a).__name__} != {type(b).__name__}")
+    if isinstance(a, dict):
+        assert list(a) == list(b), where
+        for k in a:
+            same(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            same(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.requires_grad == b.requires_grad, where
+        bits = lambda t: t.contiguous().view(-1).view(torch.uint8) if t.numel() else t.contiguous().view(-1)
+        assert torch.equal(bits(a), bits(b)), where
+    else:
+        assert a == b or (a != a and b != b), where
+
+def tensors(x, out):
+    if isinstance(x, dict):
+        for v in x.values(): tensors(v, out)
+    elif isinstance(x, (list, tuple)):
+        for v in x: tensors(v, out)
+    elif isinstance(x, torch.Tensor):
+        out.append(x)
+    return out
+
+expected = plain(theirs)
+same(ours, expected, "$")
+a, b = tensors(ours, []), tensors(expected, [])
+ties = lambda ts: [[s.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() for t in ts] for s in ts]
+assert ties(a) == ties(b), "ties differ"
+print(json.dumps({"grown": grown}))
+"""
+
+try:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+if given is not None:
+    _DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.uint8, torch.bool, torch.complex64]
+
+    @st.composite
+    def _checkpoints(draw: Any) -> tuple[Any, str]:
+        base = []
+        for _ in range(draw(st.integers(1, 4))):
+            dtype = draw(st.sampled_from(_DTYPES))
+            n = draw(st.integers(0, 64))
+            raw = draw(st.binary(min_size=n * dtype.itemsize, max_size=n * dtype.itemsize))
+            t = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype) if n else torch.empty(0, dtype=dtype)
+            if dtype is torch.bool:
+                t = t.view(torch.uint8) % 2 == 1
+            base.append(t)
+        shared_list = [1, "s", 2.5]
+        state: dict[str, Any] = {}
+        for i in range(draw(st.integers(1, 6))):
+            t = draw(st.sampled_from(base))
+            kind = draw(st.sampled_from(["same", "view", "conj", "config", "list"]))
+            if kind == "view" and t.numel() > 2:
+                t = t[1:]
+            elif kind == "conj" and t.is_complex():
+                t = t.conj()
+            elif kind == "config":
+                state[f"c{i}"] = {"lr": 0.1, "shared": shared_list, "tuple": (1, None, "x")}
+                continue
+            elif kind == "list":
+                state[f"l{i}"] = [t, t, shared_list]
+                continue
+            state[f"t{i}"] = t
+        writer = draw(st.sampled_from(["zip", "legacy", "pickle2", "pickle4"]))
+        return state, writer
+
+    @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_checkpoints())
+    def test_random_checkpoints_convert_to_what_torch_load_reads_within_the_memory_bound(case: tuple[Any, str]) -> None:
+        import tempfile
+
+        state, writer = case
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "ck.pt"
+            if writer == "zip":
+                torch.save(state, path)
+            elif writer == "legacy":
+                torch.save(state, path, _use_new_zipfile_serialization=False)
+            else:
+                path.write_bytes(pickle.dumps(state, protocol=int(writer[-1])))
+            how = "pickle" if writer.startswith("pickle") else "torch"
+            proc = subprocess.run([sys.executable, "-c", _PROPERTY_CHILD, str(path), how], capture_output=True, text=True,
+                                  timeout=600, check=False)  # fmt: skip
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            grown = int(proc.stdout.strip().splitlines()[-1].split(":")[1].strip(" }"))
+            assert grown <= 2 * path.stat().st_size + (64 << 20)
