@@ -32,6 +32,29 @@ tensors and arrays. Storage bytes are read from the file into ``bytearray``s tha
 allocates; tensors *view* those buffers (one copy from the file, no mapping of the file, one
 storage per key: tensors that shared a storage when saved still share one).
 
+The package: :mod:`.allowlist` (the table above, the security boundary, one short file),
+:mod:`.constructors` (what each allowlisted name does with its arguments), :mod:`.vm` (the opcode
+walk and the unpickler), :mod:`.torchzip` (the strict zip parser), :mod:`.streams` and
+:mod:`.storages` (legacy streams, storage bytes), :mod:`.containers` and :mod:`.keys` (dicts and
+sets, keys checked before hashing), :mod:`.materialise` (records to tensors), :mod:`.plain` (the
+value tree).
+
+The rules that bound a conversion (FORMAT.md §7.1):
+
+- **One budget per conversion, sized by the input** (:class:`~.common.Budget`): with *S* the
+  file's bytes (a deflated ``data.pkl`` counts with its stored bytes), work — opcodes run, objects
+  built, keys checked, tree nodes — at most ``8 S + 2**20`` steps; bytes materialised — storages,
+  inflated members, copies the conversion makes — at most ``2 S + 64 MiB``. Over it:
+  ``convert-limit`` naming the limit, never an out-of-memory or a signal.
+- **Shared values are read once and stay shared**: one nested ``_load_from_bytes`` stream per
+  bytes object, one storage per key, one conversion per object in :func:`to_plain_tree` (a shared
+  bytearray, byteswapped array or conj/neg view is copied once and tied wherever it occurs).
+- **Nothing CPython does recursively in C sees file-controlled depth**: the VM rewrites
+  ``EMPTY_DICT``/``DICT``/``EMPTY_SET``/``FROZENSET`` to builders, so every key and set item is
+  checked — hashable, tuples at most ``max_depth`` deep — before it is hashed, and at most
+  ``max_key_collisions`` keys of one container may share a hash value (no hash flooding).
+- **One reading of a zip**: :mod:`.torchzip` parses it itself; :mod:`zipfile` is not used.
+
 Conversion rule (:func:`to_plain_tree`), the value tree the writer stores:
 
 - ``dict``/``OrderedDict``/``defaultdict`` -> ``dict`` with the same keys in the same order;
@@ -66,6 +89,8 @@ Conversion rule (:func:`to_plain_tree`), the value tree the writer stores:
   "builtins.complex", "__args__": [re, im]}``; ``set``/``frozenset`` -> ``{"__class__":
   "builtins.set", "__args__": [sorted items]}``; a numpy dtype -> ``{"__class__": "numpy.dtype",
   "__args__": ["<f8"]}``.
+- a class nested in another (``Outer.Inner``; pickle protocols 0-3 name it ``getattr(Outer, "Inner")``,
+  the only form in which ``getattr`` is read) is a record named ``module.Outer.Inner`` like any other.
 - a class or function named by the file, used as a value (a stand-in class, an allowlisted
   constructor, a torch dtype) -> ``{"__global__": "module.qualname"}``.
 - anything else (a bare storage, a cycle) is an error naming the path.
@@ -79,7 +104,7 @@ Errors are :class:`~distillgan.errors.InputError` with one of four codes, or
 - ``convert-unsafe``: the pickle uses an allowlisted name outside the form its legitimate writer
   emits (``_codecs.encode`` with another codec, ``_rebuild_from_type_v2`` with a function that is
   not a tensor rebuilder, object-dtype arrays, EXT opcodes, ``BUILD`` on a record, ...);
-- ``convert-limit``: a work or memory bound of :class:`PickleLimits` would be exceeded;
+- ``convert-limit``: a bound of the conversion's budget (:class:`PickleLimits`) would be exceeded;
 - ``convert-value``: :func:`to_plain_tree` meets a value the tree cannot hold;
 - ``numpy-unavailable``: the file holds numpy arrays and numpy is not installed.
 """
