@@ -118,9 +118,9 @@ def _read_pickle_era(path: Path) -> Any:
                 raise
         if _archive_head(src.read(0, min(src.size, 46))):
             raise InputError(f"{str(path)!r} is already a .distillgan archive; there is nothing to convert", code="invalid-input")
-    from .pickled import read_pickled, to_plain_tree  # torch: the pickle's tensors become torch tensors
+    from .pickled import read_plain_tree  # torch: the pickle's tensors become torch tensors
 
-    tree = to_plain_tree(read_pickled(path))
+    tree = read_plain_tree(path)  # one budget, sized by the file, for reading and converting
     _refuse_v1(tree)  # the marker may sit beyond the byte scan's limits
     return tree
 
