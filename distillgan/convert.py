@@ -404,10 +404,21 @@ def convert_to_file(
     fields and ``name`` (default: the file's stem). Returns ``out_path``.
     """
     from .files import save_file
-    from .manifest import ModelMetadata, coerce_metadata
 
     src = Path(os.path.expanduser(os.fspath(path)))
     ck = read_checkpoint(src, key=key, strip_prefix=strip_prefix)
+    meta = _merged_metadata(src, ck, metadata, name)
+    meta.setdefault("has_analysis", ck.analysis is not None)
+    return save_file(ck.state_dict, out_path, config=ck.training_config, metadata=meta, spectrogram_config=ck.spectrogram_config,
+                     analysis=ck.analysis, vocoder_state=ck.vocoder_state, extra=ck.extra, latent_dim=ck.latent_dim,
+                     overwrite=overwrite, progress=progress)
+
+
+def _merged_metadata(src: Path, ck: Checkpoint, metadata: Any, name: str | None) -> dict[str, Any]:
+    """The metadata of a converted model: the file's stem as name, then the file's own, then ``metadata``'s
+    non-default fields, then ``name``."""
+    from .manifest import ModelMetadata, coerce_metadata
+
     meta: dict[str, Any] = {"name": src.stem}
     meta.update(ck.metadata)
     if metadata is not None:
@@ -416,10 +427,7 @@ def convert_to_file(
         meta.update({k: v for k, v in given.items() if v != defaults[k] and not (isinstance(v, float) and math.isnan(v))})
     if name is not None:
         meta["name"] = name
-    meta.setdefault("has_analysis", ck.analysis is not None)
-    return save_file(ck.state_dict, out_path, config=ck.training_config, metadata=meta, spectrogram_config=ck.spectrogram_config,
-                     analysis=ck.analysis, vocoder_state=ck.vocoder_state, extra=ck.extra, latent_dim=ck.latent_dim,
-                     overwrite=overwrite, progress=progress)
+    return meta
 
 
 def convert_file(path: str | os.PathLike[str], models_dir: str | os.PathLike[str], **options: Any) -> Converted:
@@ -429,7 +437,7 @@ def convert_file(path: str | os.PathLike[str], models_dir: str | os.PathLike[str
 
 def _convert(path: Any, models_dir: Any, name: Any = None, metadata: Any = None, key: Any = None, strip_prefix: Any = None,
              progress: Any = None, keep_training_state: bool = True) -> Converted:
-    from .manifest import ModelMetadata, coerce_metadata
+    from .manifest import coerce_metadata
     from .persistence import _save
 
     src = Path(os.path.expanduser(os.fspath(path)))
@@ -440,15 +448,7 @@ def _convert(path: Any, models_dir: Any, name: Any = None, metadata: Any = None,
     ck = read_checkpoint(src, key=key, strip_prefix=strip_prefix)
     if not keep_training_state and isinstance(ck.extra, dict):
         ck.extra = {k: v for k, v in ck.extra.items() if k not in TRAINING_STATE_KEYS} or None
-    meta: dict[str, Any] = {"name": src.stem}
-    meta.update(ck.metadata)
-    if metadata is not None:
-        given = coerce_metadata(metadata)
-        defaults = ModelMetadata().__dict__
-        meta.update({k: v for k, v in given.items() if v != defaults[k] and not (isinstance(v, float) and v != v)})
-    if name is not None:
-        meta["name"] = name
-    final = coerce_metadata(meta)  # save fills model_id, save_date, has_analysis in place
+    final = coerce_metadata(_merged_metadata(src, ck, metadata, name))  # save fills model_id, save_date, has_analysis in place
     target = _listed_pickle(src, models_dir, final["model_id"]) if ck.kind == "seed-distillgan" else None
     backup = None
     if target is None or before is None:
