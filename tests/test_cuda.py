@@ -145,3 +145,23 @@ def test_a_missing_cuda_index_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError) as e:
         load_model(path, device=f"cuda:{torch.cuda.device_count()}")
     assert e.value.code == "device-unavailable" and 'device="cpu"' in str(e.value)
+
+
+def test_load_into_a_module_on_cuda_keeps_its_device_and_ties(tmp_path: Path) -> None:
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.head = nn.Linear(4, 10, bias=False)
+            self.head.weight = self.embed.weight
+
+    src = Tied()
+    path = save_file(src, tmp_path / "tied.distillgan")
+    dst = Tied().cuda()
+    assert distillgan.load_into(dst, path) == ([], [])
+    assert dst.embed.weight.device.type == "cuda" and dst.head.weight is dst.embed.weight
+    assert torch.equal(dst.embed.weight.cpu(), src.embed.weight)
+    with torch.device("meta"):
+        meta = Tied()
+    loaded = load_model(path, "cuda", model_builder=lambda _: meta, assign=True)
+    assert loaded.model.head.weight is loaded.model.embed.weight and loaded.model.embed.weight.device.type == "cuda"
