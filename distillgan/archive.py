@@ -539,13 +539,14 @@ def _looks_like_safetensors(src: MappedFile | RemoteSource) -> bool:
     return head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= src.size
 
 
-def open_archive(path: str | os.PathLike[str]) -> Archive:
+def open_archive(path: str | os.PathLike[str], *, source: MappedFile | RemoteSource | None = None) -> Archive:
     """Open and validate every layer of an archive (a path or an fsspec URL); tensor data is not read.
 
     A local file is mapped privately (copy-on-write), so tensors made from
-    it may be modified without touching the file.
+    it may be modified without touching the file. ``source`` reads ``path``'s
+    bytes from there instead (a :class:`~distillgan.source.SnapshotFile` of a signed load).
     """
-    src = open_source(path)
+    src = open_source(path) if source is None else source
     try:
         check_not_legacy(src)
         try:
@@ -633,36 +634,61 @@ def _bool_error(member: str, t: TensorInfo) -> TensorError:
     return TensorError(f"{member}: tensor {t.name!r} holds bool bytes other than 0 and 1 (FORMAT.md §5.3)", code="st-bool")
 
 
-def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+def verify(
+    path: str | os.PathLike[str],
+    *,
+    sha256: str | None = None,
+    progress: Progress | None = None,
+    signature: str | os.PathLike[str] | None = None,
+    public_key: Any = None,
+    certificate_chain: Any = None,
+) -> dict[str, Any]:
     """Check every layer and every member's CRC-32 (and, if given, the file's SHA-256).
 
     Returns the :func:`inspect` description plus ``sha256`` when it was
     checked. Raises :class:`~distillgan.IntegrityError` on a checksum
     mismatch and other :class:`~distillgan.DistillganError` subclasses for
     structural defects. ``progress(done, total)`` reports CRC progress.
+
+    With ``public_key`` (one PEM file or a list) or ``certificate_chain``, the file must also carry
+    a valid signature (its sidecar ``path + ".sig"``, or ``signature``), checked before any data is
+    read, whose signed SHA-256 is the file's: the same pass computes it (FORMAT.md §16.3;
+    :class:`~distillgan.SignatureError`). ``info["signature"]`` then says who signed it.
     """
+    if signature is None and public_key is None and certificate_chain is None:
+        return _verify(path, sha256, progress, digest=False)
+    from .signing import mismatch_error, signed_sha256
+
+    signed = signed_sha256(path, signature=signature, public_key=public_key, certificate_chain=certificate_chain)
+    info = _verify(path, sha256, progress, digest=True)
+    if info["sha256"] != signed.sha256:
+        raise mismatch_error(os.fspath(path), signed, info["sha256"])
+    info["signature"] = {"file": signed.signature, "signer": signed.signer}
+    return info
+
+
+def _verify(path: str | os.PathLike[str], sha256: str | None, progress: Progress | None, *, digest: bool) -> dict[str, Any]:
     with open_archive(path) as archive:
         info = _describe(archive)
         if isinstance(archive.source, RemoteSource):
-            return _verify_remote(archive, info, sha256, progress)
-        if sha256 is not None:
-            want = sha256.strip().lower()
+            return _verify_remote(archive, info, sha256, progress, digest=digest)
+        if sha256 is not None or digest:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=1) as pool:
                 digest_future = pool.submit(archive.sha256)
                 archive.check_crcs(progress=progress)
-                digest = digest_future.result()
-            if digest != want:
-                raise IntegrityError(f"SHA-256 of the file is {digest}; expected {want}", code="sha256-mismatch")
-            info["sha256"] = digest
+                got = digest_future.result()
+            if sha256 is not None and got != sha256.strip().lower():
+                raise IntegrityError(f"SHA-256 of the file is {got}; expected {sha256.strip().lower()}", code="sha256-mismatch")
+            info["sha256"] = got
         else:
             archive.check_crcs(progress=progress)
         _check_bools(archive)
         return info
 
 
-def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, progress: Progress | None) -> dict[str, Any]:
+def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, progress: Progress | None, *, digest: bool) -> dict[str, Any]:
     """:func:`verify` of a URL: one pass over the whole file gives the SHA-256, every CRC-32 and the bool bytes.
 
     The pass takes the bytes validated at open from the source's cache and
@@ -676,7 +702,7 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
 
     src = archive.source
     assert isinstance(src, RemoteSource)
-    digest = hashlib.sha256() if sha256 is not None else None
+    hasher = hashlib.sha256() if sha256 is not None or digest else None
     crcs = [0] * len(archive.members)
     spans = [(m.data_offset, m.data_offset + m.size) for m in archive.members]
     bools = [
@@ -690,8 +716,8 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
     pos = 0
     for chunk in src.read_stream(0, src.size):
         end = pos + len(chunk)
-        if digest is not None:
-            digest.update(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
         for i, (a, b) in enumerate(spans):
             if a < end and pos < b:
                 crcs[i] = zc.crc32(chunk[max(a, pos) - pos : min(b, end) - pos], crcs[i])
@@ -703,10 +729,10 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
         pos = end
     for m, crc in zip(archive.members, crcs):
         _check_crc(m, crc)
-    if digest is not None and sha256 is not None:
-        want, got = sha256.strip().lower(), digest.hexdigest()
-        if got != want:
-            raise IntegrityError(f"SHA-256 of the file is {got}; expected {want}", code="sha256-mismatch")
+    if hasher is not None:
+        got = hasher.hexdigest()
+        if sha256 is not None and got != sha256.strip().lower():
+            raise IntegrityError(f"SHA-256 of the file is {got}; expected {sha256.strip().lower()}", code="sha256-mismatch")
         info["sha256"] = got
     if bad_bool is not None:
         raise bad_bool

@@ -16,7 +16,8 @@ working. Each error carries a stable machine-readable ``code`` (listed in
           ├── IntegrityError        CRC-32 or pinned SHA-256 mismatch
           ├── LegacyFormatError     pickles and legacy .distill files (FORMAT.md §7)
           ├── InputError            a value handed to save_model cannot be stored
-          └── LibraryError          the model folder and its index
+          ├── LibraryError          the model folder and its index
+          └── SignatureError        a signature sidecar, key or certificate (FORMAT.md §16)
 
 Codes are part of the public interface: a code is never reused for a
 different defect and never removed within a major version.
@@ -33,6 +34,7 @@ __all__ = [
     "LegacyFormatError",
     "LibraryError",
     "ManifestError",
+    "SignatureError",
     "TensorError",
     "VersionError",
 ]
@@ -89,6 +91,10 @@ class InputError(DistillganError):
 
 class LibraryError(DistillganError):
     """The model folder or its index cannot be used as asked."""
+
+
+class SignatureError(DistillganError):
+    """A signature is missing, unreadable, untrusted or for other bytes; or a key or certificate is unusable."""
 
 
 _OS_CODES = {

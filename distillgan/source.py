@@ -225,6 +225,41 @@ class MappedFile:
         self.close()
 
 
+class SnapshotFile(MappedFile):
+    """A file's bytes read once into memory of their own: every later read — validation, tensors — comes from them.
+
+    A signed load (FORMAT.md §16.3) reads the whole file through one descriptor (or downloads it
+    once), hashes exactly those bytes, and only then parses them: there is no window in which
+    the file on disk could differ from what was checked. Tensors view this memory (it is not a
+    mapping of the file, so nothing keeps the file open or in use).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], data: bytearray | mmap.mmap) -> None:  # no file to open: the bytes are given
+        self.path = os.fspath(path)
+        self.exported = False
+        self._map = None
+        self._fd = None
+        self._lock = threading.Lock()
+        self._data = data
+        self.size = len(data)
+
+    def _pread(self, n: int, offset: int) -> bytes:
+        return bytes(self._data[offset : offset + n])
+
+    def readinto(self, offset: int, view: memoryview) -> None:
+        n = view.nbytes
+        if offset < 0 or offset + n > self.size:
+            raise _short(self.path, offset, n, self.size)
+        view[:] = memoryview(self._data)[offset : offset + n]
+
+    @property
+    def buffer(self) -> mmap.mmap | bytes:
+        return self._data  # type: ignore[return-value]  # a bytearray: torch.frombuffer views it as it views the mapping
+
+    def close(self) -> None:
+        """Nothing to close: the memory lives as long as the tensors that view it."""
+
+
 # --- remote ---------------------------------------------------------------------------------
 #
 # One source of truth per read (FORMAT.md §12): a remote file is pinned at its first response
