@@ -657,10 +657,17 @@ def verify(
     """
     if signature is None and public_key is None and certificate_chain is None:
         return _verify(path, sha256, progress, digest=False)
+    from .errors import DistillganError
     from .signing import mismatch_error, signed_sha256
 
     signed = signed_sha256(path, signature=signature, public_key=public_key, certificate_chain=certificate_chain)
-    info = _verify(path, sha256, progress, digest=True)
+    try:
+        info = _verify(path, sha256, progress, digest=True)
+    except DistillganError as e:  # bytes that are not the signed ones say so first, whatever else is wrong with them
+        actual = file_sha256(path)
+        if actual != signed.sha256:
+            raise mismatch_error(os.fspath(path), signed, actual) from e
+        raise
     if info["sha256"] != signed.sha256:
         raise mismatch_error(os.fspath(path), signed, info["sha256"])
     info["signature"] = {"file": signed.signature, "signer": signed.signer}

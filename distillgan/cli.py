@@ -297,8 +297,9 @@ def _verify_signed(args: argparse.Namespace) -> int:
 def cmd_sign(args: argparse.Namespace) -> int:
     from .signing import sign
 
-    if args.certificate_chain and not args.signing_certificate:
-        print("distillgan: error [usage]: --certificate-chain goes with --signing-certificate", file=sys.stderr)
+    if bool(args.certificate_chain) != bool(args.signing_certificate):
+        print("distillgan: error [usage]: --signing-certificate and --certificate-chain (its issuer's certificates) go together",
+              file=sys.stderr)
         return 2
     password = args.password if args.password is not None else os.environ.get("DISTILLGAN_KEY_PASSWORD")
     target = sign(args.file, private_key=args.private_key, signature=args.signature, password=password,
@@ -591,7 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", help="password of an encrypted private key (or the environment variable DISTILLGAN_KEY_PASSWORD)")
     p.add_argument("--signing-certificate", metavar="CERT.pem", help="PEM certificate of the private key: sign with a certificate")
     p.add_argument("--certificate-chain", action="append", metavar="PEM",
-                   help="PEM intermediate certificates to carry in the signature (repeatable)")
+                   help="PEM certificates from the signing certificate's issuer up to the root, carried in the signature "
+                   "(repeatable; needed with --signing-certificate)")
     p.set_defaults(func=cmd_sign)
 
     p = sub.add_parser("list", help="list the models of a folder",

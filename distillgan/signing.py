@@ -256,7 +256,7 @@ def sign(
     ``private_key`` is a PEM ECDSA key (P-256, P-384 or P-521), encrypted with ``password`` if
     it is. With ``signing_certificate`` (a PEM certificate of that key) and ``certificate_chain``
     (PEM files of the intermediate certificates, if any) the bundle carries the certificates, as
-    ``model_signing sign certificate`` does; otherwise it names the key, as ``model_signing sign key``
+    ``model_signing sign certificate`` does, which needs a chain of at least one certificate; otherwise it names the key, as ``model_signing sign key``
     does. The file is first opened as an archive (structure only), so that nothing distillgan would
     refuse to read gets signed. The sidecar is written to a temporary file and renamed: a failed
     signing never leaves half a signature. Costs one SHA-256 pass over the file.
@@ -279,7 +279,10 @@ def sign(
     if signing_certificate is None:
         # model-signing 1.1.1 says str but hands the password to cryptography, which takes bytes only
         secret = password.encode("utf-8") if isinstance(password, str) else password
-        config = lib.signing.Config().use_elliptic_key_signer(private_key=key_path, password=secret)
+        try:
+            config = lib.signing.Config().use_elliptic_key_signer(private_key=key_path, password=secret)
+        except Exception as e:  # everything was checked above; a change of the file since then
+            raise SignatureError(f"model-signing cannot sign with {key_path!r} ({_short_text(e)})", code="key-invalid") from e
     else:
         cert_path = os.fspath(signing_certificate)
         certs = _certificates([cert_path], "signing certificate")
@@ -290,8 +293,14 @@ def sign(
             raise SignatureError(f"signing certificate {cert_path!r} certifies another key than {key_path!r} (FORMAT.md §16.2)",
                                  code="certificate-invalid")
         chain = _paths(certificate_chain)
-        _certificates(chain, "certificate chain")
-        config = lib.signing.Config().use_certificate_signer(private_key=key_path, signing_certificate=cert_path, certificate_chain=chain)
+        if not _certificates(chain, "certificate chain"):
+            raise InputError("signing with a certificate needs its chain: give certificate_chain, the PEM certificates from its "
+                             "issuer up to the root (model-signing 1.1.1 cannot sign with an empty chain)", code="invalid-input")
+        try:
+            config = lib.signing.Config().use_certificate_signer(private_key=key_path, signing_certificate=cert_path,
+                                                                 certificate_chain=chain)
+        except Exception as e:  # everything was checked above; a change of the files since then
+            raise SignatureError(f"model-signing cannot sign with {cert_path!r} ({_short_text(e)})", code="certificate-invalid") from e
     target = os.fspath(signature) if signature is not None else signature_path(path)
     folder = os.path.dirname(os.path.abspath(target))
     import tempfile
