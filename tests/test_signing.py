@@ -413,3 +413,56 @@ except distillgan.SignatureError as e:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("signing-unavailable") and "pip install 'distillgan[signing]'" in r.stdout
+
+
+# --- the signature vectors (spec/vectors/signatures, FORMAT.md §16) ----------------------------------
+
+SIGNATURE_VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors" / "signatures"
+
+
+def _signature_vectors() -> list[dict[str, Any]]:
+    index = json.loads((SIGNATURE_VECTORS / "index.json").read_text(encoding="ascii"))
+    assert index["format"] == "distillgan-signature-vectors"
+    return list(index["vectors"])
+
+
+@pytest.mark.parametrize("vector", _signature_vectors(), ids=lambda v: v["id"])
+def test_signature_vectors_get_their_verdict_from_both(vector: dict[str, Any]) -> None:
+    import hashlib
+
+    paths = {k: SIGNATURE_VECTORS / vector[k] for k in ("file", "signature", "public_key")}
+    for p in paths.values():
+        assert hashlib.sha256(p.read_bytes()).hexdigest() == vector["sha256"][p.name], p.name
+    r = run("verify", paths["file"], "--signature", paths["signature"], "--public-key", paths["public_key"])
+    theirs = ms("verify", "key", paths["file"], "--public_key", paths["public_key"], "--signature", paths["signature"])
+    if vector["expected"].get("valid"):
+        assert r.returncode == 0, r.stderr
+        assert theirs.returncode == 0, theirs.stderr
+    else:
+        one_error(r, vector["expected"]["code"])
+        assert theirs.returncode == 1
+
+
+def test_the_kept_signature_vectors_are_checked_by_the_generator(tmp_path: Path) -> None:
+    """generate.py cannot remake randomised ECDSA sidecars: it copies the kept ones, checks each verdict, and --check compares."""
+    gen = SIGNATURE_VECTORS.parent / "generate.py"
+    r = subprocess.run([sys.executable, str(gen), "--check"], capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    kept = SIGNATURE_VECTORS / "signed.distillgan.sig"
+    assert b"-----BEGIN" in (SIGNATURE_VECTORS / "signer.key.pem").read_bytes()  # published test keys, deterministic
+    # a kept sidecar that no longer fits its file is reported, not silently remade
+    out = tmp_path / "out"
+    shutil.copytree(SIGNATURE_VECTORS.parent / "signatures", out / "signatures")
+    code = f"""
+import sys
+sys.path.insert(0, {str(gen.parent)!r})
+import generate
+from pathlib import Path
+generate.HERE = Path({str(out)!r})
+(generate.HERE / "signatures" / "signed.distillgan.sig").write_bytes((generate.HERE / "signatures" / "other-file.sig").read_bytes())
+print(generate.build_signatures(Path({str(tmp_path / 'fresh')!r})))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "signature-mismatch" in r.stdout and "signed.distillgan.sig" in r.stdout
+    assert kept.read_bytes() != (out / "signatures" / "signed.distillgan.sig").read_bytes()
