@@ -588,6 +588,13 @@ class ModelLibrary:
         e = self.reconciled().get(model_id)
         return None if e is None else copy_entry(e)
 
+    def signature(self, entry: ModelEntry, *, public_key: Any = None, certificate_chain: Any = None) -> str:
+        """Whether ``entry``'s file has a signature sidecar (FORMAT.md §16.1): ``unsigned``, ``signed`` (not checked),
+        or, given keys or a chain, ``valid`` or the code that checking it gave (``signature-mismatch``…)."""
+        from .signing import status
+
+        return status(self.models_dir / entry.file_path, public_key=public_key, certificate_chain=certificate_chain)
+
     def list_all(self, sort_by: str = "save_date", reverse: bool = True) -> list[ModelEntry]:
         """All entries, sorted by the field ``sort_by`` (newest save first by default), as the app sorts."""
         return _sorted([copy_entry(e) for e in self.reconciled().values()], sort_by, reverse)
@@ -711,6 +718,8 @@ def _remember(key: str, value: _Seen) -> None:
 def _is_other_file(folder: Path, name: str, accounted: set[str]) -> bool:
     """A visible regular file that is neither a model, the index (or the app's backup of it) nor accounted for."""
     if name.startswith(".") or name.endswith(MODEL_FILE_EXTENSION) or name in (INDEX_NAME, INDEX_NAME + ".bak") or name in accounted:
+        return False
+    if name.endswith((MODEL_FILE_EXTENSION + ".sig", MODEL_FILE_EXTENSION + ".sig.stale")):  # a model's signature (FORMAT.md §16.1)
         return False
     try:
         return stat.S_ISREG(os.lstat(folder / name).st_mode)

@@ -334,10 +334,10 @@ def _folder(args: argparse.Namespace) -> str:
 
 def _signature_states(args: argparse.Namespace, entries: list[Any]) -> dict[str, str]:
     """Per model id: `unsigned`, `signed` (a FILE.sig, not checked), or with --public-key/--certificate-chain `valid` or the code."""
-    from .signing import status
+    from .catalog import ModelLibrary
 
-    keys, chain = args.public_key or None, args.certificate_chain or None
-    return {e.model_id: status(os.path.join(args.dir, e.file_path), public_key=keys, certificate_chain=chain) for e in entries}
+    library, keys, chain = ModelLibrary(args.dir), args.public_key or None, args.certificate_chain or None
+    return {e.model_id: library.signature(e, public_key=keys, certificate_chain=chain) for e in entries}
 
 
 def cmd_list(args: argparse.Namespace) -> int:

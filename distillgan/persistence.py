@@ -448,6 +448,8 @@ def load_model(
     verify: bool = False,
     copy: bool = False,
     progress: Progress | None = None,
+    public_key: Any = None,
+    certificate_chain: Any = None,
 ) -> LoadedModel:
     """Load a ``.distillgan`` file: tensors, configs, analysis, metadata, vocoder and extra.
 
@@ -471,13 +473,28 @@ def load_model(
     another process reaches them (``verify()`` checks a whole file). ``progress(done, total)``
     counts the stored tensor bytes made available.
 
+    ``public_key`` (a PEM public key, or a list: any of them) or ``certificate_chain`` (PEM
+    certificates you trust) make the load refuse a model without a valid signature from one of
+    them in its sidecar ``model_path + ".sig"`` (URLs too): the signature is checked first, then
+    the whole file is read once into memory of its own, its SHA-256 compared with the signed one,
+    and only those bytes are parsed and handed out as tensors (``copy=True`` semantics; FORMAT.md
+    §16.3). Failures are :class:`~distillgan.SignatureError`; needs ``distillgan[signing]``.
+
     Raises :class:`~distillgan.LegacyFormatError` for legacy ``.distill`` and
     pickle files, :class:`~distillgan.VersionError` for newer format
     versions, :class:`~distillgan.InputError` ``device-unavailable`` for a device this machine
     lacks, and other :class:`~distillgan.DistillganError` subclasses for anything invalid.
     """
     torch_device = _torch_device(device)
-    archive = open_archive(model_path)
+    if public_key is not None or certificate_chain is not None:
+        from .signing import read_verified
+
+        snapshot, signed = read_verified(model_path, public_key=public_key, certificate_chain=certificate_chain)
+        logger.info("signature of %s is valid: %s (%s)", os.fspath(model_path), signed.signer, signed.signature)
+        archive = open_archive(model_path, source=snapshot)
+        copy = False  # the tensors view the checked bytes, which are memory of their own already
+    else:
+        archive = open_archive(model_path)
     try:
         raw = archive.manifest
         values = archive.values(device=torch_device, copy=copy, verify=verify, progress=progress)
@@ -524,7 +541,8 @@ def update_vocoder(
     updated: a crash leaves the old file or the new one, never a mixture.
     On Windows a model that is loaded as views of its file (``load_model``
     without ``copy=True``) cannot be replaced: :class:`~distillgan.LibraryError`
-    ``file-in-use``.
+    ``file-in-use``. A signature ``FILE.sig`` is for the old bytes: it is moved
+    to ``FILE.sig.stale`` and a warning logged (sign the file again).
     """
     with _os_errors("replace the vocoder of a model", model_path):
         path = _update_vocoder(model_path, vocoder_state, progress)
@@ -588,6 +606,9 @@ def _publish_over(library: ModelLibrary, tmp: str, path: Path, entry: Any, befor
     ``before_index`` runs between the two (the crash tests stop there).
     """
     release_temporary(tmp)  # Windows cannot rename an open file
+    from .signing import set_aside
+
+    set_aside(path)  # its signature is for the old bytes: FILE.sig -> FILE.sig.stale, logged (FORMAT.md §16.1)
     marker = library.mark_replacing(path.name)
     try:
         _replace(tmp, path)
@@ -617,7 +638,7 @@ def _replace(tmp: str, path: Path) -> None:
 
 
 def delete_model(model_id: str, models_dir: str | os.PathLike[str]) -> bool:
-    """Delete a model's ``.distillgan`` file and its index entry; False if the id is unknown.
+    """Delete a model's ``.distillgan`` file, its signatures (``FILE.sig``, ``FILE.sig.stale``) and its index entry; False if the id is unknown.
 
     The index is only a hint: the file is deleted only if its own manifest holds ``model_id``
     (:class:`~distillgan.LibraryError` ``index-mismatch`` otherwise, and nothing is deleted).
@@ -651,6 +672,14 @@ def _delete_model(model_id: str, models_dir: str | os.PathLike[str]) -> bool:
         except OSError as e:
             library.record(entries, entry, durable=True)
             raise LibraryError(f"cannot delete {entry.file_path!r}: {e.strerror} (is it loaded?)", code="file-in-use") from e
+        from .signing import SIGNATURE_SUFFIX, STALE_SUFFIX
+
+        for suffix in (SIGNATURE_SUFFIX, STALE_SUFFIX):  # its signatures go with it (FORMAT.md §16.1)
+            sig = os.fspath(library.models_dir / entry.file_path) + suffix
+            try:
+                _unlink_quietly(sig)
+            except OSError as e:  # the model is gone already; a sidecar that cannot go is reported, not fatal
+                logger.warning("cannot remove the signature %s of the deleted model: %s", sig, e)
     fsync_dir(library.models_dir)
     return True
 

@@ -466,3 +466,138 @@ print(generate.build_signatures(Path({str(tmp_path / 'fresh')!r})))
     assert r.returncode == 0, r.stderr
     assert "signature-mismatch" in r.stdout and "signed.distillgan.sig" in r.stdout
     assert kept.read_bytes() != (out / "signatures" / "signed.distillgan.sig").read_bytes()
+
+
+# --- load_model(public_key=...) ---------------------------------------------------------------------
+
+
+def test_load_model_with_a_key_loads_a_signed_model_and_refuses_unsigned_or_altered(
+    pki: dict[str, Path], models: tuple[Path, Path], assert_same_tree: Any
+) -> None:
+    model, other = models
+    plain = distillgan.load_model(model, copy=True)
+    with pytest.raises(SignatureError) as e:
+        distillgan.load_model(model, public_key=pki["pub"])
+    assert e.value.code == "signature-missing"
+    distillgan.sign(model, private_key=pki["key"])
+    loaded = distillgan.load_model(model, public_key=[pki["other_pub"], pki["pub"]])
+    assert_same_tree(loaded.state_dict, plain.state_dict)
+    assert loaded.metadata == plain.metadata
+    # the tensors own their memory: the file can go, and writing them never reaches it
+    before = model.read_bytes()
+    loaded.state_dict["w"].add_(1.0)
+    assert model.read_bytes() == before
+    for key, code in ((pki["other_pub"], "signature-invalid"), (pki["rsa_pub"], "key-invalid")):
+        with pytest.raises(SignatureError) as e:
+            distillgan.load_model(model, public_key=key)
+        assert e.value.code == code
+    shutil.copyfile(f"{model}.sig", f"{other}.sig")  # another file's signature
+    with pytest.raises(SignatureError) as e:
+        distillgan.load_model(other, public_key=pki["pub"])
+    assert e.value.code == "signature-mismatch"
+    flip_byte(model, 200)  # inside the manifest: without a key, a CRC error; with one, "not what was signed" first
+    with pytest.raises(SignatureError) as e:
+        distillgan.load_model(model, public_key=pki["pub"])
+    assert e.value.code == "signature-mismatch"
+
+
+def test_load_model_with_a_certificate_chain(pki: dict[str, Path], models: tuple[Path, Path]) -> None:
+    model, _ = models
+    distillgan.sign(model, private_key=pki["leaf_key"], signing_certificate=pki["leaf"], certificate_chain=pki["ca"])
+    assert distillgan.load_model(model, certificate_chain=pki["ca"]).metadata.name == "alpha"
+    with pytest.raises(SignatureError) as e:
+        distillgan.load_model(model, certificate_chain=pki["ca2"])
+    assert e.value.code == "certificate-invalid"
+
+
+def test_a_signed_load_hashes_the_bytes_it_parses(pki: dict[str, Path], models: tuple[Path, Path]) -> None:
+    """The file is read once; what is parsed is that copy, so a file swapped after the check cannot be what loads."""
+    model, other = models
+    distillgan.sign(model, private_key=pki["key"])
+    snapshot, signed = signing.read_verified(model, public_key=pki["pub"])
+    assert signed.sha256 == distillgan.file_sha256(model)
+    shutil.copyfile(other, model)  # swapped on disk after the check
+    archive = distillgan.open_archive(model, source=snapshot)
+    assert archive.manifest["metadata"]["name"] == "alpha"  # the checked bytes, not the file now on disk
+    assert distillgan.inspect(model)["manifest"]["metadata"]["name"] == "beta"
+
+
+def test_load_model_over_http_fetches_the_sidecar(pki: dict[str, Path], models: tuple[Path, Path]) -> None:
+    from remote_server import Server
+
+    model, other = models
+    distillgan.sign(model, private_key=pki["key"])
+    server = Server()
+    try:
+        url = server.add("/m.distillgan", model.read_bytes())
+        with pytest.raises(SignatureError) as e:
+            distillgan.load_model(url, public_key=pki["pub"])
+        assert e.value.code == "signature-missing"
+        server.add("/m.distillgan.sig", Path(f"{model}.sig").read_bytes())
+        assert distillgan.load_model(url, public_key=pki["pub"]).metadata.name == "alpha"
+        assert distillgan.verify(url, public_key=pki["pub"])["signature"]["file"] == url + ".sig"
+        server.add("/m.distillgan", other.read_bytes())  # the model replaced, its old sidecar kept
+        with pytest.raises(SignatureError) as e:
+            distillgan.load_model(url, public_key=pki["pub"])
+        assert e.value.code == "signature-mismatch"
+    finally:
+        server.close()
+
+
+# --- the folder keeps signatures straight -------------------------------------------------------------
+
+
+def test_delete_model_removes_the_sidecars(pki: dict[str, Path], models: tuple[Path, Path]) -> None:
+    model, other = models
+    distillgan.sign(model, private_key=pki["key"])
+    Path(f"{model}.sig.stale").write_bytes(b"old")
+    distillgan.sign(other, private_key=pki["key"])
+    assert distillgan.delete_model("alpha", model.parent)
+    assert not model.exists() and not Path(f"{model}.sig").exists() and not Path(f"{model}.sig.stale").exists()
+    assert Path(f"{other}.sig").exists()  # another model's signature stays
+    assert distillgan.ModelLibrary(model.parent).repair_index().ignored == []  # a sidecar is not a stray file
+
+
+def test_update_vocoder_sets_the_old_signature_aside(pki: dict[str, Path], models: tuple[Path, Path],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    model, _ = models
+    distillgan.sign(model, private_key=pki["key"])
+    old_sig = Path(f"{model}.sig").read_bytes()
+    with caplog.at_level("WARNING", logger="distillgan"):
+        distillgan.update_vocoder(model, {"type": "hifigan", "state_dict": {"w": torch.ones(3)}})
+    assert not Path(f"{model}.sig").exists()
+    assert Path(f"{model}.sig.stale").read_bytes() == old_sig
+    assert any("sig.stale" in r.getMessage() and "sign it again" in r.getMessage() for r in caplog.records)
+    with pytest.raises(SignatureError) as e:
+        distillgan.load_model(model, public_key=pki["pub"])
+    assert e.value.code == "signature-missing"
+    distillgan.sign(model, private_key=pki["key"])
+    assert distillgan.load_model(model, public_key=pki["pub"]).vocoder_state["type"] == "hifigan"
+
+
+def test_in_place_conversion_sets_the_old_signature_aside_and_says_so(pki: dict[str, Path], tmp_path: Path) -> None:
+    import appshapes as app
+
+    folder = tmp_path / "models"
+    pickle_file = app.app_save_model(app.seed_distillgan_dict(name="Piano"), folder)
+    # model_signing signs any file, a pickle included; the converted archive is other bytes
+    assert ms("sign", "key", pickle_file, "--private_key", pki["key"], "--signature", f"{pickle_file}.sig").returncode == 0
+    r = run("convert", "--dir", folder, folder)
+    assert r.returncode == 0, r.stderr
+    assert "sig.stale" in r.stderr and "sign it again" in r.stderr
+    assert not Path(f"{pickle_file}.sig").exists() and Path(f"{pickle_file}.sig.stale").is_file()
+
+
+def test_list_shows_sidecars_and_with_a_key_whether_they_verify(pki: dict[str, Path], tmp_path: Path) -> None:
+    a, b, c = _model(tmp_path, "alpha", 1), _model(tmp_path, "beta", 2), _model(tmp_path, "gamma", 3)
+    distillgan.sign(a, private_key=pki["key"])
+    distillgan.sign(b, private_key=pki["other"])
+    lib = distillgan.ModelLibrary(tmp_path)
+    assert {e.model_id: lib.signature(e) for e in lib.list_all()} == {"alpha": "signed", "beta": "signed", "gamma": "unsigned"}
+    r = run("list", "--dir", tmp_path)
+    assert r.returncode == 0 and "SIGNATURE" in r.stdout.splitlines()[0]
+    r = run("list", "--json", "--dir", tmp_path, "--public-key", pki["pub"])
+    assert r.returncode == 0, r.stderr
+    states = {e["model_id"]: e["signature"] for e in json.loads(r.stdout)}
+    assert states == {"alpha": "valid", "beta": "signature-invalid", "gamma": "unsigned"}
+    one_error(run("list", "--dir", tmp_path, "--public-key", pki["rsa_pub"]), "key-invalid")  # the caller's key, not a file's fault
