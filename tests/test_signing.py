@@ -589,7 +589,7 @@ def test_in_place_conversion_sets_the_old_signature_aside_and_says_so(pki: dict[
 
 
 def test_list_shows_sidecars_and_with_a_key_whether_they_verify(pki: dict[str, Path], tmp_path: Path) -> None:
-    a, b, c = _model(tmp_path, "alpha", 1), _model(tmp_path, "beta", 2), _model(tmp_path, "gamma", 3)
+    a, b, _ = _model(tmp_path, "alpha", 1), _model(tmp_path, "beta", 2), _model(tmp_path, "gamma", 3)
     distillgan.sign(a, private_key=pki["key"])
     distillgan.sign(b, private_key=pki["other"])
     lib = distillgan.ModelLibrary(tmp_path)
