@@ -601,3 +601,33 @@ def test_list_shows_sidecars_and_with_a_key_whether_they_verify(pki: dict[str, P
     states = {e["model_id"]: e["signature"] for e in json.loads(r.stdout)}
     assert states == {"alpha": "valid", "beta": "signature-invalid", "gamma": "unsigned"}
     one_error(run("list", "--dir", tmp_path, "--public-key", pki["rsa_pub"]), "key-invalid")  # the caller's key, not a file's fault
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the README makes its keys with openssl")
+def test_the_readme_signing_commands_and_python_run(tmp_path: Path) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Signing", 1)[1].split("\n## ", 1)[0]
+    (commands,) = re.findall(r"```sh\n(.+?)\n```", section, flags=re.DOTALL)
+    (python,) = re.findall(r"```python\n(.+?)\n```", section, flags=re.DOTALL)
+    _model(tmp_path / "models", "piano", 4)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    for line in commands.splitlines():
+        r = subprocess.run(line.split("#")[0], shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert r.returncode == 0, (line, r.stdout, r.stderr)
+    r = subprocess.run([sys.executable, "-W", "error", "-c", python], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_the_signing_bench_script_runs(tmp_path: Path) -> None:
+    """bench/signing.py at tiny sizes, one repetition: every row it reports is there (no timing asserted)."""
+    script = Path(__file__).resolve().parent.parent / "bench" / "signing.py"
+    r = subprocess.run([sys.executable, str(script), "--size", "2M", "--load-size", "1M", "--reps", "1", "--tmp", str(tmp_path), "--json"],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert {row["contender"] for row in rows} >= {"hashlib.sha256 (file)", "distillgan.sign", "signing.verify",
+                                                  "load_model(copy=True)", "load_model(public_key=)"}
+    assert all(row["median_s"] > 0 for row in rows)
+    assert list(tmp_path.iterdir()) == []  # its temporary folder is gone
