@@ -320,7 +320,7 @@ def sign(
             raise FileAccessError(f"model-signing could not hash {path!r} ({_short_text(e)})", code="io-error") from e
         try:
             os.chmod(tmp, 0o644)  # mkstemp makes it private; a signature is meant to be read by others
-            with open(tmp, "rb") as f:
+            with open(tmp, "r+b") as f:  # Windows flushes only a handle open for writing
                 os.fsync(f.fileno())
             os.replace(tmp, target)
         except OSError as e:
