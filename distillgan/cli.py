@@ -227,28 +227,42 @@ def _summary(path: str, info: dict[str, Any], args: argparse.Namespace) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     from .archive import verify
 
-    if args.signature or args.public_key or args.certificate_chain:
-        return _verify_signed(args)
+    signed = bool(args.signature or args.public_key or args.certificate_chain)  # FORMAT.md §16.3: also a valid signature
+    if signed and not args.public_key and not args.certificate_chain:
+        print("distillgan: error [usage]: --signature needs --public-key or --certificate-chain to check it with", file=sys.stderr)
+        return 2
+    if args.signature and len(args.files) != 1:
+        print("distillgan: error [usage]: --signature names the signature of one FILE (without it, each FILE's FILE.sig)",
+              file=sys.stderr)
+        return 2
     if args.sha256 and len(args.files) != 1:
         print("distillgan: error [usage]: --sha256 checks one file", file=sys.stderr)
         return 2
+    keys = {"signature": args.signature, "public_key": args.public_key, "certificate_chain": args.certificate_chain} if signed else {}
     failed = 0
     results = []
     for path in args.files:
         bar = ProgressBar(f"verifying {path}")
         try:
-            info = verify(path, sha256=args.sha256, progress=bar)
+            info = verify(path, sha256=args.sha256, progress=bar, **keys)
         except DistillganError as e:
             bar.close()
             failed += 1
             results.append({"file": path, "ok": False, "code": e.code, "error": str(e)})
-            if not args.json:
+            if signed:  # one `error [CODE]` line on stderr, as every other refusal of the command line
+                _err(e, path)
+            elif not args.json:
                 print(f"FAIL  {safe(path)}: [{e.code}] {safe(e)}")
             continue
         bar.close()
-        results.append({"file": path, "ok": True, "members": len(info["members"]), "sha256": info.get("sha256")})
+        result = {"file": path, "ok": True, "members": len(info["members"]), "sha256": info.get("sha256")}
+        if signed:
+            result["signature"] = info["signature"]
+        results.append(result)
         if not args.json:
             extra = f", sha256 {info['sha256']}" if "sha256" in info else ""
+            if signed:
+                extra += f" signed by {safe(info['signature']['signer'])} in {safe(info['signature']['file'])}"
             print(f"OK    {safe(path)} ({len(info['members'])} members, every CRC-32 matches{extra})")
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=True))
@@ -256,42 +270,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 # --- signatures (FORMAT.md §16) -----------------------------------------------------------
-
-
-def _verify_signed(args: argparse.Namespace) -> int:
-    """`verify` with a key or chain: structure, every CRC-32 and a valid signature of this file's SHA-256, in one pass.
-    A failure is one `error [CODE]` line on stderr per file; exit 1."""
-    from .archive import verify
-
-    if not args.public_key and not args.certificate_chain:
-        print("distillgan: error [usage]: --signature needs --public-key or --certificate-chain to check it with", file=sys.stderr)
-        return 2
-    if args.signature and len(args.files) != 1:
-        print("distillgan: error [usage]: --signature names the signature of one FILE (without it, each FILE's FILE.sig)",
-              file=sys.stderr)
-        return 2
-    failed = 0
-    results = []
-    for path in args.files:
-        bar = ProgressBar(f"verifying {path}")
-        try:
-            info = verify(path, sha256=args.sha256, progress=bar, signature=args.signature, public_key=args.public_key,
-                          certificate_chain=args.certificate_chain)
-        except DistillganError as e:
-            bar.close()
-            failed += 1
-            results.append({"file": path, "ok": False, "code": e.code, "error": str(e)})
-            _err(e, path)
-            continue
-        bar.close()
-        signed = info["signature"]
-        results.append({"file": path, "ok": True, "members": len(info["members"]), "sha256": info["sha256"], "signature": signed})
-        if not args.json:
-            print(f"OK    {safe(path)} ({len(info['members'])} members, every CRC-32 matches, sha256 {info['sha256']} "
-                  f"signed by {safe(signed['signer'])} in {safe(signed['file'])})")
-    if args.json:
-        print(json.dumps(results, indent=2, ensure_ascii=True))
-    return 1 if failed else 0
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
