@@ -606,14 +606,16 @@ def _publish_over(library: ModelLibrary, tmp: str, path: Path, entry: Any, befor
     ``before_index`` runs between the two (the crash tests stop there).
     """
     release_temporary(tmp)  # Windows cannot rename an open file
-    from .signing import set_aside
+    from .signing import set_aside, signature_path
 
-    set_aside(path)  # its signature is for the old bytes: FILE.sig -> FILE.sig.stale, logged (FORMAT.md §16.1)
+    stale = set_aside(path)  # its signature is for the old bytes: FILE.sig -> FILE.sig.stale, logged (FORMAT.md §16.1)
     marker = library.mark_replacing(path.name)
     try:
         _replace(tmp, path)
     except BaseException:
         _unlink_quietly(marker)
+        if stale is not None:  # the old bytes stay, and so does their signature
+            os.replace(stale, signature_path(path))
         raise
     fsync_dir(path.parent)
     if before_index is not None:

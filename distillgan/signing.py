@@ -342,7 +342,7 @@ def _malformed(where: str, why: str) -> SignatureError:
 
 
 def _parse(lib: SimpleNamespace, data: bytes, where: str) -> Any:
-    """Steps 2: the bundle parsed by model-signing's own reader (any of its errors is ``signature-malformed``)."""
+    """Step 2: the bundle parsed by model-signing's own reader (any of its errors is ``signature-malformed``)."""
     try:
         parsed = lib.bundle.Signature.read(_Blob(data))
     except Exception as e:  # JSON, UTF-8, missing fields, the bundle model's validation: whatever the library's parser rejects
@@ -394,6 +394,10 @@ def _by_certificate(lib: SimpleNamespace, parsed: Any, chain: list[str], where: 
         leaf = x509.load_der_x509_certificate(parsed.bundle.verification_material.x509_certificate_chain.certificates[0].raw_bytes)
     except ValueError as e:
         raise _malformed(where, f"a bundle whose signing certificate is not DER ({_short_text(e)})") from e
+    try:
+        _check_curve(leaf.public_key(), f"signing certificate {leaf.subject.rfc4514_string()}")
+    except SignatureError as e:
+        raise SignatureError(f"signature {where!r}: {e}", code="certificate-invalid") from e
     verifier = lib.certificate.Verifier([_Blob(b"".join(_pem(c) for c in certs))])
     who = f"certificate {leaf.subject.rfc4514_string()} (chain {', '.join(chain)})"
     try:
