@@ -631,3 +631,27 @@ def test_the_signing_bench_script_runs(tmp_path: Path) -> None:
                                                   "load_model(copy=True)", "load_model(public_key=)"}
     assert all(row["median_s"] > 0 for row in rows)
     assert list(tmp_path.iterdir()) == []  # its temporary folder is gone
+
+
+def test_the_size_limits_are_a_boundary_pair(pki: dict[str, Path], models: tuple[Path, Path], tmp_path: Path) -> None:
+    """FORMAT.md §8: a sidecar (a key file) of exactly the limit is read; one byte more is refused unread."""
+    model, _ = models
+    distillgan.sign(model, private_key=pki["key"])
+    sig = Path(f"{model}.sig")
+    good = sig.read_bytes()
+    pub = tmp_path / "padded.pem"
+    for extra, ok in ((0, True), (1, False)):
+        sig.write_bytes(good + b" " * (signing.MAX_SIGNATURE_BYTES - len(good) + extra))  # JSON allows trailing blanks
+        pub.write_bytes(pki["pub"].read_bytes() + b"\n" * (signing.MAX_KEY_BYTES - pki["pub"].stat().st_size + extra))
+        if ok:
+            signing.verify(model, public_key=pki["pub"])
+            sig.write_bytes(good)
+            signing.verify(model, public_key=pub)
+        else:
+            with pytest.raises(SignatureError) as e:
+                signing.verify(model, public_key=pki["pub"])
+            assert e.value.code == "signature-too-large"
+            sig.write_bytes(good)
+            with pytest.raises(SignatureError) as e:
+                signing.verify(model, public_key=pub)
+            assert e.value.code == "key-invalid" and str(signing.MAX_KEY_BYTES) in str(e.value)
