@@ -655,3 +655,14 @@ def test_the_size_limits_are_a_boundary_pair(pki: dict[str, Path], models: tuple
             with pytest.raises(SignatureError) as e:
                 signing.verify(model, public_key=pub)
             assert e.value.code == "key-invalid" and str(signing.MAX_KEY_BYTES) in str(e.value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_signed_load_onto_cuda_gives_the_same_bits(pki: dict[str, Path], models: tuple[Path, Path]) -> None:
+    model, _ = models
+    distillgan.sign(model, private_key=pki["key"])
+    on_cpu = distillgan.load_model(model, copy=True)
+    on_gpu = distillgan.load_model(model, device="cuda", public_key=pki["pub"])
+    for name, t in on_cpu.state_dict.items():
+        assert on_gpu.state_dict[name].device.type == "cuda"
+        assert torch.equal(on_gpu.state_dict[name].cpu().view(torch.uint8), t.view(torch.uint8)), name
