@@ -105,7 +105,7 @@ def _refuse_v1(tree: Any) -> None:
 
 def _read_pickle_era(path: Path) -> Any:
     """The plain value tree of a pickle-era file, refusing a legacy v1 model first."""
-    from .pickled import read_pickled, to_plain_tree
+    from .pickled import read_plain_tree
     from .source import MappedFile
 
     with MappedFile(path) as src:  # a regular file of bounded size, opened once without blocking
@@ -116,7 +116,7 @@ def _read_pickle_era(path: Path) -> Any:
                 raise
         if _archive_head(src.read(0, min(src.size, 46))):
             raise InputError(f"{str(path)!r} is already a .distillgan archive; there is nothing to convert", code="invalid-input")
-    tree = to_plain_tree(read_pickled(path))
+    tree = read_plain_tree(path)  # one budget, sized by the file, for reading and converting
     _refuse_v1(tree)  # the marker may sit beyond the byte scan's limits
     return tree
 
