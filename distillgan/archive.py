@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from . import container as zc
+from .crc import CHUNK, SPLIT, crc32, crc32_combine, parallel_crc32
 from .errors import ContainerError, InputError, IntegrityError, ManifestError, TensorError
 from .legacy import check_not_legacy
 from .source import MappedFile, RemoteSource, open_source
@@ -115,8 +116,8 @@ def _member_chunks(header: bytes, layout: list[Any], stored: Mapping[str, Any]) 
         if batch:
             yield batch
             batch, batch_bytes = [], 0
-        for start in range(0, view.nbytes, zc._CHUNK):
-            yield view[start : start + zc._CHUNK]
+        for start in range(0, view.nbytes, CHUNK):
+            yield view[start : start + CHUNK]
     if batch:
         yield batch
 
@@ -273,7 +274,7 @@ class Archive:
                     from concurrent.futures import ThreadPoolExecutor
 
                     with ThreadPoolExecutor(max_workers=2) as pool:
-                        _check_crc(m, zc.parallel_crc32(cast(bytes, data), 0, m.size, pool, 2))  # any buffer does
+                        _check_crc(m, parallel_crc32(cast(bytes, data), 0, m.size, pool, 2))  # any buffer does
             else:
                 data, crc = self.source.download(m.data_offset, m.size, tick=tick)
                 _check_crc(m, crc)  # the data came over the network anyway: hashing it is nearly free
@@ -377,7 +378,7 @@ class Archive:
                 if m.name in TENSOR_MEMBERS:
                     self.member_data(m.name, verify=True, tick=tick)  # kept: the tensors made later are these bytes
                 else:
-                    _check_crc(m, zc.crc32(self.source.read(m.data_offset, m.size)))  # from the cache: the bytes decoded
+                    _check_crc(m, crc32(self.source.read(m.data_offset, m.size)))  # from the cache: the bytes decoded
                     if tick is not None:
                         tick(m.size)
             return
@@ -386,10 +387,10 @@ class Archive:
 
         with ThreadPoolExecutor(max_workers=2) as pool:
             for m in chosen:
-                half = m.size // 2 if m.size >= 2 * zc._SPLIT else 0
+                half = m.size // 2 if m.size >= 2 * SPLIT else 0
                 first = pool.submit(_stream_crc, self.source, m.data_offset, half, tick)
                 rest = _stream_crc(self.source, m.data_offset + half, m.size - half, tick)
-                _check_crc(m, zc.crc32_combine(first.result(), rest, m.size - half) if half else rest)
+                _check_crc(m, crc32_combine(first.result(), rest, m.size - half) if half else rest)
 
     def sha256(self) -> str:
         """SHA-256 of the whole file, hex."""
@@ -408,7 +409,7 @@ class Archive:
 def _stream_crc(src: MappedFile | RemoteSource, offset: int, size: int, tick: Callable[[int], None] | None) -> int:
     crc = 0
     for chunk in src.read_stream(offset, size):
-        crc = zc.crc32(chunk, crc)
+        crc = crc32(chunk, crc)
         if tick is not None:
             tick(len(chunk))
     return crc
@@ -564,7 +565,7 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
                 f"manifest member is {m0.size} bytes; the limit is {MAX_MANIFEST_BYTES} (FORMAT.md §8)", code="manifest-too-large"
             )
         raw = src.read(m0.data_offset, m0.size)
-        _check_crc(m0, zc.crc32(raw))
+        _check_crc(m0, crc32(raw))
         with gc_paused():  # tens of thousands of small objects, no cycles: collections would only cost time
             manifest = decode_manifest(raw)
             _check_v1_members(manifest.raw, members)
@@ -694,7 +695,7 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
             digest.update(chunk)
         for i, (a, b) in enumerate(spans):
             if a < end and pos < b:
-                crcs[i] = zc.crc32(chunk[max(a, pos) - pos : min(b, end) - pos], crcs[i])
+                crcs[i] = crc32(chunk[max(a, pos) - pos : min(b, end) - pos], crcs[i])
         for a, b, member, t in bools:
             if bad_bool is None and a < end and pos < b and bytes(chunk[max(a, pos) - pos : min(b, end) - pos]).translate(None, b"\x00\x01"):
                 bad_bool = _bool_error(member, t)

@@ -24,6 +24,7 @@ from typing import Any
 from . import container as zc
 from .archive import ArchivePlan, Progress, encode_checked, open_archive, plan_archive, plan_member, write_archive
 from .catalog import MODEL_FILE_EXTENSION, ModelLibrary, entry_from_manifest, fsync_dir
+from .crc import crc32
 from .errors import DistillganError, InputError, IntegrityError, LibraryError, from_os_error
 from .locks import create_temporary, discard_temporary, release_temporary
 from .manifest import ModelMetadata, coerce_metadata
@@ -552,7 +553,7 @@ def _update_vocoder(model_path: str | os.PathLike[str], vocoder_state: Mapping[s
                 crc = 0
                 for view in archive.source.read_stream(model.data_offset, model.size):
                     chunk = bytes(view)  # the writer keeps chunks a while (CRC on a worker); the stream reuses its buffer
-                    crc = zc.crc32(chunk, crc)
+                    crc = crc32(chunk, crc)
                     yield chunk
                 if crc != model.crc32:
                     raise IntegrityError(

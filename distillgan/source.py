@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the network modules are imported when a URL is first read: 
     from concurrent.futures import Future
     from urllib.parse import SplitResult
 
+from .crc import crc32, crc32_combine
 from .errors import ContainerError, FileAccessError, InputError
 
 MAX_FILE_BYTES = 1 << 40  # FORMAT.md §8
@@ -882,7 +883,7 @@ class RemoteSource:
         if cancel.is_set():
             raise _Cancelled
         self._transport.get_into(start, dest, deadline, cancel)
-        crc = _crc32(dest) if want_crc else 0  # on the worker: CRC-32 releases the GIL, so it overlaps the other transfers
+        crc = crc32(dest) if want_crc else 0  # on the worker: CRC-32 releases the GIL, so it overlaps the other transfers
         if tick is not None:
             tick(len(dest))
         return crc
@@ -906,14 +907,14 @@ class RemoteSource:
             dest = view[start - offset : stop - offset]
             if data is not None:
                 dest[:] = data
-                parts.append((start, stop, _crc32(data)))
+                parts.append((start, stop, crc32(data)))
             else:
                 parts.append((start, stop, self._workers.submit(self._fetch_job, start, dest, deadline, cancel, True, tick)))
         futures = [f for _, _, f in parts if isinstance(f, Future)]
         self._wait(futures, deadline, cancel)
         crc = 0
         for start, stop, f in parts:
-            crc = _crc32_combine(crc, f.result() if isinstance(f, Future) else f, stop - start)
+            crc = crc32_combine(crc, f.result() if isinstance(f, Future) else f, stop - start)
         self._recheck(deadline)
         return buf, crc
 
@@ -960,18 +961,6 @@ class RemoteSource:
         self._cache.clear()
         self._workers.close()
         self._transport.close()
-
-
-def _crc32(data: bytes | memoryview) -> int:
-    from .container import crc32  # container imports this module
-
-    return crc32(data)
-
-
-def _crc32_combine(crc1: int, crc2: int, len2: int) -> int:
-    from .container import crc32_combine as combine
-
-    return combine(crc1, crc2, len2)
 
 
 def open_source(path: str | os.PathLike[str]) -> MappedFile | RemoteSource:
