@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, LegacyFormatError
+from .fsio import open_regular
 from .legacy import V1_MESSAGE, check_not_legacy, pickle_holds_v1_marker
 from .manifest import LEGACY_FORMAT_MARKER, METADATA_SCHEMA, MODEL_FORMAT_MARKER
 
@@ -62,15 +63,18 @@ class Checkpoint:
     extra: Any = None
 
 
+class _NotRegular(Exception):
+    """``_head``'s answer for a path that is not a regular file (never leaves this module)."""
+
+
 def _head(path: str | os.PathLike[str], n: int) -> tuple[bytes, int] | None:
     """The first ``n`` bytes of a regular file and its size; None for anything else (a FIFO never blocks)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
+        fd, st = open_regular(path, os.O_RDONLY, _NotRegular)
+    except (OSError, _NotRegular):
         return None
     try:
-        st = os.fstat(fd)
-        return (os.read(fd, n), st.st_size) if stat.S_ISREG(st.st_mode) else None
+        return os.read(fd, n), st.st_size
     except OSError:
         return None
     finally:

@@ -15,7 +15,6 @@ import bisect
 import mmap
 import os
 import re
-import stat
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ if TYPE_CHECKING:  # the network modules are imported when a URL is first read: 
 
 from .crc import crc32, crc32_combine
 from .errors import ContainerError, FileAccessError, InputError
+from .fsio import open_regular
 
 MAX_FILE_BYTES = 1 << 40  # FORMAT.md §8
 REMOTE_TAIL_BYTES = 16 << 10  # first request: the end records and central directory (ours is < 1 KiB)
@@ -93,9 +93,11 @@ class MappedFile:
         self.path = os.fspath(path)
         self.exported = False  # set once tensors view the mapping: then never unmap explicitly
         self._map: mmap.mmap | None = None
-        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        not_regular = FileAccessError(
+            f"{self.path!r} is not a regular file (device, FIFO, socket or directory)", code="not-regular-file"
+        )
         try:
-            fd = os.open(self.path, flags)  # O_NONBLOCK: a FIFO must not block open()
+            fd, st = open_regular(self.path, os.O_RDONLY, lambda what: not_regular)  # a FIFO never blocks the open
         except FileNotFoundError as e:
             raise FileAccessError(f"no such file: {self.path!r}", code="not-found") from e
         except IsADirectoryError as e:
@@ -103,11 +105,6 @@ class MappedFile:
         except OSError as e:
             raise FileAccessError(f"cannot open {self.path!r}: {e.strerror}", code="io-error") from e
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise FileAccessError(
-                    f"{self.path!r} is not a regular file (device, FIFO, socket or directory)", code="not-regular-file"
-                )
             self.size = st.st_size
             if self.size > MAX_FILE_BYTES:
                 raise FileAccessError(
