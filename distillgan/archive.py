@@ -582,7 +582,8 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
 # --- inspect / verify -------------------------------------------------------------
 
 
-def _describe(archive: Archive, tensors_table: bool = True) -> dict[str, Any]:
+def describe(archive: Archive, tensors_table: bool = True) -> dict[str, Any]:
+    """What ``inspect`` reports of an open archive: its manifest's JSON projection, members and (optionally) tensor tables."""
     manifest = archive.manifest
     tensors = {}
     for name, table in archive.tables.items() if tensors_table else ():
@@ -619,7 +620,7 @@ def inspect(path: str | os.PathLike[str], *, tensors: bool = True) -> dict[str, 
     Raises :class:`~distillgan.DistillganError` for any invalid file.
     """
     with open_archive(path) as archive, gc_paused():
-        return _describe(archive, tensors)
+        return describe(archive, tensors)
 
 
 def _check_bools(archive: Archive) -> None:
@@ -643,7 +644,7 @@ def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress:
     structural defects. ``progress(done, total)`` reports CRC progress.
     """
     with open_archive(path) as archive:
-        info = _describe(archive)
+        info = describe(archive)
         if isinstance(archive.source, RemoteSource):
             return _verify_remote(archive, info, sha256, progress)
         if sha256 is not None:

@@ -328,6 +328,10 @@ class ModelLibrary:
             _probe_cache[key] = result
         return result
 
+    def is_pickle_era(self, name: str) -> bool:
+        """True when the file ``name`` in the folder is a pickle-era model (the app's own ``.distillgan``)."""
+        return self._probe(name)[2]
+
     # -- reconciliation ---------------------------------------------------------------------------------
 
     def _scan(self, names: list[str], priors: dict[str, ModelEntry], report: RepairReport) -> dict[str, ModelEntry]:
