@@ -36,6 +36,7 @@ from .tensors import (
     TensorInfo,
     TensorTable,
     as_numpy,
+    bool_tensor_ok,
     build_header,
     check_name,
     dtype_code,
@@ -92,13 +93,11 @@ def _member_chunks(header: bytes, layout: list[Any], stored: Mapping[str, Any]) 
     """
     import ctypes
 
-    import torch
-
     batch: list[memoryview] = [memoryview(header)]
     batch_bytes = len(header)
     for info in layout:
         t = plain_tensor(stored[info.name], f"tensor {info.name!r}")
-        if info.dtype == "BOOL" and t.numel() and bool((t.view(torch.uint8) > 1).any()):
+        if info.dtype == "BOOL" and not bool_tensor_ok(t):
             raise InputError(f"tensor {info.name!r}: a bool tensor holds bytes other than 0 and 1 (FORMAT.md §5.3)", code="st-bool")
         view = tensor_bytes(t)
         if not view.nbytes:
@@ -299,7 +298,10 @@ class Archive:
         buf, base = self.member_data(member)
         if isinstance(self.source, MappedFile):
             self.source.exported = True
-        out = {info.name: tensor_from(buf, info, table.data_start - base, member) for info in table.tensors}
+        out = {}
+        for info in table.tensors:
+            checked = self.bools_read(member, info, private=False)
+            out[info.name] = tensor_from(buf, info, table.data_start - base, member, bools_checked=checked)
         for alias, target in self.manifest["members"][member]["aliases"].items():
             out[alias] = out[target]
         return out
@@ -331,7 +333,8 @@ class Archive:
                 table = self.tables[member]
                 info = self._index[member][name]
                 buf, offset = self.member_data(member, private=private, verify=verify)
-                stored[key] = tensor_from(buf, info, table.data_start - offset, member)
+                checked = self.bools_read(member, info, private=private)
+                stored[key] = tensor_from(buf, info, table.data_start - offset, member, bools_checked=checked)
                 if tick is not None:
                     tick(info.nbytes)
             if not to_device:
@@ -355,6 +358,19 @@ class Archive:
             return objects[key]
 
         return {slot: substitute(self.decoded.values[slot], resolve) for slot in VALUE_SLOTS}
+
+    def bools_read(self, member: str, info: TensorInfo, *, private: bool) -> bool:
+        """Check a BOOL tensor of a mapped file through the descriptor (True when checked; FORMAT.md §5.3).
+
+        Checking through the mapping would make every page of the tensor resident (a 256 MiB BOOL
+        tensor: 256 MiB more RSS, where any other dtype costs nothing until read); read in 8 MiB
+        chunks into one reused buffer instead. Private copies and downloads are checked where they are.
+        """
+        if info.dtype != "BOOL" or private or not isinstance(self.source, MappedFile):
+            return False
+        if any(bytes(chunk).translate(None, b"\x00\x01") for chunk in self.tensor_chunks(member, info)):
+            raise _bool_error(member, info)
+        return True
 
     @property
     def _index(self) -> dict[str, dict[str, TensorInfo]]:

@@ -67,6 +67,7 @@ from .index import (
     copy_entry,
     encode_index,
     entry_line,
+    is_model_file_name,
     is_text,
     normalized,
     parse_index,
@@ -214,18 +215,29 @@ def _replaced_files(folder: Path, names: list[str]) -> list[str]:
     it) named ``.<file>.replacing``; anything else of such a name is not a marker and is ignored."""
     out = []
     for n in names:
-        if n.startswith(".") and n.endswith(MODEL_FILE_EXTENSION + REPLACING_SUFFIX):
+        target = n[1 : -len(REPLACING_SUFFIX)]
+        if n.startswith(".") and n.endswith(MODEL_FILE_EXTENSION + REPLACING_SUFFIX) and is_model_file_name(target):
             try:
                 if stat.S_ISREG(os.lstat(folder / n).st_mode):
-                    out.append(n[1 : -len(REPLACING_SUFFIX)])
+                    out.append(target)
             except OSError:
                 pass
     return out
 
 
 def _model_names(names: list[str]) -> list[str]:
-    """The published model files among ``names`` (hidden files, temporary files included, are never models)."""
-    return [n for n in names if n.endswith(MODEL_FILE_EXTENSION) and not n.startswith(".")]
+    """The published model files among ``names``: those an index entry may name (:func:`is_model_file_name`).
+
+    Hidden files (temporary files included) are never models; a visible ``*.distillgan`` file whose
+    name the index rules refuse (``take 12:30.distillgan``, a newline in it) is reported by
+    :func:`_unnamable_names`, never indexed.
+    """
+    return [n for n in names if n.endswith(MODEL_FILE_EXTENSION) and is_model_file_name(n)]
+
+
+def _unnamable_names(names: list[str]) -> list[str]:
+    """Visible ``*.distillgan`` files whose names an index entry may not give (FORMAT.md §15.2)."""
+    return [n for n in names if n.endswith(MODEL_FILE_EXTENSION) and not n.startswith(".") and not is_model_file_name(n)]
 
 
 class ModelLibrary:
@@ -378,6 +390,7 @@ class ModelLibrary:
         """(entries, what was found, whether the index file needs rewriting) for the folder listing ``names``."""
         report = RepairReport()
         report.abandoned = {n: s for n in names if (s := abandoned_size(self.models_dir, n)) is not None}
+        report.invalid.update((n, "invalid-file-name") for n in _unnamable_names(names))  # never indexed: rename to list it
         try:
             doc = self._read()
         except IndexUnusable as e:
@@ -656,6 +669,7 @@ class ModelLibrary:
                 priors = {}
                 report.reason = f"index unusable ({e}); rebuilt from the model files"
             entries = self._scan(names, priors, report)
+            report.invalid.update((n, "invalid-file-name") for n in _unnamable_names(names))
             report.added = sorted(set(entries) - set(priors))
             report.removed = sorted(set(priors) - set(entries))
             report.ignored = [n for n in names if _is_other_file(self.models_dir, n, set(report.legacy) | set(report.invalid))]

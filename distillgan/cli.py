@@ -461,6 +461,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from .view import serve_view
+
+    return serve_view(args.file, port=args.port, open_browser=not args.no_browser)
+
+
 # --- parser --------------------------------------------------------------------------------
 
 
@@ -590,6 +596,14 @@ and a failure is reported and the rest go on (exit 1 if any failed).
     p.add_argument("--dir", help=f"folder for the demo files (default: ./{DEMO_DIR}); created if needed")
     p.add_argument("folder", nargs="?", help=argparse.SUPPRESS)  # the folder as a positional, as before --dir was everywhere
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("view", help="look inside a model in the browser (served on 127.0.0.1 for one session)",
+                       description="Serve the inspector page and FILE on 127.0.0.1 under a random URL, open the browser on it "
+                       "(the URL is printed when there is none), and stop on Ctrl+C. The page reads headers only.")
+    p.add_argument("file", metavar="FILE", help="a model file")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
+    p.add_argument("--no-browser", action="store_true", help="only print the URL")
+    p.set_defaults(func=cmd_view)
     return parser
 
 

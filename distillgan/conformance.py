@@ -43,6 +43,7 @@ import os
 import queue
 import re
 import shlex
+import stat
 import subprocess
 import sys
 import tempfile
@@ -91,18 +92,29 @@ class Result:
 # --- comparing JSON values -----------------------------------------------------------------
 
 
+def loads(text: str | bytes) -> Any:
+    """JSON as a reader printed it, with the number token ``-0`` read as -0.0 (it denotes negative zero)."""
+    return json.loads(text, parse_int=_parse_int)
+
+
+def _parse_int(token: str) -> Any:
+    return -0.0 if token == "-0" else int(token)
+
+
 def same_json(a: Any, b: Any, where: str = "$") -> str | None:
     """None when ``a`` and ``b`` are the same JSON value, else where they first differ.
 
-    Numbers compare by value (a reader may print 1.0 as 1), but booleans are
-    not numbers; object key order does not matter.
+    Numbers compare by value (a reader may print 1.0 as 1) and zeros by sign
+    (-0.0 is not 0, FORMAT.md §4.6); booleans are not numbers; object key
+    order does not matter.
     """
     if isinstance(a, bool) or isinstance(b, bool):
         return None if type(a) is type(b) and a == b else f"{where}: {_short(a)} != {_short(b)}"
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
             return None
-        return None if a == b else f"{where}: {_short(a)} != {_short(b)}"
+        same = a == b and (a != 0 or math.copysign(1.0, a) == math.copysign(1.0, b))
+        return None if same else f"{where}: {_short(a)} != {_short(b)}"
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
             extra, missing = sorted(set(a) - set(b)), sorted(set(b) - set(a))
@@ -123,6 +135,13 @@ def same_json(a: Any, b: Any, where: str = "$") -> str | None:
     return None if type(a) is type(b) and a == b else f"{where}: {_short(a)} != {_short(b)}"
 
 
+def safe(text: Any) -> str:
+    """Text from index.json or a reader, as the CLI shows text from files: non-printable characters escaped."""
+    from .cli import safe as cli_safe
+
+    return cli_safe(text)
+
+
 def _short(value: Any) -> str:
     text = ascii(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -132,6 +151,7 @@ def _short(value: Any) -> str:
 
 
 REJECTION = re.compile(r"(?<![A-Za-z0-9_-])error \[([a-z0-9-]+)\]")  # FORMAT.md §10: the one line of a rejection
+SEVERAL_CODES = re.compile(r"(?<![A-Za-z0-9_-])error \[[a-z0-9-]+\] *\[")  # `error [a][b]...`: several codes on one line
 
 
 def _quote(text: str) -> str:
@@ -140,12 +160,14 @@ def _quote(text: str) -> str:
 
 
 def rejection_codes(stderr: str) -> list[str]:
-    """The code of each stderr line holding ``error [CODE]`` (the first such match on the line)."""
+    """The code of each ``error [CODE]`` of stderr; a line naming several (``error [a][b]``) gives them all."""
     codes = []
     for line in stderr.splitlines():
-        m = REJECTION.search(line)
-        if m:
-            codes.append(m.group(1))
+        several = SEVERAL_CODES.search(line)
+        if several is not None:
+            codes.extend(re.findall(r"\[([a-z0-9-]+)\]", line[several.start():]))
+        else:
+            codes.extend(REJECTION.findall(line)[:1])
     return codes
 
 
@@ -177,17 +199,17 @@ def judge(vector: dict[str, Any], returncode: int, stdout: str, stderr: str) -> 
         if returncode != 0:
             return False, f"valid vector rejected with {codes[0]}: {_quote(stderr)}", False
         try:
-            out = json.loads(stdout)
+            out = loads(stdout)
         except ValueError as e:
             return False, f"stdout is not JSON ({e}): {_quote(stdout)}", False
         ok, reason = _check_accepted(vector, out)
         return ok, reason, False
     code = vector["expected"]["code"]
     if returncode == 0:
-        return False, f"invalid vector accepted (exit 0); expected {code}", False
+        return False, f"invalid vector accepted (exit 0); expected {safe(code)}", False
     if codes[0] == code:
         return True, f"rejected with {code}", False
-    return False, f"rejected with {codes[0]}; expected {code}", False
+    return False, f"rejected with {codes[0]}; expected {safe(code)}", False
 
 
 def judge_batch(vector: dict[str, Any], answer: dict[str, Any]) -> tuple[bool, str, bool]:
@@ -203,15 +225,15 @@ def judge_batch(vector: dict[str, Any], answer: dict[str, Any]) -> tuple[bool, s
         if vector["valid"]:
             return False, f"valid vector rejected with {code}: {_quote(str(answer.get('message', '')))}", False
         expected = vector["expected"]["code"]
-        return (True, f"rejected with {code}", False) if code == expected else (False, f"rejected with {code}; expected {expected}", False)
+        return (True, f"rejected with {code}", False) if code == expected else (False, f"rejected with {code}; expected {safe(expected)}", False)
     if not vector["valid"]:
-        return False, f"invalid vector accepted; expected {vector['expected']['code']}", False
+        return False, f"invalid vector accepted; expected {safe(vector['expected']['code'])}", False
     ok, reason = _check_accepted(vector, answer)
     return ok, reason.replace("stdout JSON", "answer"), False
 
 
 def run_vector(vector: dict[str, Any], root: Path, reader: Sequence[str], timeout: float) -> Result:
-    path = (root / vector["file"]).resolve()
+    path = vector_path(root, vector)
     argv = [arg.replace("{path}", str(path)) for arg in reader]
     start = time.monotonic()
     try:
@@ -281,7 +303,7 @@ def run_batch(vectors: list[dict[str, Any]], root: Path, reader: Sequence[str], 
     proc: _BatchReader | None = None
     try:
         for v in vectors:
-            path = str((root / v["file"]).resolve())
+            path = str(vector_path(root, v))
             if proc is None:
                 try:
                     proc = _BatchReader(reader)
@@ -298,7 +320,7 @@ def run_batch(vectors: list[dict[str, Any]], root: Path, reader: Sequence[str], 
                 problem = f"no answer within {timeout:g} s" if alive else f"the reader exited (status {proc.proc.returncode})"
             else:
                 try:
-                    answer = json.loads(line)
+                    answer = loads(line)
                 except ValueError:
                     problem = f"the answer is not one JSON line: {_quote(line.decode('utf-8', 'replace'))}"
                 else:
@@ -350,8 +372,39 @@ class UsageError(Exception):
     """The vectors cannot be used (missing index, altered files)."""
 
 
+def vector_path(root: Path, vector: dict[str, Any]) -> Path:
+    """The absolute path of a vector's ``file``: relative, without ``..``, inside ``root`` once links are resolved."""
+    rel = vector.get("file")
+    where = f"vector {safe(vector.get('id'))}"
+    if not isinstance(rel, str) or not rel or "\0" in rel or "\\" in rel:
+        raise UsageError(f"{where}: 'file' must be a relative path inside the vectors folder")
+    parts = rel.split("/")
+    if os.path.isabs(rel) or rel.startswith("/") or ".." in parts or (len(rel) > 1 and rel[1] == ":"):
+        raise UsageError(f"{where}: 'file' {safe(rel)} leaves the vectors folder (absolute or with '..')")
+    base = root.resolve()
+    path = (base / rel).resolve()
+    if base not in path.parents:
+        raise UsageError(f"{where}: 'file' {safe(rel)} resolves outside the vectors folder")
+    return path
+
+
+def _vector_sha256(path: Path, where: str) -> str:
+    """SHA-256 of a regular file, opened without blocking (a FIFO or device is refused, never read)."""
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{where}: not a regular file")
+        digest = hashlib.sha256()
+        while block := os.read(fd, 8 << 20):  # in blocks: the large vectors are 4 GiB files
+            digest.update(block)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
 def load_index(root: Path) -> list[dict[str, Any]]:
-    """The vectors of ``root/index.json``, each file checked against its recorded SHA-256."""
+    """The vectors of ``root/index.json``, each file confined to ``root`` and checked against its recorded SHA-256."""
     index_path = root / INDEX_NAME
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
@@ -363,15 +416,16 @@ def load_index(root: Path) -> list[dict[str, Any]]:
     if not isinstance(vectors, list) or not vectors:
         raise UsageError(f"{str(index_path)!r} lists no vectors")
     for v in vectors:
-        digest = hashlib.sha256()
+        if not isinstance(v, dict):
+            raise UsageError(f"{str(index_path)!r} lists a vector that is not an object")
+        where = f"vector {safe(v.get('id'))}"
+        path = vector_path(root, v)
         try:
-            with open(root / v["file"], "rb") as f:  # in blocks: the large vectors are 4 GiB files
-                while block := f.read(8 << 20):
-                    digest.update(block)
+            digest = _vector_sha256(path, where)
         except OSError as e:
-            raise UsageError(f"vector {v.get('id')!r}: {e}") from e
-        if digest.hexdigest() != v["sha256"]:
-            raise UsageError(f"vector {v['id']!r}: {v['file']} does not match the SHA-256 in the index (altered or stale)")
+            raise UsageError(f"{where}: {safe(e)}") from e
+        if digest != v.get("sha256"):
+            raise UsageError(f"{where}: {safe(v['file'])} does not match the SHA-256 in the index (altered or stale)")
     return vectors
 
 
@@ -425,6 +479,7 @@ _ADVERSARIES: dict[str, str] = {
     "accepts everything": "print('{}')",
     "prints every code": "import sys; [print(f'error [{c}]', file=sys.stderr) for c in sys.argv[2].split(',')]; sys.exit(1)",
     "crashes with every code in its stack trace": "import sys; raise ValueError(' '.join(sys.argv[2].split(',')))",
+    "crashes with 'error [a][b]...' naming every code": "import sys; raise RuntimeError('error ' + ''.join(f'[{c}]' for c in sys.argv[2].split(',')))",
     "dies by a signal": "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
     "hangs": "import time; time.sleep(60)",
     "right line, wrong exit status": (
@@ -442,7 +497,9 @@ def self_test(root: Path, *, timeout: float = 2.0) -> tuple[bool, list[str]]:
     """Run the reference reader and the adversaries above on a few vectors; (all as required, report lines)."""
     vectors = load_index(root)
     sample = [v for v in vectors if v["valid"]][:2] + [v for v in vectors if not v["valid"] and not v.get("needs")][:6]
-    codes = sorted({v["expected"]["code"] for v in vectors if not v["valid"]})
+    # the sample's own codes first: a reader printing `error [a][b]...` then names the right code first
+    first = [v["expected"]["code"] for v in sample if not v["valid"]]
+    codes = list(dict.fromkeys(first + sorted({v["expected"]["code"] for v in vectors if not v["valid"]})))
     lines: list[str] = []
     good = True
 
@@ -552,7 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, file=sys.stderr)
     else:
         for r in results:
-            print(f"{r.status} {r.id}: {'CRASH: ' if r.crash else ''}{r.reason}")
+            print(f"{r.status} {safe(r.id)}: {'CRASH: ' if r.crash else ''}{r.reason}")
         print(line)
     return 1 if any(r.status == "FAIL" for r in results) else 0
 

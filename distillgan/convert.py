@@ -33,6 +33,7 @@ from .fsio import fsync_dir, open_regular
 from .legacy import V1_MESSAGE, check_not_legacy, pickle_holds_v1_marker
 from .manifest import LEGACY_FORMAT_MARKER, METADATA_SCHEMA, MODEL_FORMAT_MARKER
 from .publish import publish_over, replace_file, save_content, unlink_quietly, write_temporary
+from .values import MAX_DEPTH
 
 logger = logging.getLogger(__name__)
 
@@ -142,20 +143,40 @@ def _read_safetensors(path: Path) -> Checkpoint:
     if manifest_text is not None:  # an export of ours: its metadata and configs come back too
         try:
             manifest = json.loads(manifest_text)
-        except ValueError as e:
-            raise InputError(f"{str(path)!r}: {EXPORT_MANIFEST_KEY} in __metadata__ is not JSON", code="convert-unreadable") from e
+        except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than the interpreter's stack allows
+            raise InputError(
+                f"{str(path)!r}: {EXPORT_MANIFEST_KEY} in __metadata__ is not JSON, or nested too deep", code="convert-unreadable"
+            ) from e
         if isinstance(manifest, dict) and isinstance(manifest.get("metadata"), dict):
             out.metadata = {k: v for k, v in manifest["metadata"].items() if k in METADATA_SCHEMA and not isinstance(v, dict)}
             for slot in ("spectrogram_config", "training_config"):
                 value = manifest.get(slot)
-                if isinstance(value, dict) and "$" not in json.dumps(value):  # plain JSON only: no tags to undo
+                if isinstance(value, dict) and _plain_json(value):  # plain JSON only: no tags to undo
                     setattr(out, slot, value)
+                elif value:  # tagged or too deep to store: kept as the text it came as, never dropped
+                    meta[EXPORT_MANIFEST_KEY] = manifest_text
             if type(manifest.get("latent_dim")) is int:
                 out.latent_dim = manifest["latent_dim"]
     if meta:
         out.extra = {"safetensors_metadata": meta}
     # safetensors names are state-dict keys as they are; order is the file's layout order
     return out
+
+
+def _plain_json(value: Any) -> bool:
+    """True when a decoded JSON value holds no tagged value (FORMAT.md §4.6) and nests at most MAX_DEPTH levels."""
+    stack = [(value, 0)]
+    while stack:  # iterative: a value nested as deep as json.loads allows must not exhaust the stack here
+        v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return False
+        if isinstance(v, dict):
+            if "$" in v:
+                return False
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+    return True
 
 
 def _state_dict(value: Any, where: str, strip_prefix: str | None) -> dict[str, Any]:
@@ -560,7 +581,7 @@ def _write_safetensors(tensors: dict[str, Any], metadata: dict[str, str], out: P
     import tempfile
 
     from .errors import from_os_error
-    from .tensors import ALIGNMENT, build_header, dtype_code, plain_tensor, tensor_bytes
+    from .tensors import ALIGNMENT, MAX_HEADER_BYTES, build_header, dtype_code, plain_tensor, tensor_bytes
 
     plain = {name: plain_tensor(t, f"tensor {name!r}") for name, t in tensors.items()}
     _, layout = build_header([(name, dtype_code(t.dtype), tuple(t.shape)) for name, t in plain.items()])
@@ -568,6 +589,13 @@ def _write_safetensors(tensors: dict[str, Any], metadata: dict[str, str], out: P
     header.update({i.name: {"dtype": i.dtype, "shape": list(i.shape), "data_offsets": [i.begin, i.end]} for i in layout})
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * ((-(8 + len(raw))) % ALIGNMENT)
+    if len(raw) > MAX_HEADER_BYTES:  # safetensors (and distillgan) refuse such a file: never write one
+        raise InputError(
+            f"cannot export to {str(out)!r}: its safetensors header would be {len(raw)} bytes (the manifest as JSON is "
+            f"{len(metadata.get(EXPORT_MANIFEST_KEY, ''))} characters); safetensors reads at most {MAX_HEADER_BYTES} "
+            "(FORMAT.md §8). Nothing was written",
+            code="st-header-size",
+        )
     head = _struct.pack("<Q", len(raw)) + raw
     total = len(head) + (layout[-1].end if layout else 0)
     tmp = ""
@@ -586,6 +614,7 @@ def _write_safetensors(tensors: dict[str, Any], metadata: dict[str, str], out: P
                     if progress is not None:
                         progress(done, total)
             os.fsync(f.fileno())
+        _check_export(tmp, out, layout, metadata)
         if overwrite:
             replace_file(tmp, out)
         else:
@@ -603,3 +632,31 @@ def _write_safetensors(tensors: dict[str, Any], metadata: dict[str, str], out: P
     finally:
         if tmp:
             unlink_quietly(tmp)
+
+
+def _check_export(tmp: str, out: Path, layout: list[Any], metadata: dict[str, str]) -> None:
+    """Read the written file back with safetensors itself before it is published (no tensor data is read).
+
+    Its tensors (names, dtypes, shapes) and ``__metadata__`` must be exactly what was meant: an
+    export that safetensors refuses or reads otherwise is an error, and nothing is published.
+    """
+    import importlib.util
+
+    import safetensors
+
+    framework = "numpy" if importlib.util.find_spec("numpy") is not None else "pt"  # the lighter import
+    try:
+        with safetensors.safe_open(tmp, framework=framework) as f:
+            got_meta = f.metadata()
+            got = {name: (f.get_slice(name).get_dtype(), list(f.get_slice(name).get_shape())) for name in f.keys()}
+    except Exception as e:  # safetensors raises its own SafetensorError (and OSError) types
+        raise InputError(
+            f"cannot export to {str(out)!r}: safetensors cannot read the file written: {e}", code="export-unreadable"
+        ) from e
+    meant = {i.name: (i.dtype, list(i.shape)) for i in layout}
+    if got != meant or got_meta != metadata:
+        raise InputError(
+            f"cannot export to {str(out)!r}: safetensors reads the file written otherwise than meant "
+            f"({len(got)} tensors for {len(meant)})",
+            code="export-unreadable",
+        )

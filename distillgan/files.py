@@ -192,7 +192,8 @@ class SafeOpen:
         table = self._archive.tables[member]
         if isinstance(self._archive.source, MappedFile):
             self._archive.source.exported = True
-            return tensor_from(self._archive.source.buffer, info, table.data_start, member)
+            checked = self._archive.bools_read(member, info, private=False)
+            return tensor_from(self._archive.source.buffer, info, table.data_start, member, bools_checked=checked)
         data = bytearray(info.nbytes)  # a URL: one ranged read of this tensor's bytes, nothing else
         pos = 0
         for chunk in self._archive.source.read_stream(table.data_start + info.begin, info.nbytes):

@@ -134,17 +134,28 @@ def _show(v: Any) -> str:
     return f"{type(v).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
+def is_model_file_name(name: Any) -> bool:
+    """True for a name an index entry may give: a bare, visible ``*.distillgan`` (or legacy ``*.distill``) name.
+
+    Not a path (no ``/``, ``\\`` or ``:``, which Windows reads as a drive or a stream), not hidden,
+    printable (no newline, no control character). The folder indexes only files so named (FORMAT.md §15.2).
+    """
+    return (
+        is_text(name)
+        and bool(name)
+        and os.path.basename(name) == name
+        and not any(c in name for c in "/\\:\0")
+        and not name.startswith(".")
+        and name.isprintable()
+        and name.endswith((MODEL_FILE_EXTENSION, LEGACY_FILE_EXTENSION))
+    )
+
+
 def check_file_name(name: Any, where: str) -> str:
-    """A model file name inside the folder: a bare, visible ``*.distillgan`` (or legacy ``*.distill``) name."""
+    """``name`` when :func:`is_model_file_name` accepts it; InvalidEntry otherwise."""
     if not is_text(name) or not name:
         raise InvalidEntry(f"{where}: expected a file name, got {_show(name)}")
-    if (
-        os.path.basename(name) != name
-        or any(c in name for c in "/\\:\0")
-        or name.startswith(".")
-        or not name.isprintable()
-        or not name.endswith((MODEL_FILE_EXTENSION, LEGACY_FILE_EXTENSION))
-    ):
+    if not is_model_file_name(name):
         raise InvalidEntry(f"{where}: {_show(name)} is not a visible .distillgan file name inside the folder")
     return name
 

@@ -58,6 +58,32 @@ def is_url(path: object) -> bool:
     return isinstance(path, str) and bool(_URL.match(path))
 
 
+_URI_CHARS = "!#$%&'()*+,/:;=?@[]~-._"  # RFC 3986's reserved and unreserved marks (and '%'): kept as they are
+
+
+def request_target(url: str) -> tuple[SplitResult, str]:
+    """(parts, request target) of an http(s) URL; ValueError saying why when it cannot be requested.
+
+    A port out of range or not a number, a malformed IPv6 literal or a host that IDNA cannot
+    encode is refused. Characters a request line cannot carry (non-ASCII, spaces, controls) in the
+    path and query are percent-encoded as UTF-8 (RFC 3987 §3.1, what browsers send): the same
+    URL always gives the same request (FORMAT.md §12.1).
+    """
+    from urllib.parse import quote, urlsplit
+
+    parts = urlsplit(url)  # ValueError: a malformed IPv6 literal
+    _ = parts.port  # ValueError: a port out of range or not a number
+    host = parts.hostname or ""
+    if not host:
+        raise ValueError("no host")
+    try:
+        host.encode("idna")
+    except UnicodeError as e:
+        raise ValueError(f"the host {host!r} cannot be encoded: {e}") from None
+    target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=_URI_CHARS)
+    return parts, target
+
+
 def _short(path: str, offset: int, n: int, size: int) -> ContainerError:
     return ContainerError(
         f"{path!r}: {n} bytes at offset {offset} run past the end of the {size}-byte file", code="truncated"
@@ -424,10 +450,8 @@ class _Http:
 
     def _send(self, url: str, rng: str, deadline: float, dog: _Watchdog, first: bool) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         import http.client
-        from urllib.parse import urlsplit
 
-        parts = urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        parts, target = request_target(url)  # checked before: the user's URL when opened, each redirect's target
         for attempt in (0, 1):
             conn, reused = self._connection(parts, deadline, fresh=attempt > 0)
             if dog.fired:
@@ -482,8 +506,16 @@ class _Http:
         location = self._header(resp, "Location")
         if location is None:
             raise FileAccessError(f"{self.name!r}: redirect (status {resp.status}) without a Location (FORMAT.md §12)", code="remote-redirect")
-        target = urljoin(url, location)
-        scheme = urlsplit(target).scheme.lower()
+        try:
+            target = urljoin(url, location)
+            scheme = urlsplit(target).scheme.lower()
+            if scheme in ("http", "https"):
+                request_target(target)
+        except ValueError as e:
+            raise FileAccessError(
+                f"{self.name!r}: redirected to {ascii(location)[:200]}, which cannot be requested: {e} (FORMAT.md §12.1)",
+                code="remote-redirect",
+            ) from e
         if scheme not in ("http", "https") or (urlsplit(url).scheme == "https" and scheme == "http"):
             raise FileAccessError(
                 f"{self.name!r}: redirected from {urlsplit(url).scheme} to {scheme or 'no scheme'}; only http(s), never from https "
@@ -756,6 +788,11 @@ class RemoteSource:
             raise FileAccessError(
                 f"{url!r} is a URL; reading URLs needs fsspec: pip install 'distillgan[remote]'", code="remote-unavailable"
             ) from e
+        if url.split(":", 1)[0].lower() in ("http", "https"):
+            try:
+                request_target(url)
+            except ValueError as e:
+                raise InputError(f"{ascii(url)[:300]} is not a URL that can be requested: {e}", code="invalid-input") from e
         self.path = url
         self.timeout = _setting("timeout", timeout, REMOTE_TIMEOUT_S)
         self.stall = _setting("stall", stall, REMOTE_STALL_S)

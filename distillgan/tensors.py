@@ -572,8 +572,27 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
     return memoryview((ctypes.c_char * n).from_address(t.data_ptr())).cast("B")
 
 
-def tensor_from(buf: Any, info: TensorInfo, data_start: int, where: str) -> torch.Tensor:
-    """A tensor viewing ``info``'s bytes in ``buf`` (copied only when misaligned)."""
+BOOL_CHECK_ELEMENTS = 1 << 20  # a BOOL tensor's bytes are checked this many at a time: bounded scratch memory
+
+
+def bool_tensor_ok(t: torch.Tensor) -> bool:
+    """True when every byte of a bool (or uint8) tensor is 0 or 1 (FORMAT.md §5.3).
+
+    Checked in slices of BOOL_CHECK_ELEMENTS, so the scratch memory is 1 MiB whatever the
+    tensor's size (comparing a whole 1 GiB tensor at once would allocate another 1 GiB).
+    """
+    torch = _torch()
+    raw = t.reshape(-1).view(torch.uint8)
+    return not any(bool((raw[i : i + BOOL_CHECK_ELEMENTS] > 1).any()) for i in range(0, raw.numel(), BOOL_CHECK_ELEMENTS))
+
+
+def tensor_from(buf: Any, info: TensorInfo, data_start: int, where: str, *, bools_checked: bool = False) -> torch.Tensor:
+    """A tensor viewing ``info``'s bytes in ``buf`` (copied only when misaligned).
+
+    A BOOL tensor's bytes are checked to be 0 or 1 in bounded slices, unless the caller has
+    already checked them (``bools_checked``: through the descriptor, so that a mapped file's
+    pages are not all touched by the check).
+    """
     torch = _torch()
     dtype = torch_dtype(info.dtype)
     itemsize = DTYPES[info.dtype][0]
@@ -585,10 +604,8 @@ def tensor_from(buf: Any, info: TensorInfo, data_start: int, where: str) -> torc
         t = torch.frombuffer(buf, dtype=dtype, count=count, offset=start)
     else:  # another writer's layout: copy rather than hand out a misaligned view
         t = torch.frombuffer(bytearray(buf[start : start + info.nbytes]), dtype=dtype)
-    if info.dtype == "BOOL":
-        raw = t.view(torch.uint8)
-        if bool((raw > 1).any()):
-            raise TensorError(f"{where}: tensor {info.name!r} holds bool bytes other than 0 and 1 (FORMAT.md §5.3)", code="st-bool")
+    if info.dtype == "BOOL" and not bools_checked and not bool_tensor_ok(t):
+        raise TensorError(f"{where}: tensor {info.name!r} holds bool bytes other than 0 and 1 (FORMAT.md §5.3)", code="st-bool")
     return t.reshape(info.shape)
 
 

@@ -250,8 +250,14 @@ def test_hostile_names_are_escaped(tmp_path: Path) -> None:
     for args in (["inspect", str(hostile_path)], ["verify", str(hostile_path)], ["list", str(folder)]):
         r = run(*args)
         assert r.returncode == 0, (args, r.stderr)
-        assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\u202e" not in r.stdout, args
-        assert "\\x1b" in r.stdout, args
+        assert "\x1b" not in r.stdout + r.stderr and "\x07" not in r.stdout + r.stderr and "\u202e" not in r.stdout, args
+        assert "\\x1b" in r.stdout + r.stderr, args
+    # the index never names such a file (FORMAT.md §15.2): the listing reports it, escaped
+    assert "invalid  na\\x1bme\\n.distillgan [invalid-file-name]" in r.stderr, r.stderr
+    ok = folder / "fine.distillgan"
+    os.rename(hostile_path, ok)
+    r = run("list", str(folder))
+    assert r.returncode == 0 and "\x1b" not in r.stdout + r.stderr and "\\x1b" in r.stdout, r.stdout  # the model's own strings
     r = run("inspect", str(folder / "nope\x1b.distillgan"))
     assert "\x1b" not in r.stderr and "\\x1b" in r.stderr
 

@@ -302,6 +302,9 @@ def test_runner_and_reference_reader_do_not_import_torch() -> None:
         (1, "Traceback (most recent call last):\n  ...\nValueError: zip64", False, True),  # the word is not a verdict
         (1, "error [zip64]\nerror [zip-layout]", False, True),  # several codes
         (1, "myerror [zip64]", False, True),  # 'error' must start a word
+        (1, "RuntimeError: error [zip64][zip-layout][not-zip]", False, True),  # one line naming every code is no verdict
+        (1, "error [zip64] [zip-layout]", False, True),
+        (1, "distillgan: error [zip64]: at $.a[3] [sic]", True, False),  # brackets later in the message are text
         (2, "error [zip64]", False, True),  # another exit status
         (-9, "", False, True),  # a signal
         (0, "", False, False),  # accepted
@@ -403,6 +406,63 @@ def test_the_index_states_the_contract_the_runner_judges_by() -> None:
     assert not conformance.judge(invalid, 1, f"error [{code}]\n", "")[0]
     assert not conformance.judge(invalid, 2, "", f"error [{code}]\n")[0]
     assert not conformance.judge(invalid, 1, "", f"error [{code}]\nerror [{code}]\n")[0]
+
+
+def test_json_comparison_compares_zeros_by_sign() -> None:
+    """-0.0 in a manifest (FORMAT.md §4.6) is not 0: a reader whose JSON writer drops the sign fails."""
+    assert conformance.same_json(-0.0, 0.0) is not None
+    assert conformance.same_json(0, -0.0) is not None
+    assert conformance.same_json(0, 0.0) is None and conformance.same_json(-0.0, -0.0) is None
+    vector = {"valid": True, "expected": {"manifest": {"z": -0.0}, "digests": {}}}
+    assert conformance.judge(vector, 0, '{"manifest": {"z": -0.0}, "digests": {}}', "")[0]
+    assert conformance.judge(vector, 0, '{"manifest": {"z": -0}, "digests": {}}', "")[0]  # -0 is the same number
+    assert not conformance.judge(vector, 0, '{"manifest": {"z": 0}, "digests": {}}', "")[0]
+    assert not conformance.judge_batch(vector, conformance.loads('{"path": "p", "manifest": {"z": 0.0}, "digests": {}}'))[0]
+
+
+def _index_with(tmp_path: Path, entries: list[dict[str, Any]]) -> Path:
+    root = tmp_path / "vectors"
+    root.mkdir(exist_ok=True)
+    (root / "index.json").write_text(json.dumps({"vectors": entries}), encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("where", ["dotdot", "absolute", "dev-zero", "fifo", "link-out", "directory"])
+def test_runner_confines_vector_files_to_the_folder(tmp_path: Path, where: str) -> None:
+    """index.json's `file` names a regular file inside the vectors folder, opened without blocking: a usage error
+    otherwise, never a read of /dev/zero forever, a FIFO that blocks, or a file outside the folder."""
+    outside = tmp_path / "outside.distillgan"
+    outside.write_bytes(b"x")
+    digest = hashlib.sha256(b"x").hexdigest()
+    root = _index_with(tmp_path, [])
+    name = {"dotdot": "../outside.distillgan", "absolute": str(outside), "dev-zero": "/dev/zero", "fifo": "fifo",
+            "link-out": "link", "directory": "sub"}[where]
+    if where == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no FIFOs on this platform")
+        os.mkfifo(root / "fifo")
+    elif where == "link-out":
+        (root / "link").symlink_to("/dev/zero")
+    elif where == "directory":
+        (root / "sub").mkdir()
+    _index_with(tmp_path, [{"id": "invalid/x", "file": name, "sha256": digest, "valid": False, "expected": {"code": "not-zip"}}])
+    proc = _run_runner("--reader", "true {path}", "--vectors", str(root), timeout=30)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "conformance: error:" in proc.stderr and "outside" not in proc.stdout
+
+
+def test_runner_escapes_ids_and_codes_from_the_index(tmp_path: Path) -> None:
+    """Text from index.json reaches the terminal escaped, as the CLI escapes text from files: no escape sequence passes."""
+    data = (VECTORS / INVALID[0]["file"]).read_bytes()
+    root = _index_with(tmp_path, [])
+    (root / "v.distillgan").write_bytes(data)
+    evil = "\x1b]0;pwned\x07\x1b[2J"
+    _index_with(tmp_path, [{"id": "invalid/" + evil, "file": "v.distillgan", "sha256": hashlib.sha256(data).hexdigest(), "valid": False,
+                            "expected": {"code": "not-zip" + evil}}])
+    proc = _run_runner("--reader", "true {path}", "--vectors", str(root))
+    assert proc.returncode == 1
+    assert "\x1b" not in proc.stdout + proc.stderr and "\x07" not in proc.stdout + proc.stderr
+    assert "\\x1b]0;pwned" in proc.stdout  # shown, escaped
 
 
 def test_json_comparison_is_strict_about_booleans() -> None:

@@ -552,3 +552,40 @@ def test_export_to_a_name_near_the_length_limit(tmp_path: Path) -> None:
     out = tmp_path / ("x" * 230 + ".safetensors")  # 242 bytes: a legal name, too long for a prefix of itself plus a suffix
     assert export_safetensors(path, out) == out
     assert torch.equal(safetensors.torch.load_file(out)["w"], torch.arange(4.0))
+
+
+# --- hostile or oversized exports -------------------------------------------------------------------
+
+
+def test_export_whose_header_safetensors_would_refuse_writes_nothing(tmp_path: Path) -> None:
+    # 15 MB of control characters: 15 MB of manifest, but 7 bytes each once JSON-escaped twice (105 MB of header)
+    path = distillgan.save_model({"w": torch.ones(4)}, {}, {}, distillgan.ModelMetadata(name="big"), tmp_path / "m",
+                                 extra={"notes": "\x01" * 15_000_000})
+    out = tmp_path / "big.safetensors"
+    with pytest.raises(InputError) as e:
+        export_safetensors(path, out)
+    assert e.value.code == "st-header-size" and "Nothing was written" in str(e.value)
+    assert sorted(os.listdir(tmp_path)) == ["m"]  # no file, no temporary file
+    r = _cli("export", str(path), str(out))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.count("error [st-header-size]") == 1, r.stderr
+    assert not out.exists()
+
+
+def test_converting_an_export_with_deeply_nested_manifest_json_is_a_coded_error(tmp_path: Path) -> None:
+    deep = "[" * 200_000 + "]" * 200_000  # deeper than the interpreter's JSON decoder can go
+    src = tmp_path / "deep.safetensors"
+    safetensors.torch.save_file({"w": torch.ones(2)}, str(src), metadata={"distillgan.manifest": deep})
+    with pytest.raises(InputError) as e:
+        distillgan.read_checkpoint(src)
+    assert e.value.code == "convert-unreadable"
+    r = _cli("convert", str(src), "--dir", str(tmp_path / "models"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.count("error [convert-unreadable]") == 1, r.stderr
+    # nested deeper than a manifest may be, but readable: the configs stay out, the weights come across
+    nested: Any = {"a": 1}
+    for _ in range(100):
+        nested = {"n": nested}
+    manifest = {"metadata": {"name": "deep"}, "training_config": nested, "spectrogram_config": {"n_mels": 8}}
+    safetensors.torch.save_file({"w": torch.ones(2)}, str(src), metadata={"distillgan.manifest": json.dumps(manifest)})
+    ckpt = distillgan.read_checkpoint(src)
+    assert ckpt.training_config == {} and ckpt.spectrogram_config == {"n_mels": 8} and ckpt.metadata == {"name": "deep"}
+    assert ckpt.extra == {"safetensors_metadata": {"distillgan.manifest": json.dumps(manifest)}}  # kept, not dropped

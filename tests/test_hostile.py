@@ -27,7 +27,7 @@ from typing import Any
 
 import msgpack
 import pytest
-import torch  # noqa: F401  imported up front: the first tensors() call must not pay for it inside a deadline
+import torch  # imported up front: the first tensors() call must not pay for it inside a deadline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -460,3 +460,40 @@ def test_rejection_allocates_little() -> None:
         worst.append((peak, Path(path).name))
     worst.sort(reverse=True)
     assert worst[0][0] < MEMORY_LIMIT, f"peak allocations: {worst[:5]}"
+
+
+_BOOL_RSS = r"""
+import json, sys
+import torch, distillgan
+
+def peak_kib():  # this process's own peak (ru_maxrss would include the parent's, copied at fork)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+path, copy = sys.argv[1], sys.argv[2] == "copy"
+before = peak_kib()
+loaded = distillgan.load_model(path, copy=copy)
+t = loaded.state_dict["mask"]
+after = peak_kib()
+print(json.dumps({"growth_mib": (after - before) / 1024, "dtype": str(t.dtype), "numel": t.numel()}))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM is read from Linux's /proc")
+@pytest.mark.parametrize("copy", [False, True], ids=["mapped", "copy"])
+def test_loading_a_large_bool_tensor_checks_its_bytes_in_bounded_memory(tmp_path: Path, copy: bool) -> None:
+    """The 0/1 check of a BOOL tensor (FORMAT.md §5.3) costs a few MiB of scratch, not a second tensor."""
+    mib = 128
+    mask = torch.zeros(mib << 20, dtype=torch.bool)
+    mask[::4096] = True
+    path = distillgan.save_model({"mask": mask}, {}, {}, distillgan.ModelMetadata(name="b"), tmp_path / "m")
+    del mask
+    r = subprocess.run([sys.executable, "-c", _BOOL_RSS, str(path), "copy" if copy else "map"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["dtype"] == "torch.bool" and got["numel"] == mib << 20
+    # before: the whole tensor compared at once (128 MiB of scratch) on top of every mapped page touched or the
+    # copy (128 MiB): 265 MiB. Now: the 8 MiB read buffer and its copy (mapped; ~20 MiB), or the copy and ~11 MiB
+    limit = (mib if copy else 0) + 48
+    assert got["growth_mib"] < limit, got

@@ -598,3 +598,38 @@ def test_a_poisoned_index_never_deletes_a_real_model_or_touches_the_outside(pois
         ModelLibrary(folder).repair_index()
         assert _raw_ids(folder) == {"a": "a.distillgan", "b": "b.distillgan", "c": saved.name}
         assert outside.read_bytes() == before and sorted(os.listdir(root)) == ["models", "outside.distillgan"]
+
+
+@pytest.mark.parametrize(
+    "name", ["take 12:30.distillgan", "back\\slash.distillgan", "two\nlines.distillgan", "bell\x07.distillgan"],
+    ids=["colon", "backslash", "newline", "control"],
+)
+def test_a_file_whose_name_the_index_refuses_is_never_indexed(tmp_path: Path, name: str) -> None:
+    folder = tmp_path / "models"
+    kept = _save(folder, "kept", model_id="kept")
+    try:
+        shutil.copyfile(_save(tmp_path / "other", "odd", model_id="odd"), folder / name)
+    except OSError as e:  # a file system that refuses the name itself (Windows: ':' and '\\')
+        pytest.skip(f"the file system refuses {name!r}: {e}")
+    before = (folder / INDEX_NAME).read_bytes()
+    lib = ModelLibrary(folder)
+    assert {e.model_id for e in lib.list_all()} == {"kept"}
+    assert lib.last_repair is not None and lib.last_repair.invalid == {name: "invalid-file-name"}  # said on every read
+    report = lib.repair_index()
+    assert tuple(report) == (0, 0) and report.invalid == {name: "invalid-file-name"}
+    for _ in range(2):  # a listing never rewrites the index for it
+        ModelLibrary(folder).list_all()
+        assert (folder / INDEX_NAME).read_bytes() == before
+    assert _raw_ids(folder) == {"kept": kept.name}
+
+
+def test_a_planted_marker_never_gets_a_hidden_file_indexed_or_deleted(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    _save(folder, "kept", model_id="kept")
+    hidden = folder / ".distillgan"  # a hidden file holding a valid model...
+    shutil.copyfile(_save(tmp_path / "other", "hidden", model_id="hidden"), hidden)
+    (folder / "..distillgan.replacing").write_bytes(b"")  # ...and a "marker" naming it
+    assert _ids(folder) == {"kept"}
+    assert set(_raw_ids(folder)) == {"kept"}
+    assert delete_model("hidden", folder) is False  # no such model in the folder
+    assert hidden.exists() and (folder / "..distillgan.replacing").exists()  # not a marker: never removed either

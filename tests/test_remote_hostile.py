@@ -549,3 +549,59 @@ def test_split_view_gives_an_error_or_exactly_one_version(split_view: SplitView,
             continue
         allowed = [expected[(op, "genuine")]] + ([] if op == "verify-sha256" else [expected[(op, variant)]])
         assert outcome in allowed, (op, variant, picks)
+
+
+def _cli_error(*args: str) -> str:
+    """Run ``distillgan ARGS`` in a subprocess; it must fail with exit 1 and exactly one ``error [CODE]`` line."""
+    r = subprocess.run([sys.executable, "-m", "distillgan", *args], capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and "Traceback" not in r.stderr, (r.returncode, r.stderr[-2000:])
+    assert lines[0].startswith("distillgan: error ["), lines
+    return lines[0][len("distillgan: error [") :].split("]", 1)[0]
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["http://127.0.0.1:99999/m.distillgan", "http://127.0.0.1:x/m.distillgan", "http://[::1/m.distillgan",
+     "http://[zz]/m.distillgan", "http:///m.distillgan"],
+    ids=["port-out-of-range", "port-not-a-number", "broken-ipv6", "bad-ipv6-literal", "no-host"],
+)
+def test_a_redirect_to_a_url_that_cannot_be_requested_is_remote_redirect(server: Server, location: str) -> None:
+    def hook(req: Request) -> bool:
+        raw_response(req.handler, 302, {"Location": location, "Content-Length": "0"})
+        return True
+
+    server.hook = hook
+    with pytest.raises(DistillganError) as exc:
+        inspect(server.url("/m.distillgan"))
+    assert exc.value.code == "remote-redirect", exc.value
+    assert _cli_error("inspect", server.url("/m.distillgan")) == "remote-redirect"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/m.distillgan", "http://[::1/m.distillgan", "https://:443/x.distillgan"])
+def test_a_url_that_cannot_be_requested_is_refused_before_any_request(url: str) -> None:
+    with pytest.raises(DistillganError) as exc:
+        inspect(url)
+    assert exc.value.code == "invalid-input", exc.value
+    assert _cli_error("inspect", url) == "invalid-input"
+
+
+def test_a_non_ascii_path_is_requested_percent_encoded(server: Server, tmp_path: Path) -> None:
+    genuine = _model(tmp_path, "genuine", mib=1)
+    server.add("/mod%C3%A8les/pi%C3%A0no%201.distillgan", genuine)
+    url = server.url("/modèles/piàno 1.distillgan")
+    assert inspect(url)["manifest"]["metadata"]["name"] == "genuine"
+    assert {r["path"] for r in server.log} == {"/mod%C3%A8les/pi%C3%A0no%201.distillgan"}
+
+    def hook(req: Request) -> bool:  # a server's Location may carry raw UTF-8 too
+        if req.path == "/old.distillgan":
+            req.handler.send_response(302)
+            req.handler.send_header("Location", "/modèles/piàno 1.distillgan")
+            req.handler.send_header("Content-Length", "0")
+            req.handler.end_headers()
+            return True
+        return False
+
+    server.hook = hook
+    digest = hashlib.sha256(genuine).hexdigest()
+    assert verify(server.url("/old.distillgan"), sha256=digest)["sha256"] == digest

@@ -707,6 +707,63 @@ def valid_by_hand() -> list[tuple[str, bytes, str, str]]:
     return out
 
 
+def _nest_arrays(n: int, inner: Any) -> Any:
+    """``n`` arrays each holding the next, the innermost holding ``inner``."""
+    value = inner
+    for _ in range(n):
+        value = [value]
+    return value
+
+
+def valid_readings() -> list[tuple[str, bytes, str, str]]:
+    """Valid vectors that pin a reading of FORMAT.md another careful reader could take (§14 lists them)."""
+    out = []
+    model = st_canonical(BASE_TENSORS)
+    w_tensors = flat("state_dict/", ["state_dict/b", "state_dict/w"])
+    m = full_manifest(model, aliases={"tied/w": "state_dict/w"}, state_dict=w_tensors,
+                      training_config={"tied": {"$": "tensor", "name": "tied/w"}})
+    out.append(("alias-tensors-key-and-tensor", archive_of(model, manifest=m), "§4.4",
+                ("state_dict/w is claimed by a key of a 'tensors' map and its alias tied/w by a 'tensor' placeholder without "
+                "requires_grad: a key of a 'tensors' map is a 'tensor' placeholder without requires_grad, so the two agree (X2).")))
+    m = full_manifest(model, aliases={"tied/w": "state_dict/w"},
+                      state_dict=Pairs([("b", {"$": "tensor", "name": "state_dict/b"}),
+                                        ("w", Pairs([("$", "tensor"), ("name", "state_dict/w"), ("requires_grad", False)]))]),
+                      training_config={"tied": {"$": "tensor", "name": "tied/w"}})
+    out.append(("alias-requires-grad-false-and-absent", archive_of(model, manifest=m), "§4.4",
+                ("A stored tensor claimed by a 'tensor' placeholder with requires_grad false and its alias by one without the "
+                "key: a missing requires_grad is false, so the two agree (X2).")))
+    floats = Pairs([
+        ("snan32", Raw(b"\xca\x7f\x80\x00\x01")),  # float32 signalling NaN, payload 1
+        ("neg_nan32_payload", Raw(b"\xca\xff\xa0\x00\x05")),  # float32 quiet NaN, sign set, payload 0x200005
+        ("snan64", Raw(b"\xcb\x7f\xf0\x00\x00\x00\x00\x00\x01")),  # float64 signalling NaN: kept bit for bit
+        ("tenth32", Raw(b"\xca" + struct.pack(">f", 0.1))),
+        ("neg_zero32", Raw(b"\xca\x80\x00\x00\x00")),
+        ("neg_zero", -0.0),
+        ("inf32", Raw(b"\xca\xff\x80\x00\x00")),
+    ])
+    out.append(("float32-widened", archive_of(model, manifest=full_manifest(model, training_config=floats)), "§4.6",
+                ("float32 values in a value tree: a signalling NaN (7f800001) projects as the float64 an IEEE 754 conversion "
+                "gives, quiet bit set and payload kept (7ff8000020000000), a negative NaN with a payload likewise "
+                "(fffc0000a0000000); a float64 signalling NaN keeps its bits; 0.1f prints as 0.10000000149011612; -0.0 "
+                "(float32 and float64) keeps its sign; -inf32 is -inf.")))
+    zs = [("state_dict/a0", "F32", [0], b""), ("state_dict/w", "F32", [2, 2], f32(0.5, -1.0, 2.0, 0.25)),
+          ("state_dict/m0", "F32", [0, 3], b""), ("state_dict/m1", "U8", [0], b""), ("state_dict/b", "F32", [2], f32(1.0, -2.0)),
+          ("state_dict/z0", "F64", [4, 0], b"")]
+    offsets, header, data = 0, {}, b""
+    for name, dtype, shape, raw in zs:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offsets, offsets + len(raw)]}
+        offsets += len(raw)
+        data += raw
+    zmodel = st_raw(header, data)
+    out.append(("zero-size-at-boundaries", with_model(zmodel), "§5.1",
+                ("Zero-size tensors at offset 0, two at the boundary between two tensors, and one at the end of the data section: "
+                "each begins where the previous tensor (sorted by begin, end) ends, so the layout is contiguous (H11).")))
+    out.append(("depth-64-empty", archive_of(model, manifest=full_manifest(model, training_config={"d": _nest_arrays(62, [])})), "§8",
+                ("An empty array at depth 64: an empty container is an item like any other and sits at the limit "
+                "(invalid/manifest-depth-65-empty-array is one past).")))
+    return out
+
+
 # --- invalid vectors --------------------------------------------------------------------
 
 
@@ -1556,7 +1613,68 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
     add("manifest-depth-65-map", manifest_variant(P(training_config={"d": _nest_maps(63)})), "manifest-depth", "§8",
         "Maps nested so that the innermost value sits at depth 65.")
     legacy_boundaries(add)
+    invalid_readings(add)
     return V
+
+
+def invalid_readings(add: Any) -> None:
+    """Invalid vectors that pin a reading of FORMAT.md another careful reader could take (§14 lists them)."""
+    model = st_canonical(BASE_TENSORS)
+    P = base_pairs
+    # §4.2 B5: an array or map count is not a byte length; the item is truncated where the member ends
+    add("manifest-array-count-past-end", manifest_variant(b"\xdd\xff\xff\xff\xff\xd4\x01\x00"), "manifest-ext-type", "§4.2",
+        "An array32 declaring 2^32-1 items in an 8-byte member, its first item an ext: the count is checked where the member "
+        "ends (B5 at the missing item), so the ext item before that decides (B3), not truncation at the array's header.")
+    add("manifest-map-count-past-end", manifest_variant(b"\xdf\x7f\xff\xff\xff\xa1a\xc0\xa1a\xc0"), "manifest-duplicate-key", "§4.2",
+        "A map32 declaring 2^31-1 entries in a 13-byte member, its first two keys equal: the duplicate (B7) comes before the "
+        "missing entries (B5 where the member ends).")
+    # §4.2 B1 before B5 for a missing item; empty containers count
+    add("manifest-depth-65-missing-item", manifest_variant(b"\x81\xa1a" + b"\x91" * 64), "manifest-depth", "§4.2",
+        "64 nested one-item arrays and the member ends: the missing item would sit at depth 65, and B1 (depth) comes before "
+        "B5 (truncation) at its position.")
+    add("manifest-depth-64-missing-item", manifest_variant(b"\x81\xa1a" + b"\x91" * 63), "manifest-msgpack", "§4.2",
+        "63 nested one-item arrays and the member ends: the missing item would sit at depth 64, within the limit, so it is "
+        "truncation (manifest-depth-65-missing-item is one deeper).")
+    add("manifest-depth-65-empty-array", manifest_variant(P(training_config={"d": _nest_arrays(63, [])})), "manifest-depth", "§8",
+        "An otherwise valid manifest with an empty array at depth 65: empty containers count (valid/depth-64-empty is at the limit).")
+    # §4.3 members: entries in map order, the key type with its entry
+    add("members-map-order", manifest_variant(P(members=Pairs([(MODEL, Pairs([("size", len(model))])), (7, {"aliases": {}, "size": 0})]))),
+        "manifest-missing-key", "§4.3",
+        "members holds model.safetensors without aliases, then an int key: entries are checked in map order (S8), so the "
+        "missing key of the first decides, not the int key of the second (top level and metadata check all key types first).")
+    # §5.1 H6: empty containers count towards MAX_HEADER_DEPTH; scalars add no level
+    add("st-header-depth-4-empty", with_model(st_raw(b'{"w": {"dtype": "F32", "shape": [[]], "data_offsets": [0, 0]}}', b"")),
+        "st-header-json", "§5.1", "A shape [[]]: the empty inner array is at depth 4 (H6), before the shape rule (H10d).")
+    add("st-metadata-depth-4-empty", with_model(st_raw(b'{"__metadata__": {"k": [{}]}, ' + json.dumps(
+        {n: {"dtype": d, "shape": s, "data_offsets": [o, o + len(r)]} for (n, d, s, r), o in zip(sorted(BASE_TENSORS, key=lambda t: t[0]), (0, 8))}
+    ).encode()[1:], f32(1.0, -2.0) + f32(0.5, -1.0, 2.0, 0.25))), "st-header-json", "§5.1",
+        "__metadata__ {\"k\": [{}]}: the empty object is at depth 4, so H6 refuses the header before H8 looks at the metadata.")
+    # §5.1 H11: zero-size tensors take part in contiguity
+    zin = st_raw({"state_dict/w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+                  "state_dict/z": {"dtype": "F32", "shape": [0], "data_offsets": [4, 4]},
+                  "state_dict/b": {"dtype": "F32", "shape": [2], "data_offsets": [16, 24]}}, f32(0.5, -1.0, 2.0, 0.25, 1.0, -2.0))
+    add("st-zero-size-inside", with_model(zin), "st-offsets", "§5.1",
+        "A zero-size tensor at [4, 4], inside state_dict/w's bytes [0, 16]: sorted by (begin, end) it begins at 4 where the "
+        "previous tensor ends at 16 (H11); zero-size tensors are not exempt.")
+    zpast = st_raw({"state_dict/w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+                    "state_dict/b": {"dtype": "F32", "shape": [2], "data_offsets": [16, 24]},
+                    "state_dict/z": {"dtype": "F32", "shape": [0], "data_offsets": [32, 32]}}, f32(0.5, -1.0, 2.0, 0.25, 1.0, -2.0))
+    add("st-zero-size-past-end", with_model(zpast), "st-offsets", "§5.1",
+        "A zero-size tensor at [32, 32], past the 24-byte data section: it begins where no tensor ends (H11).")
+    # §7 step 5: the pickle is the first entry matching [^/]+/data\.pkl (one folder level), as the pattern says
+    marker = pickle.dumps({"format": "distill_model", "model_state_dict": {}}, protocol=2)
+    plain = pickle.dumps({"model_state_dict": {}}, protocol=2)
+    add("torch-zip-data-pkl-two-levels", zip_archive([(b"archive/version", b"3\n"), (b"archive/sub/data.pkl", marker)]), "pickle", "§7",
+        "A torch zip whose only data.pkl (holding the v1 marker) is two folders deep: archive/version makes it a torch "
+        "checkpoint, but archive/sub/data.pkl does not match [^/]+/data\\.pkl, so no pickle is searched.")
+    add("torch-zip-data-pkl-root", zip_archive([(b"archive/version", b"3\n"), (b"/data.pkl", marker)]), "pickle", "§7",
+        "A torch zip whose data.pkl (holding the v1 marker) is named /data.pkl: an empty folder name does not match [^/]+.")
+    add("torch-zip-data-pkl-first-match", zip_archive([(b"archive/sub/data.pkl", plain), (b"archive/data.pkl", marker)]),
+        "legacy-distill-v1", "§7", "archive/sub/data.pkl (no marker) comes first but does not match the pattern; the first "
+        "entry that does, archive/data.pkl, holds the marker.")
+    # §13.1 Z1: a plain safetensors file is recognised at Z1, before the size check Z2
+    add("order-safetensors-before-truncated", st_raw(b"{}", b"", pad=False), "safetensors-file", "§13.1",
+        "A 10-byte safetensors file holding no tensor: Z1 names it [safetensors-file] before Z2 finds it shorter than 174 bytes.")
 
 
 def _nest_maps(n: int) -> Any:
@@ -1638,7 +1756,7 @@ def build(out_dir: Path) -> dict[str, Any]:
     entries: list[dict[str, Any]] = []
     files: dict[str, bytes] = {}
 
-    for id_, data, section, desc in valid_vectors() + valid_by_hand():
+    for id_, data, section, desc in valid_vectors() + valid_by_hand() + valid_readings():
         mem = members_of(data)
         names = [n for n, _ in mem]
         manifest = json_projection(decode_manifest_independently(mem[0][1]))
