@@ -31,8 +31,7 @@ if _TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load laz
     )
     from .files import SafeOpen, TensorSlice, load_file, safe_open, save_file
     from .manifest import MODEL_FORMAT_MARKER, SAVED_MODEL_VERSION, ModelMetadata
-    from .persistence import LoadedModel, delete_model, load_model, save_model, save_model_from_checkpoint, update_vocoder
-    from .signing import sign
+    from .persistence import LoadedModel, delete_model, load_model, save_model, save_model_from_checkpoint, sign, update_vocoder
 
 _EXPORTS = {  # public name -> the module that defines it, imported on first use (PEP 562)
     "Archive": "archive",
@@ -72,7 +71,7 @@ _EXPORTS = {  # public name -> the module that defines it, imported on first use
     "save_file": "files",
     "save_model": "persistence",
     "save_model_from_checkpoint": "persistence",
-    "sign": "signing",
+    "sign": "persistence",
     "update_vocoder": "persistence",
     "verify": "archive",
     "write_archive": "archive",

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from . import container as zc
+from .crc import CHUNK, SPLIT, crc32, crc32_combine, parallel_crc32
 from .errors import ContainerError, InputError, IntegrityError, ManifestError, TensorError
 from .legacy import check_not_legacy
-from .source import MappedFile, RemoteSource, open_source
+from .source import MappedFile, RemoteSource, file_sha256, open_source, sha256_of
 from .manifest import (
     MAX_MANIFEST_BYTES,
     MODEL_FORMAT_MARKER,
@@ -114,8 +115,8 @@ def _member_chunks(header: bytes, layout: list[Any], stored: Mapping[str, Any]) 
         if batch:
             yield batch
             batch, batch_bytes = [], 0
-        for start in range(0, view.nbytes, zc._CHUNK):
-            yield view[start : start + zc._CHUNK]
+        for start in range(0, view.nbytes, CHUNK):
+            yield view[start : start + CHUNK]
     if batch:
         yield batch
 
@@ -272,7 +273,7 @@ class Archive:
                     from concurrent.futures import ThreadPoolExecutor
 
                     with ThreadPoolExecutor(max_workers=2) as pool:
-                        _check_crc(m, zc.parallel_crc32(cast(bytes, data), 0, m.size, pool, 2))  # any buffer does
+                        _check_crc(m, parallel_crc32(cast(bytes, data), 0, m.size, pool, 2))  # any buffer does
             else:
                 data, crc = self.source.download(m.data_offset, m.size, tick=tick)
                 _check_crc(m, crc)  # the data came over the network anyway: hashing it is nearly free
@@ -393,7 +394,7 @@ class Archive:
                 if m.name in TENSOR_MEMBERS:
                     self.member_data(m.name, verify=True, tick=tick)  # kept: the tensors made later are these bytes
                 else:
-                    _check_crc(m, zc.crc32(self.source.read(m.data_offset, m.size)))  # from the cache: the bytes decoded
+                    _check_crc(m, crc32(self.source.read(m.data_offset, m.size)))  # from the cache: the bytes decoded
                     if tick is not None:
                         tick(m.size)
             return
@@ -402,14 +403,14 @@ class Archive:
 
         with ThreadPoolExecutor(max_workers=2) as pool:
             for m in chosen:
-                half = m.size // 2 if m.size >= 2 * zc._SPLIT else 0
+                half = m.size // 2 if m.size >= 2 * SPLIT else 0
                 first = pool.submit(_stream_crc, self.source, m.data_offset, half, tick)
                 rest = _stream_crc(self.source, m.data_offset + half, m.size - half, tick)
-                _check_crc(m, zc.crc32_combine(first.result(), rest, m.size - half) if half else rest)
+                _check_crc(m, crc32_combine(first.result(), rest, m.size - half) if half else rest)
 
     def sha256(self) -> str:
         """SHA-256 of the whole file, hex."""
-        return _sha256_of(self.source)
+        return sha256_of(self.source)
 
     def close(self) -> None:
         self.source.close()
@@ -424,7 +425,7 @@ class Archive:
 def _stream_crc(src: MappedFile | RemoteSource, offset: int, size: int, tick: Callable[[int], None] | None) -> int:
     crc = 0
     for chunk in src.read_stream(offset, size):
-        crc = zc.crc32(chunk, crc)
+        crc = crc32(chunk, crc)
         if tick is not None:
             tick(len(chunk))
     return crc
@@ -581,7 +582,7 @@ def open_archive(path: str | os.PathLike[str], *, source: MappedFile | RemoteSou
                 f"manifest member is {m0.size} bytes; the limit is {MAX_MANIFEST_BYTES} (FORMAT.md §8)", code="manifest-too-large"
             )
         raw = src.read(m0.data_offset, m0.size)
-        _check_crc(m0, zc.crc32(raw))
+        _check_crc(m0, crc32(raw))
         with gc_paused():  # tens of thousands of small objects, no cycles: collections would only cost time
             manifest = decode_manifest(raw)
             _check_v1_members(manifest.raw, members)
@@ -598,7 +599,8 @@ def open_archive(path: str | os.PathLike[str], *, source: MappedFile | RemoteSou
 # --- inspect / verify -------------------------------------------------------------
 
 
-def _describe(archive: Archive, tensors_table: bool = True) -> dict[str, Any]:
+def describe(archive: Archive, tensors_table: bool = True) -> dict[str, Any]:
+    """What ``inspect`` reports of an open archive: its manifest's JSON projection, members and (optionally) tensor tables."""
     manifest = archive.manifest
     tensors = {}
     for name, table in archive.tables.items() if tensors_table else ():
@@ -635,7 +637,7 @@ def inspect(path: str | os.PathLike[str], *, tensors: bool = True) -> dict[str, 
     Raises :class:`~distillgan.DistillganError` for any invalid file.
     """
     with open_archive(path) as archive, gc_paused():
-        return _describe(archive, tensors)
+        return describe(archive, tensors)
 
 
 def _check_bools(archive: Archive) -> None:
@@ -692,7 +694,7 @@ def verify(
 
 def _verify(path: str | os.PathLike[str], sha256: str | None, progress: Progress | None, *, digest: bool) -> dict[str, Any]:
     with open_archive(path) as archive:
-        info = _describe(archive)
+        info = describe(archive)
         if isinstance(archive.source, RemoteSource):
             return _verify_remote(archive, info, sha256, progress, digest=digest)
         if sha256 is not None or digest:
@@ -743,7 +745,7 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
             hasher.update(chunk)
         for i, (a, b) in enumerate(spans):
             if a < end and pos < b:
-                crcs[i] = zc.crc32(chunk[max(a, pos) - pos : min(b, end) - pos], crcs[i])
+                crcs[i] = crc32(chunk[max(a, pos) - pos : min(b, end) - pos], crcs[i])
         for a, b, member, t in bools:
             if bad_bool is None and a < end and pos < b and bytes(chunk[max(a, pos) - pos : min(b, end) - pos]).translate(None, b"\x00\x01"):
                 bad_bool = _bool_error(member, t)
@@ -760,21 +762,3 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
     if bad_bool is not None:
         raise bad_bool
     return info
-
-
-def _sha256_of(src: MappedFile | RemoteSource) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for chunk in src.read_stream(0, src.size):  # hashlib releases the GIL; remotely each byte once, cached ones from the cache
-        h.update(chunk)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a whole file (path or URL), hex: a stable identity of a deterministic archive."""
-    src = open_source(path)
-    try:
-        return _sha256_of(src)
-    finally:
-        src.close()

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DistillganError, InputError, LegacyFormatError, LibraryError, from_os_error
+from .fsio import fsync_dir
 from .index import (
     INDEX_NAME,
     INDEX_VERSION,
@@ -79,7 +80,7 @@ from .locks import (
     create_temporary,
     discard_temporary,
     folder_locked,
-    open_regular,
+    open_library_file,
     release_temporary,
     remove_abandoned,
 )
@@ -99,7 +100,6 @@ __all__ = [  # what other modules and the tests use; the public API is re-export
     "VocoderInfo",
     "atomic_write",
     "entry_from_manifest",
-    "fsync_dir",
     "vocoder_info",
 ]
 
@@ -339,6 +339,10 @@ class ModelLibrary:
                 _probe_cache.clear()
             _probe_cache[key] = result
         return result
+
+    def is_pickle_era(self, name: str) -> bool:
+        """True when the file ``name`` in the folder is a pickle-era model (the app's own ``.distillgan``)."""
+        return self._probe(name)[2]
 
     # -- reconciliation ---------------------------------------------------------------------------------
 
@@ -701,7 +705,7 @@ class ModelLibrary:
     def mark_replacing(self, file_name: str) -> str:
         """Leave the marker for ``file_name``, durably, before it is replaced in place; its path."""
         path = os.path.join(self.models_dir, replacing_marker(file_name))
-        fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        fd = open_library_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.close(fd)
         fsync_dir(self.models_dir)
         return path
@@ -754,17 +758,6 @@ def _sorted(entries: list[ModelEntry], sort_by: str, reverse: bool) -> list[Mode
 
     entries.sort(key=key, reverse=reverse)
     return entries
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename durable (POSIX); Windows has no directory handles to sync."""
-    if os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:

@@ -273,7 +273,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from .signing import sign
+    from .persistence import sign
 
     if bool(args.certificate_chain) != bool(args.signing_certificate):
         print("distillgan: error [usage]: --signing-certificate and --certificate-chain (its issuer's certificates) go together",

@@ -25,6 +25,9 @@ different defect and never removed within a major version.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 __all__ = [
     "ContainerError",
     "DistillganError",
@@ -124,3 +127,14 @@ def from_os_error(error: OSError, action: str, path: object) -> DistillganError:
     code, text = _OS_CODES.get(name, ("io-error", "cannot {action} at {path}"))
     detail = f" ({error.strerror})" if error.strerror else f" ({error})"
     return FileAccessError(text.format(action=action, path=where) + detail, code=code)
+
+
+@contextmanager
+def os_errors(action: str, path: object) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside the block into :func:`from_os_error`'s error, naming ``path`` and what to do."""
+    try:
+        yield
+    except DistillganError:
+        raise
+    except OSError as e:
+        raise from_os_error(e, action, path) from e

@@ -25,13 +25,13 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
 
 from .errors import DistillganError, FileAccessError, InputError, SignatureError, from_os_error
-from .source import STREAM_CHUNK, MappedFile, RemoteSource, SnapshotFile, is_url, open_source
+from .source import STREAM_CHUNK, MappedFile, RemoteSource, SnapshotFile, file_sha256, is_url, open_source
 
 __all__ = [
     "MAX_KEY_BYTES",
@@ -250,6 +250,7 @@ def sign(
     password: str | bytes | None = None,
     signing_certificate: PathArg | None = None,
     certificate_chain: OneOrMore | None = None,
+    check: Callable[[str], None] | None = None,
 ) -> str:
     """Sign a local model file with model-signing; write the sidecar (``FILE.sig`` unless ``signature``) and return its path.
 
@@ -257,8 +258,8 @@ def sign(
     it is. With ``signing_certificate`` (a PEM certificate of that key) and ``certificate_chain``
     (PEM files of the intermediate certificates, if any) the bundle carries the certificates, as
     ``model_signing sign certificate`` does, which needs a chain of at least one certificate; otherwise it names the key, as ``model_signing sign key``
-    does. The file is first opened as an archive (structure only), so that nothing distillgan would
-    refuse to read gets signed. The sidecar is written to a temporary file and renamed: a failed
+    does. ``check(path)`` runs first (``distillgan.sign`` opens the file as an archive, structure
+    only, so that nothing distillgan would refuse to read gets signed). The sidecar is written to a temporary file and renamed: a failed
     signing never leaves half a signature. Costs one SHA-256 pass over the file.
     """
     if is_url(path):
@@ -270,10 +271,9 @@ def sign(
         raise InputError("model-signing 1.1.1 signs with a certificate only with an unencrypted private key; decrypt it first",
                          code="invalid-input")
     lib = _library()
-    from .archive import open_archive
-
     path = os.fspath(path)
-    open_archive(path).close()  # every layer but tensor data: a legacy pickle or a damaged file is refused here
+    if check is not None:
+        check(path)  # distillgan.sign: the archive's every layer but tensor data (a pickle or a damaged file is refused)
     key_path = os.fspath(private_key)
     key = _private_key(key_path, password)
     if signing_certificate is None:
@@ -487,8 +487,6 @@ def verify(
     Costs one SHA-256 pass over the file; the archive itself is not checked (``distillgan.verify``
     with the same arguments checks both in that one pass).
     """
-    from .archive import file_sha256
-
     signed = signed_sha256(path, signature=signature, public_key=public_key, certificate_chain=certificate_chain)
     actual = file_sha256(path)
     if actual != signed.sha256:

@@ -1836,7 +1836,7 @@ def _check_with_safetensors(members: list[tuple[str, bytes]]) -> None:
 
 def crc_zeros(n: int) -> int:
     """CRC-32 of ``n`` zero bytes, by squaring (zlib's crc32_combine)."""
-    from distillgan.container import crc32_combine
+    from distillgan.crc import crc32_combine
 
     block = 1 << 20
     q, r = divmod(n, block)
@@ -1868,7 +1868,7 @@ def _parts_len(parts: list[Part]) -> int:
 
 
 def _parts_crc(parts: list[Part]) -> int:
-    from distillgan.container import crc32_combine
+    from distillgan.crc import crc32_combine
 
     crc = 0
     for p in parts:
