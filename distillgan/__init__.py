@@ -36,14 +36,15 @@ if _TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load laz
         LibraryError,
         ManifestError,
         NotFoundError,
+        SignatureError,
         TensorError,
         VersionError,
     )
     from .files import SafeOpen, TensorSlice, load_file, safe_open, save_file
-    from .index import sanitize_filename
     from .manifest import MODEL_FORMAT_MARKER, SAVED_MODEL_VERSION, ModelMetadata
     from .modules import load_into
-    from .persistence import LoadedModel, delete_model, load_model, save_model, save_model_from_checkpoint, update_vocoder
+    from .persistence import LoadedModel, delete_model, load_model, save_model, save_model_from_checkpoint, sign, update_vocoder
+    from .publish import sanitize_filename
 
 _EXPORTS = {  # public name -> the module that defines it, imported on first use (PEP 562)
     "AccessDeniedError": "errors",
@@ -69,6 +70,7 @@ _EXPORTS = {  # public name -> the module that defines it, imported on first use
     "RepairReport": "catalog",
     "SAVED_MODEL_VERSION": "manifest",
     "SafeOpen": "files",
+    "SignatureError": "errors",
     "TensorError": "errors",
     "TensorSlice": "files",
     "VersionError": "errors",
@@ -88,8 +90,9 @@ _EXPORTS = {  # public name -> the module that defines it, imported on first use
     "safe_open": "files",
     "save_file": "files",
     "save_model": "persistence",
-    "sanitize_filename": "index",
+    "sanitize_filename": "publish",
     "save_model_from_checkpoint": "persistence",
+    "sign": "persistence",
     "update_vocoder": "persistence",
     "verify": "archive",
     "write_archive": "archive",
@@ -121,6 +124,7 @@ __all__ = [
     "NotFoundError",
     "RepairReport",
     "SafeOpen",
+    "SignatureError",
     "TensorError",
     "TensorSlice",
     "VersionError",
@@ -143,6 +147,7 @@ __all__ = [
     "save_file",
     "save_model",
     "save_model_from_checkpoint",
+    "sign",
     "update_vocoder",
     "verify",
     "write_archive",

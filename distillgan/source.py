@@ -12,6 +12,7 @@ source, under a deadline, and nothing the server says is trusted
 from __future__ import annotations
 
 import bisect
+import errno
 import mmap
 import os
 import re
@@ -33,7 +34,9 @@ if TYPE_CHECKING:  # the network modules are imported when a URL is first read: 
     from concurrent.futures import Future
     from urllib.parse import SplitResult
 
-from .errors import ContainerError, FileAccessError, InputError, not_regular_error, open_error
+from .crc import crc32, crc32_combine
+from .errors import ContainerError, FileAccessError, InputError, file_error, not_regular_error, open_error
+from .fsio import open_regular
 
 MAX_FILE_BYTES = 1 << 40  # FORMAT.md §8
 REMOTE_TAIL_BYTES = 16 << 10  # first request: the end records and central directory (ours is < 1 KiB)
@@ -118,15 +121,14 @@ class MappedFile:
         self.path = os.fspath(path)
         self.exported = False  # set once tensors view the mapping: then never unmap explicitly
         self._map: mmap.mmap | None = None
-        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        def not_regular(what: str) -> FileAccessError:  # a folder is also an IsADirectoryError
+            return not_regular_error(self.path, stat.S_IFDIR if what == "a directory" else stat.S_IFIFO)
+
         try:
-            fd = os.open(self.path, flags)  # O_NONBLOCK: a FIFO must not block open()
+            fd, st = open_regular(self.path, os.O_RDONLY, not_regular)  # a FIFO never blocks the open
         except OSError as e:
             raise open_error(e, self.path) from e
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise not_regular_error(self.path, st.st_mode)
             self.size = st.st_size
             if self.size > MAX_FILE_BYTES:
                 raise FileAccessError(
@@ -245,73 +247,68 @@ class MappedFile:
         self.close()
 
 
-class MemoryFile(MappedFile):
-    """A file's bytes already in memory (``bytes``, ``bytearray``, ``memoryview``, or what a binary file object read).
+class SnapshotFile(MappedFile):
+    """A file's bytes read once into memory of their own: every later read — validation, tensors — comes from them.
 
-    It behaves as a :class:`MappedFile`: reads come from an immutable copy made once (``bytes``
-    are used as they are), so the caller changing its buffer afterwards changes nothing read;
-    tensors view a private writable copy made when first needed (copy-on-write, as a mapping).
+    A signed load (FORMAT.md §16.3) reads the whole file through one descriptor (or downloads it
+    once), hashes exactly those bytes, and only then parses them: there is no window in which
+    the file on disk could differ from what was checked. Tensors view this memory (it is not a
+    mapping of the file, so nothing keeps the file open or in use). :func:`open_source` also
+    serves a file's content given as bytes, or read from a binary file object, this way.
     """
 
-    def __init__(self, data: Any, name: str = "<bytes>") -> None:
-        self.path = name
+    def __init__(self, path: str | os.PathLike[str], data: bytearray | mmap.mmap) -> None:  # no file to open: the bytes are given
+        self.path = os.fspath(path)
         self.exported = False
         self._map = None
         self._fd = None
         self._lock = threading.Lock()
-        try:
-            view = memoryview(data)
-        except TypeError as e:
-            raise InputError(f"{name}: expected bytes, bytearray or memoryview, got {type(data).__name__}", code="invalid-input") from e
-        self.size = view.nbytes
-        if self.size > MAX_FILE_BYTES:
-            raise FileAccessError(f"{name} is {self.size} bytes; the limit is {MAX_FILE_BYTES} (FORMAT.md §8)", code="file-too-large")
-        self._data: bytes | None = data if type(data) is bytes else view.tobytes()
-        self._private: bytearray | None = None
-
-    def _bytes(self) -> bytes:
-        if self._data is None:
-            raise FileAccessError(f"{self.path} is closed", code="io-error")
-        return self._data
+        self._data = data
+        self.size = len(data)
 
     def _pread(self, n: int, offset: int) -> bytes:
-        return self._bytes()[offset : offset + n]
+        return bytes(self._data[offset : offset + n])
 
     def readinto(self, offset: int, view: memoryview) -> None:
         n = view.nbytes
         if offset < 0 or offset + n > self.size:
             raise _short(self.path, offset, n, self.size)
-        view[:] = memoryview(self._bytes())[offset : offset + n]
+        view[:] = memoryview(self._data)[offset : offset + n]
 
     @property
-    def buffer(self) -> Any:
-        if self._private is None:
-            self._private = bytearray(self._bytes())
-        return self._private
+    def buffer(self) -> mmap.mmap | bytes:
+        return self._data  # type: ignore[return-value]  # a bytearray: torch.frombuffer views it as it views the mapping
 
     def close(self) -> None:
-        self._data = None
-        if not self.exported:
-            self._private = None
+        """Nothing to close: the memory lives as long as the tensors that view it."""
 
 
-def _read_file_object(f: Any) -> MemoryFile:
+def in_memory(data: Any, name: str = "<bytes>") -> SnapshotFile:
+    """A file's content given as ``bytes``, ``bytearray`` or ``memoryview``, copied once (the caller may change its buffer after)."""
+    try:
+        view = memoryview(data)
+    except TypeError as e:
+        raise InputError(f"{name}: expected bytes, bytearray or memoryview, got {type(data).__name__}", code="invalid-input") from e
+    if view.nbytes > MAX_FILE_BYTES:
+        raise FileAccessError(f"{name} is {view.nbytes} bytes; the limit is {MAX_FILE_BYTES} (FORMAT.md §8)", code="file-too-large")
+    return SnapshotFile(name, bytearray(view.cast("B")) if view.contiguous else bytearray(view.tobytes()))
+
+
+def _read_file_object(f: Any) -> SnapshotFile:
     """A binary file object's content, read from its position to its end (at most ``MAX_FILE_BYTES``)."""
     name = getattr(f, "name", None)
     shown = repr(name) if isinstance(name, str) else f"<{type(f).__name__}>"
-    chunks = []
-    total = 0
+    data = bytearray()
     while True:
-        chunk = f.read(min(STREAM_CHUNK, MAX_FILE_BYTES + 1 - total))
+        chunk = f.read(min(STREAM_CHUNK, MAX_FILE_BYTES + 1 - len(data)))
         if not chunk:
             break
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
             raise InputError(f"{shown} is a text file object; open the file in binary mode ('rb')", code="invalid-input")
-        chunks.append(bytes(chunk))
-        total += len(chunk)
-        if total > MAX_FILE_BYTES:
+        data += chunk
+        if len(data) > MAX_FILE_BYTES:
             raise FileAccessError(f"{shown} holds more than {MAX_FILE_BYTES} bytes (FORMAT.md §8)", code="file-too-large")
-    return MemoryFile(b"".join(chunks), shown)
+    return SnapshotFile(shown, data)
 
 
 def is_in_memory(source: object) -> bool:
@@ -599,7 +596,7 @@ class _Http:
     def _check(self, resp: http.client.HTTPResponse, first: bool) -> None:
         """Status, encoding, framing and validators: what every answer must satisfy before its body is read."""
         if resp.status in (404, 410):
-            raise FileAccessError(f"no such file: {self.name!r} (HTTP {resp.status})", code="not-found")
+            raise file_error(f"no such file: {self.name!r} (HTTP {resp.status})", code="not-found", errno=errno.ENOENT, path=self.name)
         if resp.status == 412:
             raise FileAccessError(f"{self.name!r} changed while being read: the server refused If-Match (HTTP 412; FORMAT.md §12)",
                                   code="remote-changed")
@@ -718,7 +715,7 @@ class _Fsspec:
         if ok:
             return value
         if isinstance(value, FileNotFoundError):
-            raise FileAccessError(f"no such file: {self.name!r}", code="not-found") from value
+            raise file_error(f"no such file: {self.name!r}", code="not-found", errno=errno.ENOENT, path=self.name) from value
         raise FileAccessError(f"cannot read {self.name!r}: {type(value).__name__}: {value}", code="remote-io") from value
 
     def _identity(self, deadline: float) -> tuple[int, tuple[tuple[str, str], ...]]:
@@ -987,7 +984,7 @@ class RemoteSource:
         if cancel.is_set():
             raise _Cancelled
         self._transport.get_into(start, dest, deadline, cancel)
-        crc = _crc32(dest) if want_crc else 0  # on the worker: CRC-32 releases the GIL, so it overlaps the other transfers
+        crc = crc32(dest) if want_crc else 0  # on the worker: CRC-32 releases the GIL, so it overlaps the other transfers
         if tick is not None:
             tick(len(dest))
         return crc
@@ -1011,14 +1008,14 @@ class RemoteSource:
             dest = view[start - offset : stop - offset]
             if data is not None:
                 dest[:] = data
-                parts.append((start, stop, _crc32(data)))
+                parts.append((start, stop, crc32(data)))
             else:
                 parts.append((start, stop, self._workers.submit(self._fetch_job, start, dest, deadline, cancel, True, tick)))
         futures = [f for _, _, f in parts if isinstance(f, Future)]
         self._wait(futures, deadline, cancel)
         crc = 0
         for start, stop, f in parts:
-            crc = _crc32_combine(crc, f.result() if isinstance(f, Future) else f, stop - start)
+            crc = crc32_combine(crc, f.result() if isinstance(f, Future) else f, stop - start)
         self._recheck(deadline)
         return buf, crc
 
@@ -1067,26 +1064,15 @@ class RemoteSource:
         self._transport.close()
 
 
-def _crc32(data: bytes | memoryview) -> int:
-    from .container import crc32  # container imports this module
-
-    return crc32(data)
-
-
-def _crc32_combine(crc1: int, crc2: int, len2: int) -> int:
-    from .container import crc32_combine as combine
-
-    return combine(crc1, crc2, len2)
-
-
 def open_source(path: Any) -> MappedFile | RemoteSource:
     """A local path (``file://`` URLs included) is mapped; another URL is read remotely.
 
     ``bytes``, ``bytearray`` and ``memoryview`` are a file's content (never a path), and a binary
-    file object (anything with ``read``) is read to its end: both are served from memory.
+    file object (anything with ``read``) is read to its end: both are served from memory
+    (:class:`SnapshotFile`).
     """
     if isinstance(path, (bytes, bytearray, memoryview)):
-        return MemoryFile(path)
+        return in_memory(path)
     if is_in_memory(path):
         return _read_file_object(path)
     if is_url(path):
@@ -1095,3 +1081,32 @@ def open_source(path: Any) -> MappedFile | RemoteSource:
             return MappedFile(path[len("file://") :])
         return RemoteSource(path)
     return MappedFile(path)
+
+
+def sha256_of(src: MappedFile | RemoteSource, progress: Callable[[int, int], None] | None = None) -> str:
+    """SHA-256 of all of ``src``'s bytes, hex, read in chunks (remotely each byte once; cached ones from the cache).
+
+    ``progress(done, total)`` counts the bytes hashed.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    done = 0
+    for chunk in src.read_stream(0, src.size):  # hashlib releases the GIL; remotely each byte once, cached ones from the cache
+        h.update(chunk)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, src.size)
+    return h.hexdigest()
+
+
+def file_sha256(path: Any, *, progress: Callable[[int, int], None] | None = None) -> str:
+    """SHA-256 of a whole file (path, URL, bytes or binary file object), hex: a stable identity of a deterministic archive.
+
+    ``progress(done, total)`` counts the bytes hashed.
+    """
+    src = open_source(path)
+    try:
+        return sha256_of(src, progress)
+    finally:
+        src.close()

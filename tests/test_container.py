@@ -249,8 +249,9 @@ def test_every_error_is_a_value_error_with_a_code(name: str) -> None:
 
 
 def test_error_tree_has_the_documented_shape() -> None:
-    assert len(ERROR_NAMES) == 13
+    assert len(ERROR_NAMES) == 14
     assert issubclass(distillgan.VersionError, distillgan.ManifestError)
+    assert distillgan.SignatureError.__bases__ == (DistillganError,)  # FORMAT.md §16
     for name, os_error in (("NotFoundError", FileNotFoundError), ("AccessDeniedError", PermissionError),
                            ("IsAFolderError", IsADirectoryError)):  # also the OSError code written for the standard library expects
         assert issubclass(getattr(distillgan, name), distillgan.FileAccessError) and issubclass(getattr(distillgan, name), os_error)
