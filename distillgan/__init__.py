@@ -20,7 +20,6 @@ if _TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load laz
         FolderConversion,
         convert_checkpoint,
         convert_folder,
-        convert_to_file,
         export_safetensors,
         read_checkpoint,
     )
@@ -40,10 +39,18 @@ if _TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load laz
         TensorError,
         VersionError,
     )
-    from .files import SafeOpen, TensorSlice, load_file, safe_open, save_file
+    from .files import SafeOpen, TensorSlice, convert_to_file, load_file, safe_open, save_file
     from .manifest import MODEL_FORMAT_MARKER, SAVED_MODEL_VERSION, ModelMetadata
-    from .modules import load_into
-    from .persistence import LoadedModel, delete_model, load_model, save_model, save_model_from_checkpoint, sign, update_vocoder
+    from .persistence import (
+        LoadedModel,
+        delete_model,
+        load_into,
+        load_model,
+        save_model,
+        save_model_from_checkpoint,
+        sign,
+        update_vocoder,
+    )
     from .publish import sanitize_filename
 
 _EXPORTS = {  # public name -> the module that defines it, imported on first use (PEP 562)
@@ -77,13 +84,13 @@ _EXPORTS = {  # public name -> the module that defines it, imported on first use
     "VocoderInfo": "catalog",
     "convert_checkpoint": "convert",
     "convert_folder": "convert",
-    "convert_to_file": "convert",
+    "convert_to_file": "files",
     "delete_model": "persistence",
     "export_safetensors": "convert",
     "file_sha256": "archive",
     "inspect": "archive",
     "load_file": "files",
-    "load_into": "modules",
+    "load_into": "persistence",
     "load_model": "persistence",
     "open_archive": "archive",
     "read_checkpoint": "convert",

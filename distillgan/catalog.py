@@ -825,13 +825,15 @@ class ModelLibrary:
 
 def _pickled_model_id(path: Path) -> str | None:
     """The model id in an app pickle's metadata, read without running anything in the file (None if it has none)."""
-    from .convert import read_checkpoint
+    from .manifest import MODEL_FORMAT_MARKER
+    from .pickled import read_plain_tree
 
     try:
-        ck = read_checkpoint(path)
+        tree = read_plain_tree(path)
     except DistillganError:
         return None
-    mid = ck.metadata.get("model_id") if ck.kind == "seed-distillgan" else None
+    meta = tree.get("metadata") if isinstance(tree, dict) and tree.get("format") == MODEL_FORMAT_MARKER else None
+    mid = meta.get("model_id") if isinstance(meta, dict) else None
     return mid if isinstance(mid, str) and mid else None
 
 

@@ -464,7 +464,8 @@ def _output_of(args: argparse.Namespace) -> str | None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_file, convert_to_file, is_archive
+    from .convert import convert_file, is_archive
+    from .files import convert_to_file
     from .manifest import ModelMetadata
 
     out = _output_of(args)

@@ -391,36 +391,7 @@ def convert_folder(path: str | os.PathLike[str], progress: Any = None) -> Folder
     return report
 
 
-def convert_to_file(
-    path: str | os.PathLike[str],
-    out_path: str | os.PathLike[str],
-    *,
-    name: str | None = None,
-    metadata: Any = None,
-    key: str | None = None,
-    strip_prefix: str | None = None,
-    overwrite: bool = False,
-    progress: Any = None,
-) -> Path:
-    """Convert a checkpoint or model file (see :func:`read_checkpoint`) into one ``.distillgan`` file at ``out_path``.
-
-    No models folder and no index (that is :func:`convert_checkpoint`): the file is written as
-    :func:`~distillgan.save_file` writes it (atomically; ``overwrite`` to replace an existing
-    one). The metadata comes from the file when it has some, then ``metadata``'s non-default
-    fields and ``name`` (default: the file's stem). Returns ``out_path``.
-    """
-    from .files import save_file
-
-    src = Path(os.path.expanduser(os.fspath(path)))
-    ck = read_checkpoint(src, key=key, strip_prefix=strip_prefix)
-    meta = _merged_metadata(src, ck, metadata, name)
-    meta.setdefault("has_analysis", ck.analysis is not None)
-    return save_file(ck.state_dict, out_path, config=ck.training_config, metadata=meta, spectrogram_config=ck.spectrogram_config,
-                     analysis=ck.analysis, vocoder_state=ck.vocoder_state, extra=ck.extra, latent_dim=ck.latent_dim,
-                     overwrite=overwrite, progress=progress)
-
-
-def _merged_metadata(src: Path, ck: Checkpoint, metadata: Any, name: str | None) -> dict[str, Any]:
+def merged_metadata(src: Path, ck: Checkpoint, metadata: Any, name: str | None) -> dict[str, Any]:
     """The metadata of a converted model: the file's stem as name, then the file's own, then ``metadata``'s
     non-default fields, then ``name``."""
     from .manifest import ModelMetadata, coerce_metadata
@@ -453,7 +424,7 @@ def _convert(path: Any, models_dir: Any, name: Any = None, metadata: Any = None,
     ck = read_checkpoint(src, key=key, strip_prefix=strip_prefix)
     if not keep_training_state and isinstance(ck.extra, dict):
         ck.extra = {k: v for k, v in ck.extra.items() if k not in TRAINING_STATE_KEYS} or None
-    final = coerce_metadata(_merged_metadata(src, ck, metadata, name))  # save fills model_id, save_date, has_analysis in place
+    final = coerce_metadata(merged_metadata(src, ck, metadata, name))  # save fills model_id, save_date, has_analysis in place
     target = _listed_pickle(src, models_dir, final["model_id"]) if ck.kind == "seed-distillgan" else None
     backup = None
     if target is None or before is None:

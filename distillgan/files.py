@@ -89,6 +89,35 @@ def save_file(
         return _publish_file(plan, target, overwrite, progress)
 
 
+def convert_to_file(
+    path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    metadata: Any = None,
+    key: str | None = None,
+    strip_prefix: str | None = None,
+    overwrite: bool = False,
+    progress: Any = None,
+) -> Path:
+    """Convert a checkpoint or model file (see :func:`~distillgan.read_checkpoint`) into one ``.distillgan`` file at ``out_path``.
+
+    No models folder and no index (that is :func:`~distillgan.convert_checkpoint`): the file is written as
+    :func:`save_file` writes it (atomically; ``overwrite`` to replace an existing
+    one). The metadata comes from the file when it has some, then ``metadata``'s non-default
+    fields and ``name`` (default: the file's stem). Returns ``out_path``.
+    """
+    from .convert import merged_metadata, read_checkpoint
+
+    src = Path(os.path.expanduser(os.fspath(path)))
+    ck = read_checkpoint(src, key=key, strip_prefix=strip_prefix)
+    meta = merged_metadata(src, ck, metadata, name)
+    meta.setdefault("has_analysis", ck.analysis is not None)
+    return save_file(ck.state_dict, out_path, config=ck.training_config, metadata=meta, spectrogram_config=ck.spectrogram_config,
+                     analysis=ck.analysis, vocoder_state=ck.vocoder_state, extra=ck.extra, latent_dim=ck.latent_dim,
+                     overwrite=overwrite, progress=progress)
+
+
 def _publish_file(plan: Any, target: Path, overwrite: bool, progress: Progress | None) -> Path:
     import tempfile
 

@@ -1,4 +1,4 @@
-"""Loading stored weights into a ``torch.nn.Module``: ``load_into`` and what ``load_model``'s builders use.
+"""Loading stored weights into a ``torch.nn.Module``: what ``load_into`` and ``load_model``'s builders use.
 
 ``module.load_state_dict(state, assign=True)`` wraps each key's tensor in a Parameter of its own,
 so weights the module ties (``lm_head.weight is embed.weight``) come back as two Parameters that
@@ -10,7 +10,6 @@ ties the module had before loading are restored after it, when the stored tensor
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from .errors import InputError
@@ -69,34 +68,3 @@ def load_state_into(module: Any, state: Any, *, strict: bool, assign: bool, devi
     if not strict and (result.missing_keys or result.unexpected_keys):
         logger.info("%s: missing keys %s, unexpected keys %s", what, result.missing_keys, result.unexpected_keys)
     return module.to(device).eval(), result
-
-
-def load_into(module: Any, path: Any, *, strict: bool = True, assign: bool = False, device: Any = None, copy: bool | None = None,
-              vocoder: bool = False) -> Any:
-    """Load a ``.distillgan`` file's weights into ``module``, as ``safetensors.torch.load_model(module, path)`` does.
-
-    ``path`` is anything :func:`~distillgan.load_model` takes. The state dict (with ``vocoder``, the
-    bundled vocoder's ``generator_state_dict`` or ``state_dict``) is loaded with
-    ``module.load_state_dict(strict=strict, assign=assign)``; tied weights stay tied. ``device``
-    defaults to the device of the module's first parameter (the CPU for a module on the meta
-    device, which needs ``assign=True``). The module is left in eval mode. Returns torch's
-    ``(missing_keys, unexpected_keys)`` named tuple: what did not load (both empty with
-    ``strict=True``, where a mismatch is InputError ``invalid-input``).
-    """
-    from .persistence import load_model
-
-    if device is None:
-        first = next(iter(module.parameters()), None) if hasattr(module, "parameters") else None
-        device = "cpu" if first is None or first.is_meta else first.device
-    loaded = load_model(path, device, copy=copy)
-    if vocoder:
-        voc = loaded.vocoder_state if isinstance(loaded.vocoder_state, dict) else {}
-        key = next((k for k in ("generator_state_dict", "state_dict") if isinstance(voc.get(k), dict)), None)
-        if key is None:
-            shown = os.fspath(path) if isinstance(path, (str, os.PathLike)) else type(path).__name__
-            raise InputError(f"{shown!r} bundles no vocoder weights (generator_state_dict or state_dict)", code="invalid-input")
-        state = voc[key]
-    else:
-        state = loaded.state_dict
-    _module, result = load_state_into(module, state, strict=strict, assign=assign, device=loaded.device, what="load_into")
-    return result

@@ -28,7 +28,7 @@ from .publish import MAX_STEM_CHARS, publish_over, sanitize_filename, save_conte
 from .source import is_url
 from .values import Splitter
 
-__all__ = ["MAX_STEM_CHARS", "LoadedModel", "ModelMetadata", "delete_model", "load_model", "save_model", "save_model_from_checkpoint", "update_vocoder"]
+__all__ = ["MAX_STEM_CHARS", "LoadedModel", "ModelMetadata", "delete_model", "load_into", "load_model", "save_model", "save_model_from_checkpoint", "update_vocoder"]
 
 logger = logging.getLogger("distillgan")
 
@@ -288,6 +288,35 @@ def load_model(
         )
     logger.info("loaded %r (%s) from %s onto %s", loaded.metadata.name, loaded.metadata.model_id, archive.path, torch_device)
     return loaded
+
+
+def load_into(module: Any, path: Any, *, strict: bool = True, assign: bool = False, device: Any = None, copy: bool | None = None,
+              vocoder: bool = False) -> Any:
+    """Load a ``.distillgan`` file's weights into ``module``, as ``safetensors.torch.load_model(module, path)`` does.
+
+    ``path`` is anything :func:`~distillgan.load_model` takes. The state dict (with ``vocoder``, the
+    bundled vocoder's ``generator_state_dict`` or ``state_dict``) is loaded with
+    ``module.load_state_dict(strict=strict, assign=assign)``; tied weights stay tied. ``device``
+    defaults to the device of the module's first parameter (the CPU for a module on the meta
+    device, which needs ``assign=True``). The module is left in eval mode. Returns torch's
+    ``(missing_keys, unexpected_keys)`` named tuple: what did not load (both empty with
+    ``strict=True``, where a mismatch is InputError ``invalid-input``).
+    """
+    if device is None:
+        first = next(iter(module.parameters()), None) if hasattr(module, "parameters") else None
+        device = "cpu" if first is None or first.is_meta else first.device
+    loaded = load_model(path, device, copy=copy)
+    if vocoder:
+        voc = loaded.vocoder_state if isinstance(loaded.vocoder_state, dict) else {}
+        key = next((k for k in ("generator_state_dict", "state_dict") if isinstance(voc.get(k), dict)), None)
+        if key is None:
+            shown = os.fspath(path) if isinstance(path, (str, os.PathLike)) else type(path).__name__
+            raise InputError(f"{shown!r} bundles no vocoder weights (generator_state_dict or state_dict)", code="invalid-input")
+        state = voc[key]
+    else:
+        state = loaded.state_dict
+    _module, result = load_state_into(module, state, strict=strict, assign=assign, device=loaded.device, what="load_into")
+    return result
 
 
 def update_vocoder(

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # the network modules are imported when a URL is first read: 
     from urllib.parse import SplitResult
 
 from .crc import crc32, crc32_combine
-from .errors import ContainerError, FileAccessError, InputError, file_error, not_regular_error, open_error
+from .errors import ContainerError, DistillganError, FileAccessError, InputError, file_error, not_regular_error, open_error
 from .fsio import open_regular
 
 MAX_FILE_BYTES = 1 << 40  # FORMAT.md §8
@@ -506,6 +506,8 @@ class _Http:
                     if not self._closed:  # a transfer still running when the source closed closes its connection
                         self._idle.append(((urlsplit(url).scheme, urlsplit(url).netloc), conn))
                         conn = None
+        except DistillganError:  # a coded answer (not-found is also a FileNotFoundError): not a network failure
+            raise
         except (OSError, http.client.HTTPException) as e:
             raise self._network_error(e, dog, deadline) from e
         finally:

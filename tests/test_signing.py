@@ -598,7 +598,7 @@ def test_list_shows_sidecars_and_with_a_key_whether_they_verify(pki: dict[str, P
     assert r.returncode == 0 and "SIGNATURE" in r.stdout.splitlines()[0]
     r = run("list", "--json", "--dir", tmp_path, "--public-key", pki["pub"])
     assert r.returncode == 0, r.stderr
-    states = {e["model_id"]: e["signature"] for e in json.loads(r.stdout)}
+    states = {e["model_id"]: e["signature"] for e in json.loads(r.stdout)["models"]}  # --json: one object for the folder
     assert states == {"alpha": "valid", "beta": "signature-invalid", "gamma": "unsigned"}
     one_error(run("list", "--dir", tmp_path, "--public-key", pki["rsa_pub"]), "key-invalid")  # the caller's key, not a file's fault
 
