@@ -720,8 +720,8 @@ def verify(
     if signature is None and public_key is None and certificate_chain is None:
         return _verify(path, sha256, progress, digest=False)
     if is_in_memory(path):
-        raise InputError("a signature is checked for a file path or URL (its sidecar is FILE.sig), not for bytes or a file object",
-                         code="invalid-input")
+        raise InputError("a signature is checked for a file path or URL (its sidecar is FILE.sig), "
+                         "not for bytes or a file object", code="invalid-input")
     path = cast("str | os.PathLike[str]", path)
     from .errors import DistillganError
     from .signing import mismatch_error, signed_sha256

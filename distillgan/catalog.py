@@ -473,7 +473,8 @@ class ModelLibrary:
             first = next(iter(doc.dropped.values()))
             report.reason = f"{len(doc.dropped)} invalid index entr{'y' if len(doc.dropped) == 1 else 'ies'} dropped ({first}); rebuilt from the model files"
             report.events.append(f"rebuilt the index: {report.reason}")
-        dirty = bool(report.added or report.removed or report.refreshed or doc.dropped or (doc.layout != "app" and entries) or markers)
+        dirty = bool(report.added or report.removed or report.refreshed or doc.dropped
+                     or (doc.layout != "app" and entries) or markers)
         return entries, report, dirty
 
     def _sniffed(self, entry: ModelEntry) -> ModelEntry:

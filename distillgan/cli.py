@@ -364,7 +364,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     entries = library.list_all()
     signatures = _signature_states(args, entries)
     if args.json:
-        _json_line({"dir": args.dir, "ok": True, "models": [{**_entry_json(e), "signature": signatures[e.model_id]} for e in entries]})
+        models = [{**_entry_json(e), "signature": signatures[e.model_id]} for e in entries]
+        _json_line({"dir": args.dir, "ok": True, "models": models})
         return 0
     if library.last_repair is not None:
         _print_repair(library.last_repair, sys.stderr)
@@ -372,7 +373,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"no models in {safe(args.dir)}")
         return 0
     flagged = any(e.problem for e in entries)
-    header = ("NAME", "ID", "SIZE", "EPOCHS", "TRAIN LOSS", "VAL LOSS", "SIGNATURE", "VOCODER") + (("PROBLEM",) if flagged else ())
+    header: tuple[str, ...] = ("NAME", "ID", "SIZE", "EPOCHS", "TRAIN LOSS", "VAL LOSS", "SIGNATURE", "VOCODER")
+    header += ("PROBLEM",) if flagged else ()
     rows = [header]
     for e in entries:
         voc = "none" if e.vocoder is None else f"{safe(e.vocoder.type)} ({_fmt(e.vocoder.epochs)} ep, loss {_fmt(e.vocoder.final_loss)})"
