@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .base import MAX_FILE_BYTES, STREAM_CHUNK, Source, is_url, past_end
+from .base import MAX_FILE_BYTES, REMOTE_MAX_REDIRECTS, REMOTE_RETRIES, STREAM_CHUNK, Source, is_url, past_end
 from .local import MappedFile, SnapshotFile
 from .remote import (
     REMOTE_BLOCK_BYTES,
@@ -37,7 +37,7 @@ from .remote import (
 )
 
 __all__ = [
-    "MAX_FILE_BYTES", "REMOTE_BLOCK_BYTES", "REMOTE_CONNECTIONS", "REMOTE_HEAD_BYTES", "REMOTE_MIN_RATE", "REMOTE_SIGNED_URL_S",
+    "MAX_FILE_BYTES", "REMOTE_BLOCK_BYTES", "REMOTE_CONNECTIONS", "REMOTE_HEAD_BYTES", "REMOTE_MAX_REDIRECTS", "REMOTE_MIN_RATE", "REMOTE_RETRIES", "REMOTE_SIGNED_URL_S",
     "REMOTE_STALL_S", "REMOTE_STREAM_BYTES", "REMOTE_TAIL_BYTES", "REMOTE_TIMEOUT_S", "STREAM_CHUNK", "MappedFile", "RemoteSource",
     "SnapshotFile", "Source", "file_sha256", "is_url", "open_source", "past_end", "request_target", "sha256_of",
 ]

@@ -15,6 +15,8 @@ from ..errors import ContainerError, FileAccessError
 
 MAX_FILE_BYTES = 1 << 40  # FORMAT.md §8
 STREAM_CHUNK = 8 << 20  # bytes read per call when streaming a member (verify, hashing, private copies)
+REMOTE_MAX_REDIRECTS = 5  # FORMAT.md §12
+REMOTE_RETRIES = 3  # FORMAT.md §12.2: a connection error before an answer, or a 429/5xx answer, is tried again this many times
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 

@@ -46,7 +46,7 @@ from urllib3.exceptions import (
 )
 
 from ..errors import ContainerError, FileAccessError, InputError
-from .base import MAX_FILE_BYTES, Cancelled, Stats, too_large
+from .base import MAX_FILE_BYTES, REMOTE_MAX_REDIRECTS, REMOTE_RETRIES, Cancelled, Stats, too_large
 
 if TYPE_CHECKING:
     import socket
@@ -54,8 +54,6 @@ if TYPE_CHECKING:
 
     from urllib3.response import BaseHTTPResponse
 
-REMOTE_MAX_REDIRECTS = 5  # FORMAT.md §12
-REMOTE_RETRIES = 3  # FORMAT.md §12: a connection error before an answer, or a 5xx answer, is tried again this many times
 REMOTE_RETRY_BACKOFF_S = 0.2  # the first wait before trying again; each further wait doubles it (never past the deadline)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 HEADERS_ENV = "DISTILLGAN_HTTP_HEADERS"
