@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from distillgan.errors import InputError
-from distillgan.pickled import STDLIB_ENUMS, PickledObject, read_pickled, read_plain_tree, to_plain_tree
+from distillgan.pickled import DEFAULT_LIMITS, STDLIB_ENUMS, PickledObject, read_pickled, read_plain_tree, to_plain_tree
+from distillgan.pickled.common import Budget
 from distillgan.pickled.enums import STDLIB_ENUM_MODULES
 
 
@@ -102,6 +103,26 @@ def test_enum_members_count_toward_the_node_limit(tmp_path: Path) -> None:
     """Color(t) with t 12 tuples of the same tuple, 7 deep: 35 M leaves from 498 bytes; used to take minutes."""
     assert _code(read_plain_tree, _write(tmp_path, h.enum_tuple_bomb())) == "convert-limit"
     assert read_plain_tree(_write(tmp_path, h.enum_tuple_bomb(3, 3), "small.pt")) == (((None,) * 3,) * 3,) * 3
+
+
+def test_a_chain_of_members_is_read_as_members_at_most_eight_levels_deep(tmp_path: Path) -> None:
+    """``Chain(Chain(...Chain(7)))`` built by hand: a value of more than 8 levels of members and tuples is no member's."""
+    assert read_plain_tree(_write(tmp_path, h.enum_member_chain(1))) == 7
+    assert read_plain_tree(_write(tmp_path, h.enum_member_chain(9))) == 7  # the outer member's value: 8 levels
+    assert read_plain_tree(_write(tmp_path, h.enum_member_chain(10))) == {"__class__": "attacker.Chain", "__args__": [7]}
+    outer = read_plain_tree(_write(tmp_path, h.enum_member_chain(11)))
+    assert outer == {"__class__": "attacker.Chain", "__args__": [{"__class__": "attacker.Chain", "__args__": [7]}]}
+    assert _code(read_plain_tree, _write(tmp_path, h.enum_member_chain(100_000))) == "convert-limit"
+
+
+def test_members_sharing_one_value_are_looked_at_once(tmp_path: Path) -> None:
+    """2000 members whose value is one tuple of 500 members: each object is classified once, the work charged to the budget."""
+    members, width = 2000, 500
+    got = read_pickled(_write(tmp_path, h.enum_members_sharing_a_value(members, width)))
+    budget = Budget(DEFAULT_LIMITS, None)
+    tree = to_plain_tree(got, budget=budget)
+    assert tree == [tuple(range(width))] * members and all(t is tree[0] for t in tree)  # one conversion, shared
+    assert 3 * (members + width) <= budget.work <= 20 * (members + width)  # not members x width
 
 
 def test_deep_keys_and_set_items_are_refused_before_they_are_hashed(tmp_path: Path) -> None:
