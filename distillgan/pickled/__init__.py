@@ -52,7 +52,10 @@ The rules that bound a conversion (FORMAT.md §7.1):
 - **Nothing CPython does recursively in C sees file-controlled depth**: the VM rewrites
   ``EMPTY_DICT``/``DICT``/``EMPTY_SET``/``FROZENSET`` to builders, so every key and set item is
   checked — hashable, tuples at most ``max_depth`` deep — before it is hashed, and at most
-  ``max_key_collisions`` keys of one container may share a hash value (no hash flooding).
+  ``max_key_collisions`` keys of one container may share a hash value (no hash flooding). The
+  opcode walk also keeps how deep each value on the stack and in the memo is built and refuses,
+  at the opcode that builds it, a value nested deeper than ``4 * max_depth + 16`` levels
+  (:attr:`PickleLimits.max_build_depth`): a tuple a million deep costs 273 opcodes, not a million.
 - **One reading of a zip**: :mod:`.torchzip` parses it itself; :mod:`zipfile` is not used.
 
 Conversion rule (:func:`to_plain_tree`), the value tree the writer stores:
