@@ -25,12 +25,13 @@ if _TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load laz
         LegacyFormatError,
         LibraryError,
         ManifestError,
+        SignatureError,
         TensorError,
         VersionError,
     )
     from .files import SafeOpen, TensorSlice, load_file, safe_open, save_file
     from .manifest import MODEL_FORMAT_MARKER, SAVED_MODEL_VERSION, ModelMetadata
-    from .persistence import LoadedModel, delete_model, load_model, save_model, save_model_from_checkpoint, update_vocoder
+    from .persistence import LoadedModel, delete_model, load_model, save_model, save_model_from_checkpoint, sign, update_vocoder
 
 _EXPORTS = {  # public name -> the module that defines it, imported on first use (PEP 562)
     "Archive": "archive",
@@ -52,6 +53,7 @@ _EXPORTS = {  # public name -> the module that defines it, imported on first use
     "RepairReport": "catalog",
     "SAVED_MODEL_VERSION": "manifest",
     "SafeOpen": "files",
+    "SignatureError": "errors",
     "TensorError": "errors",
     "TensorSlice": "files",
     "VersionError": "errors",
@@ -69,6 +71,7 @@ _EXPORTS = {  # public name -> the module that defines it, imported on first use
     "save_file": "files",
     "save_model": "persistence",
     "save_model_from_checkpoint": "persistence",
+    "sign": "persistence",
     "update_vocoder": "persistence",
     "verify": "archive",
     "write_archive": "archive",
@@ -96,6 +99,7 @@ __all__ = [
     "ModelMetadata",
     "RepairReport",
     "SafeOpen",
+    "SignatureError",
     "TensorError",
     "TensorSlice",
     "VersionError",
@@ -114,6 +118,7 @@ __all__ = [
     "save_file",
     "save_model",
     "save_model_from_checkpoint",
+    "sign",
     "update_vocoder",
     "verify",
     "write_archive",

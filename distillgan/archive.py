@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from . import container as zc
+from .crc import CHUNK, SPLIT, crc32, crc32_combine, parallel_crc32
 from .errors import ContainerError, InputError, IntegrityError, ManifestError, TensorError
 from .legacy import check_not_legacy
-from .source import MappedFile, RemoteSource, open_source
+from .source import MappedFile, RemoteSource, file_sha256, open_source, sha256_of
 from .manifest import (
     MAX_MANIFEST_BYTES,
     MODEL_FORMAT_MARKER,
@@ -114,8 +115,8 @@ def _member_chunks(header: bytes, layout: list[Any], stored: Mapping[str, Any]) 
         if batch:
             yield batch
             batch, batch_bytes = [], 0
-        for start in range(0, view.nbytes, zc._CHUNK):
-            yield view[start : start + zc._CHUNK]
+        for start in range(0, view.nbytes, CHUNK):
+            yield view[start : start + CHUNK]
     if batch:
         yield batch
 
@@ -272,7 +273,7 @@ class Archive:
                     from concurrent.futures import ThreadPoolExecutor
 
                     with ThreadPoolExecutor(max_workers=2) as pool:
-                        _check_crc(m, zc.parallel_crc32(cast(bytes, data), 0, m.size, pool, 2))  # any buffer does
+                        _check_crc(m, parallel_crc32(cast(bytes, data), 0, m.size, pool, 2))  # any buffer does
             else:
                 data, crc = self.source.download(m.data_offset, m.size, tick=tick)
                 _check_crc(m, crc)  # the data came over the network anyway: hashing it is nearly free
@@ -393,7 +394,7 @@ class Archive:
                 if m.name in TENSOR_MEMBERS:
                     self.member_data(m.name, verify=True, tick=tick)  # kept: the tensors made later are these bytes
                 else:
-                    _check_crc(m, zc.crc32(self.source.read(m.data_offset, m.size)))  # from the cache: the bytes decoded
+                    _check_crc(m, crc32(self.source.read(m.data_offset, m.size)))  # from the cache: the bytes decoded
                     if tick is not None:
                         tick(m.size)
             return
@@ -402,14 +403,14 @@ class Archive:
 
         with ThreadPoolExecutor(max_workers=2) as pool:
             for m in chosen:
-                half = m.size // 2 if m.size >= 2 * zc._SPLIT else 0
+                half = m.size // 2 if m.size >= 2 * SPLIT else 0
                 first = pool.submit(_stream_crc, self.source, m.data_offset, half, tick)
                 rest = _stream_crc(self.source, m.data_offset + half, m.size - half, tick)
-                _check_crc(m, zc.crc32_combine(first.result(), rest, m.size - half) if half else rest)
+                _check_crc(m, crc32_combine(first.result(), rest, m.size - half) if half else rest)
 
     def sha256(self) -> str:
         """SHA-256 of the whole file, hex."""
-        return _sha256_of(self.source)
+        return sha256_of(self.source)
 
     def close(self) -> None:
         self.source.close()
@@ -424,7 +425,7 @@ class Archive:
 def _stream_crc(src: MappedFile | RemoteSource, offset: int, size: int, tick: Callable[[int], None] | None) -> int:
     crc = 0
     for chunk in src.read_stream(offset, size):
-        crc = zc.crc32(chunk, crc)
+        crc = crc32(chunk, crc)
         if tick is not None:
             tick(len(chunk))
     return crc
@@ -555,13 +556,14 @@ def _looks_like_safetensors(src: MappedFile | RemoteSource) -> bool:
     return head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= src.size
 
 
-def open_archive(path: str | os.PathLike[str]) -> Archive:
+def open_archive(path: str | os.PathLike[str], *, source: MappedFile | RemoteSource | None = None) -> Archive:
     """Open and validate every layer of an archive (a path or an fsspec URL); tensor data is not read.
 
     A local file is mapped privately (copy-on-write), so tensors made from
-    it may be modified without touching the file.
+    it may be modified without touching the file. ``source`` reads ``path``'s
+    bytes from there instead (a :class:`~distillgan.source.SnapshotFile` of a signed load).
     """
-    src = open_source(path)
+    src = open_source(path) if source is None else source
     try:
         check_not_legacy(src)
         try:
@@ -580,7 +582,7 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
                 f"manifest member is {m0.size} bytes; the limit is {MAX_MANIFEST_BYTES} (FORMAT.md §8)", code="manifest-too-large"
             )
         raw = src.read(m0.data_offset, m0.size)
-        _check_crc(m0, zc.crc32(raw))
+        _check_crc(m0, crc32(raw))
         with gc_paused():  # tens of thousands of small objects, no cycles: collections would only cost time
             manifest = decode_manifest(raw)
             _check_v1_members(manifest.raw, members)
@@ -597,7 +599,8 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
 # --- inspect / verify -------------------------------------------------------------
 
 
-def _describe(archive: Archive, tensors_table: bool = True) -> dict[str, Any]:
+def describe(archive: Archive, tensors_table: bool = True) -> dict[str, Any]:
+    """What ``inspect`` reports of an open archive: its manifest's JSON projection, members and (optionally) tensor tables."""
     manifest = archive.manifest
     tensors = {}
     for name, table in archive.tables.items() if tensors_table else ():
@@ -634,7 +637,7 @@ def inspect(path: str | os.PathLike[str], *, tensors: bool = True) -> dict[str, 
     Raises :class:`~distillgan.DistillganError` for any invalid file.
     """
     with open_archive(path) as archive, gc_paused():
-        return _describe(archive, tensors)
+        return describe(archive, tensors)
 
 
 def _check_bools(archive: Archive) -> None:
@@ -649,36 +652,68 @@ def _bool_error(member: str, t: TensorInfo) -> TensorError:
     return TensorError(f"{member}: tensor {t.name!r} holds bool bytes other than 0 and 1 (FORMAT.md §5.3)", code="st-bool")
 
 
-def verify(path: str | os.PathLike[str], *, sha256: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+def verify(
+    path: str | os.PathLike[str],
+    *,
+    sha256: str | None = None,
+    progress: Progress | None = None,
+    signature: str | os.PathLike[str] | None = None,
+    public_key: Any = None,
+    certificate_chain: Any = None,
+) -> dict[str, Any]:
     """Check every layer and every member's CRC-32 (and, if given, the file's SHA-256).
 
     Returns the :func:`inspect` description plus ``sha256`` when it was
     checked. Raises :class:`~distillgan.IntegrityError` on a checksum
     mismatch and other :class:`~distillgan.DistillganError` subclasses for
     structural defects. ``progress(done, total)`` reports CRC progress.
+
+    With ``public_key`` (one PEM file or a list) or ``certificate_chain``, the file must also carry
+    a valid signature (its sidecar ``path + ".sig"``, or ``signature``), checked before any data is
+    read, whose signed SHA-256 is the file's: the same pass computes it (FORMAT.md §16.3;
+    :class:`~distillgan.SignatureError`). ``info["signature"]`` then says who signed it.
     """
+    if signature is None and public_key is None and certificate_chain is None:
+        return _verify(path, sha256, progress, digest=False)
+    from .errors import DistillganError
+    from .signing import mismatch_error, signed_sha256
+
+    signed = signed_sha256(path, signature=signature, public_key=public_key, certificate_chain=certificate_chain)
+    try:
+        info = _verify(path, sha256, progress, digest=True)
+    except DistillganError as e:  # bytes that are not the signed ones say so first, whatever else is wrong with them
+        actual = file_sha256(path)
+        if actual != signed.sha256:
+            raise mismatch_error(os.fspath(path), signed, actual) from e
+        raise
+    if info["sha256"] != signed.sha256:
+        raise mismatch_error(os.fspath(path), signed, info["sha256"])
+    info["signature"] = {"file": signed.signature, "signer": signed.signer}
+    return info
+
+
+def _verify(path: str | os.PathLike[str], sha256: str | None, progress: Progress | None, *, digest: bool) -> dict[str, Any]:
     with open_archive(path) as archive:
-        info = _describe(archive)
+        info = describe(archive)
         if isinstance(archive.source, RemoteSource):
-            return _verify_remote(archive, info, sha256, progress)
-        if sha256 is not None:
-            want = sha256.strip().lower()
+            return _verify_remote(archive, info, sha256, progress, digest=digest)
+        if sha256 is not None or digest:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=1) as pool:
                 digest_future = pool.submit(archive.sha256)
                 archive.check_crcs(progress=progress)
-                digest = digest_future.result()
-            if digest != want:
-                raise IntegrityError(f"SHA-256 of the file is {digest}; expected {want}", code="sha256-mismatch")
-            info["sha256"] = digest
+                got = digest_future.result()
+            if sha256 is not None and got != sha256.strip().lower():
+                raise IntegrityError(f"SHA-256 of the file is {got}; expected {sha256.strip().lower()}", code="sha256-mismatch")
+            info["sha256"] = got
         else:
             archive.check_crcs(progress=progress)
         _check_bools(archive)
         return info
 
 
-def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, progress: Progress | None) -> dict[str, Any]:
+def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, progress: Progress | None, *, digest: bool) -> dict[str, Any]:
     """:func:`verify` of a URL: one pass over the whole file gives the SHA-256, every CRC-32 and the bool bytes.
 
     The pass takes the bytes validated at open from the source's cache and
@@ -692,7 +727,7 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
 
     src = archive.source
     assert isinstance(src, RemoteSource)
-    digest = hashlib.sha256() if sha256 is not None else None
+    hasher = hashlib.sha256() if sha256 is not None or digest else None
     crcs = [0] * len(archive.members)
     spans = [(m.data_offset, m.data_offset + m.size) for m in archive.members]
     bools = [
@@ -706,11 +741,11 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
     pos = 0
     for chunk in src.read_stream(0, src.size):
         end = pos + len(chunk)
-        if digest is not None:
-            digest.update(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
         for i, (a, b) in enumerate(spans):
             if a < end and pos < b:
-                crcs[i] = zc.crc32(chunk[max(a, pos) - pos : min(b, end) - pos], crcs[i])
+                crcs[i] = crc32(chunk[max(a, pos) - pos : min(b, end) - pos], crcs[i])
         for a, b, member, t in bools:
             if bad_bool is None and a < end and pos < b and bytes(chunk[max(a, pos) - pos : min(b, end) - pos]).translate(None, b"\x00\x01"):
                 bad_bool = _bool_error(member, t)
@@ -719,29 +754,11 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
         pos = end
     for m, crc in zip(archive.members, crcs):
         _check_crc(m, crc)
-    if digest is not None and sha256 is not None:
-        want, got = sha256.strip().lower(), digest.hexdigest()
-        if got != want:
-            raise IntegrityError(f"SHA-256 of the file is {got}; expected {want}", code="sha256-mismatch")
+    if hasher is not None:
+        got = hasher.hexdigest()
+        if sha256 is not None and got != sha256.strip().lower():
+            raise IntegrityError(f"SHA-256 of the file is {got}; expected {sha256.strip().lower()}", code="sha256-mismatch")
         info["sha256"] = got
     if bad_bool is not None:
         raise bad_bool
     return info
-
-
-def _sha256_of(src: MappedFile | RemoteSource) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for chunk in src.read_stream(0, src.size):  # hashlib releases the GIL; remotely each byte once, cached ones from the cache
-        h.update(chunk)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a whole file (path or URL), hex: a stable identity of a deterministic archive."""
-    src = open_source(path)
-    try:
-        return _sha256_of(src)
-    finally:
-        src.close()

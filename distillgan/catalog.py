@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DistillganError, InputError, LegacyFormatError, LibraryError, from_os_error
+from .fsio import fsync_dir
 from .index import (
     INDEX_NAME,
     INDEX_VERSION,
@@ -79,7 +80,7 @@ from .locks import (
     create_temporary,
     discard_temporary,
     folder_locked,
-    open_regular,
+    open_library_file,
     release_temporary,
     remove_abandoned,
 )
@@ -99,7 +100,6 @@ __all__ = [  # what other modules and the tests use; the public API is re-export
     "VocoderInfo",
     "atomic_write",
     "entry_from_manifest",
-    "fsync_dir",
     "vocoder_info",
 ]
 
@@ -339,6 +339,10 @@ class ModelLibrary:
                 _probe_cache.clear()
             _probe_cache[key] = result
         return result
+
+    def is_pickle_era(self, name: str) -> bool:
+        """True when the file ``name`` in the folder is a pickle-era model (the app's own ``.distillgan``)."""
+        return self._probe(name)[2]
 
     # -- reconciliation ---------------------------------------------------------------------------------
 
@@ -601,6 +605,13 @@ class ModelLibrary:
         e = self.reconciled().get(model_id)
         return None if e is None else copy_entry(e)
 
+    def signature(self, entry: ModelEntry, *, public_key: Any = None, certificate_chain: Any = None) -> str:
+        """Whether ``entry``'s file has a signature sidecar (FORMAT.md §16.1): ``unsigned``, ``signed`` (not checked),
+        or, given keys or a chain, ``valid`` or the code that checking it gave (``signature-mismatch``…)."""
+        from .signing import status
+
+        return status(self.models_dir / entry.file_path, public_key=public_key, certificate_chain=certificate_chain)
+
     def list_all(self, sort_by: str = "save_date", reverse: bool = True) -> list[ModelEntry]:
         """All entries, sorted by the field ``sort_by`` (newest save first by default), as the app sorts."""
         return _sorted([copy_entry(e) for e in self.reconciled().values()], sort_by, reverse)
@@ -694,7 +705,7 @@ class ModelLibrary:
     def mark_replacing(self, file_name: str) -> str:
         """Leave the marker for ``file_name``, durably, before it is replaced in place; its path."""
         path = os.path.join(self.models_dir, replacing_marker(file_name))
-        fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        fd = open_library_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.close(fd)
         fsync_dir(self.models_dir)
         return path
@@ -726,6 +737,8 @@ def _is_other_file(folder: Path, name: str, accounted: set[str]) -> bool:
     """A visible regular file that is neither a model, the index (or the app's backup of it) nor accounted for."""
     if name.startswith(".") or name.endswith(MODEL_FILE_EXTENSION) or name in (INDEX_NAME, INDEX_NAME + ".bak") or name in accounted:
         return False
+    if name.endswith((MODEL_FILE_EXTENSION + ".sig", MODEL_FILE_EXTENSION + ".sig.stale")):  # a model's signature (FORMAT.md §16.1)
+        return False
     try:
         return stat.S_ISREG(os.lstat(folder / name).st_mode)
     except OSError:
@@ -745,17 +758,6 @@ def _sorted(entries: list[ModelEntry], sort_by: str, reverse: bool) -> list[Mode
 
     entries.sort(key=key, reverse=reverse)
     return entries
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename durable (POSIX); Windows has no directory handles to sync."""
-    if os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:

@@ -126,6 +126,12 @@ def _describe_file(path: str, args: argparse.Namespace) -> dict[str, Any]:
         info["sha256"] = file_sha256(path)
     if args.no_tensors:
         info.pop("tensors", None)
+    from .source import is_url
+
+    if not is_url(path):  # a sidecar beside a local file (FORMAT.md §16.1); a URL's would cost a request
+        from .signing import sidecar
+
+        info["signature"] = sidecar(path)
     return info
 
 
@@ -191,6 +197,9 @@ def _summary(path: str, info: dict[str, Any], args: argparse.Namespace) -> str:
         f"extra {'yes' if m['extra'] is not None else 'no'}",
     ]
     lines.append(f"vocoder     {_vocoder_line(m['vocoder_state'])}")
+    if "signature" in info:
+        sig = info["signature"]
+        lines.append(f"signature   {safe(sig)} (not checked here: distillgan verify FILE --public-key KEY.pem)" if sig else "signature   none")
     lines.append("members")
     for mem in info["members"]:
         lines.append(f"  {mem['name']:<22} offset {mem['data_offset']:>12}  {mem['size']:>12} bytes  crc32 {mem['crc32']:08x}")
@@ -218,30 +227,64 @@ def _summary(path: str, info: dict[str, Any], args: argparse.Namespace) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     from .archive import verify
 
+    signed = bool(args.signature or args.public_key or args.certificate_chain)  # FORMAT.md §16.3: also a valid signature
+    if signed and not args.public_key and not args.certificate_chain:
+        print("distillgan: error [usage]: --signature needs --public-key or --certificate-chain to check it with", file=sys.stderr)
+        return 2
+    if args.signature and len(args.files) != 1:
+        print("distillgan: error [usage]: --signature names the signature of one FILE (without it, each FILE's FILE.sig)",
+              file=sys.stderr)
+        return 2
     if args.sha256 and len(args.files) != 1:
         print("distillgan: error [usage]: --sha256 checks one file", file=sys.stderr)
         return 2
+    keys = {"signature": args.signature, "public_key": args.public_key, "certificate_chain": args.certificate_chain} if signed else {}
     failed = 0
     results = []
     for path in args.files:
         bar = ProgressBar(f"verifying {path}")
         try:
-            info = verify(path, sha256=args.sha256, progress=bar)
+            info = verify(path, sha256=args.sha256, progress=bar, **keys)
         except DistillganError as e:
             bar.close()
             failed += 1
             results.append({"file": path, "ok": False, "code": e.code, "error": str(e)})
-            if not args.json:
+            if signed:  # one `error [CODE]` line on stderr, as every other refusal of the command line
+                _err(e, path)
+            elif not args.json:
                 print(f"FAIL  {safe(path)}: [{e.code}] {safe(e)}")
             continue
         bar.close()
-        results.append({"file": path, "ok": True, "members": len(info["members"]), "sha256": info.get("sha256")})
+        result = {"file": path, "ok": True, "members": len(info["members"]), "sha256": info.get("sha256")}
+        if signed:
+            result["signature"] = info["signature"]
+        results.append(result)
         if not args.json:
             extra = f", sha256 {info['sha256']}" if "sha256" in info else ""
+            if signed:
+                extra += f" signed by {safe(info['signature']['signer'])} in {safe(info['signature']['file'])}"
             print(f"OK    {safe(path)} ({len(info['members'])} members, every CRC-32 matches{extra})")
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=True))
     return 1 if failed else 0
+
+
+# --- signatures (FORMAT.md §16) -----------------------------------------------------------
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from .persistence import sign
+
+    if bool(args.certificate_chain) != bool(args.signing_certificate):
+        print("distillgan: error [usage]: --signing-certificate and --certificate-chain (its issuer's certificates) go together",
+              file=sys.stderr)
+        return 2
+    password = args.password if args.password is not None else os.environ.get("DISTILLGAN_KEY_PASSWORD")
+    target = sign(args.file, private_key=args.private_key, signature=args.signature, password=password,
+                  signing_certificate=args.signing_certificate, certificate_chain=args.certificate_chain)
+    how = f"certificate {safe(args.signing_certificate)}" if args.signing_certificate else f"key {safe(args.private_key)}"
+    print(f"signed {safe(args.file)} with {how}: {safe(target)}")
+    return 0
 
 
 # --- library commands ---------------------------------------------------------------------
@@ -267,21 +310,31 @@ def _folder(args: argparse.Namespace) -> str:
     return str(Path(folder).expanduser())
 
 
+def _signature_states(args: argparse.Namespace, entries: list[Any]) -> dict[str, str]:
+    """Per model id: `unsigned`, `signed` (a FILE.sig, not checked), or with --public-key/--certificate-chain `valid` or the code."""
+    from .catalog import ModelLibrary
+
+    library, keys, chain = ModelLibrary(args.dir), args.public_key or None, args.certificate_chain or None
+    return {e.model_id: library.signature(e, public_key=keys, certificate_chain=chain) for e in entries}
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from .catalog import ModelLibrary
 
     args.dir = _folder(args)
     library = ModelLibrary(args.dir)
     entries = library.list_all()
+    signatures = _signature_states(args, entries)
     if args.json:
-        print(json.dumps([_entry_json(e) for e in entries], indent=2, ensure_ascii=True, allow_nan=False))
+        listed = [{**_entry_json(e), "signature": signatures[e.model_id]} for e in entries]
+        print(json.dumps(listed, indent=2, ensure_ascii=True, allow_nan=False))
         return 0
     if library.last_repair is not None:
         _print_repair(library.last_repair, sys.stderr)
     if not entries:
         print(f"no models in {safe(args.dir)}")
         return 0
-    header = ("NAME", "ID", "SIZE", "EPOCHS", "TRAIN LOSS", "VAL LOSS", "VOCODER")
+    header = ("NAME", "ID", "SIZE", "EPOCHS", "TRAIN LOSS", "VAL LOSS", "SIGNATURE", "VOCODER")
     rows = [header]
     for e in entries:
         voc = "none" if e.vocoder is None else f"{safe(e.vocoder.type)} ({_fmt(e.vocoder.epochs)} ep, loss {_fmt(e.vocoder.final_loss)})"
@@ -293,6 +346,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 str(e.training_epochs),
                 _fmt(e.final_train_loss),
                 _fmt(e.final_val_loss),
+                signatures[e.model_id],
                 voc,
             )
         )
@@ -503,7 +557,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help=".distillgan files")
     p.add_argument("--sha256", metavar="HEX", help="also require the file's SHA-256 to equal HEX (one file only)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--public-key", action="append", metavar="PUB.pem",
+                   help="also require a valid signature (FILE.sig) by this PEM public key (repeatable: any of them); "
+                   "needs `pip install 'distillgan[signing]'` (FORMAT.md §16)")
+    p.add_argument("--certificate-chain", action="append", metavar="PEM",
+                   help="also require a valid signature whose certificate chains to these PEM certificates (repeatable)")
+    p.add_argument("--signature", metavar="SIG", help="the signature to check (one FILE only; default FILE.sig)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("sign", help="sign a model file (OpenSSF model signing): writes FILE.sig",
+                       description="Sign FILE with a PEM ECDSA private key as `model_signing sign key` does (or, with "
+                       "--signing-certificate, as `model_signing sign certificate` does): the signature, a sigstore bundle "
+                       "over the file's SHA-256, goes to FILE.sig beside it (FORMAT.md §16), and `model_signing verify` or "
+                       "`distillgan verify FILE --public-key PUB.pem` checks it. Needs `pip install 'distillgan[signing]'`.")
+    p.add_argument("file", metavar="FILE", help="a .distillgan file")
+    p.add_argument("--private-key", required=True, metavar="KEY.pem", help="PEM ECDSA private key (P-256, P-384 or P-521)")
+    p.add_argument("--signature", metavar="SIG", help="where to write the signature (default: FILE.sig)")
+    p.add_argument("--password", help="password of an encrypted private key (or the environment variable DISTILLGAN_KEY_PASSWORD)")
+    p.add_argument("--signing-certificate", metavar="CERT.pem", help="PEM certificate of the private key: sign with a certificate")
+    p.add_argument("--certificate-chain", action="append", metavar="PEM",
+                   help="PEM certificates from the signing certificate's issuer up to the root, carried in the signature "
+                   "(repeatable; needed with --signing-certificate)")
+    p.set_defaults(func=cmd_sign)
 
     p = sub.add_parser("list", help="list the models of a folder",
                        description="List the models of a folder (read-only: works on folders you cannot write).")
@@ -511,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print the entries as strict JSON (FORMAT.md §4.6: a NaN or infinite loss is "
                    '{"$": "float", "value": "nan", "bits": ...}, never a bare NaN)')
+    p.add_argument("--public-key", action="append", metavar="PUB.pem",
+                   help="check each model's FILE.sig with this PEM public key (repeatable): SIGNATURE says valid or why not")
+    p.add_argument("--certificate-chain", action="append", metavar="PEM", help="check each FILE.sig against these certificates")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("delete", help="delete a model file and its index entry",

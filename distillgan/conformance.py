@@ -43,7 +43,6 @@ import os
 import queue
 import re
 import shlex
-import stat
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from .fsio import open_regular
 
 INDEX_NAME = "index.json"
 DEFAULT_TIMEOUT_S = 20.0
@@ -390,11 +391,8 @@ def vector_path(root: Path, vector: dict[str, Any]) -> Path:
 
 def _vector_sha256(path: Path, where: str) -> str:
     """SHA-256 of a regular file, opened without blocking (a FIFO or device is refused, never read)."""
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)
+    fd, _ = open_regular(path, os.O_RDONLY, lambda what: UsageError(f"{where}: not a regular file"))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"{where}: not a regular file")
         digest = hashlib.sha256()
         while block := os.read(fd, 8 << 20):  # in blocks: the large vectors are 4 GiB files
             digest.update(block)

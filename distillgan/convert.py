@@ -27,9 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, LegacyFormatError
+from .content import ModelContent
+from .errors import InputError, LegacyFormatError, os_errors
+from .fsio import fsync_dir, open_regular
 from .legacy import V1_MESSAGE, check_not_legacy, pickle_holds_v1_marker
 from .manifest import LEGACY_FORMAT_MARKER, METADATA_SCHEMA, MODEL_FORMAT_MARKER
+from .publish import publish_over, replace_file, save_content, unlink_quietly, write_temporary
 from .values import MAX_DEPTH
 
 logger = logging.getLogger(__name__)
@@ -63,15 +66,18 @@ class Checkpoint:
     extra: Any = None
 
 
+class _NotRegular(Exception):
+    """``_head``'s answer for a path that is not a regular file (never leaves this module)."""
+
+
 def _head(path: str | os.PathLike[str], n: int) -> tuple[bytes, int] | None:
     """The first ``n`` bytes of a regular file and its size; None for anything else (a FIFO never blocks)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
+        fd, st = open_regular(path, os.O_RDONLY, _NotRegular)
+    except (OSError, _NotRegular):
         return None
     try:
-        st = os.fstat(fd)
-        return (os.read(fd, n), st.st_size) if stat.S_ISREG(st.st_mode) else None
+        return os.read(fd, n), st.st_size
     except OSError:
         return None
     finally:
@@ -337,7 +343,6 @@ def convert_file(path: str | os.PathLike[str], models_dir: str | os.PathLike[str
 def _convert(path: Any, models_dir: Any, name: Any = None, metadata: Any = None, key: Any = None, strip_prefix: Any = None,
              progress: Any = None) -> Converted:
     from .manifest import ModelMetadata, coerce_metadata
-    from .persistence import _save
 
     src = Path(os.path.expanduser(os.fspath(path)))
     try:
@@ -357,10 +362,7 @@ def _convert(path: Any, models_dir: Any, name: Any = None, metadata: Any = None,
     target = _listed_pickle(src, models_dir, final["model_id"]) if ck.kind == "seed-distillgan" else None
     backup = None
     if target is None or before is None:
-        result = _save(
-            ck.state_dict, ck.latent_dim, ck.spectrogram_config, ck.training_config, final, models_dir, ck.analysis,
-            ck.vocoder_state, ck.extra, progress,
-        )
+        result = save_content(ModelContent.of_checkpoint(ck, final), models_dir, final, progress)
     else:
         result, backup = _convert_in_place(ck, final, target, before, progress)
     if metadata is not None:  # the seed API fills the caller's object in place
@@ -384,7 +386,7 @@ def _listed_pickle(src: Path, models_dir: str | os.PathLike[str], model_id: str)
         return None
     library = ModelLibrary(folder)
     entry = library.reconciled().get(model_id)
-    if entry is None or entry.file_path != src.name or not library._probe(src.name)[2]:
+    if entry is None or entry.file_path != src.name or not library.is_pickle_era(src.name):
         return None
     return folder / src.name
 
@@ -401,8 +403,6 @@ def _keep_backup(target: Path) -> Path:
     """
     import itertools
     import shutil
-
-    from .persistence import _unlink_quietly
 
     names = (target.with_name(f"{target.name}{BACKUP_SUFFIX}{'' if n == 0 else f'-{n}'}") for n in itertools.count())
     copy = None
@@ -442,7 +442,7 @@ def _keep_backup(target: Path) -> Path:
             return backup
     finally:
         if copy is not None:
-            _unlink_quietly(copy)
+            unlink_quietly(copy)
     raise AssertionError("unreachable")
 
 
@@ -450,36 +450,20 @@ def _convert_in_place(
     ck: Checkpoint, meta: dict[str, Any], target: Path, before: os.stat_result, progress: Any
 ) -> tuple[Path, Path]:
     """Replace the pickle ``target`` by the archive of ``ck`` under the same name and id; keep the pickle as a backup."""
-    from datetime import datetime, timezone
-
     from .archive import plan_archive
-    from .catalog import ModelLibrary, entry_from_manifest, fsync_dir
+    from .catalog import ModelLibrary, entry_from_manifest
     from .errors import FileAccessError
     from .locks import discard_temporary
-    from .persistence import _as_tree, _latent_dim, _os_errors, _publish_over, _write_temporary
 
-    if not meta["save_date"]:
-        meta["save_date"] = datetime.now(timezone.utc).isoformat()
-    analysis = _as_tree(ck.analysis, "analysis", allow_none=True)
-    if analysis is not None:  # as save_model fills them
-        meta["has_analysis"] = True
-        n_active = analysis.get("n_active_components") if isinstance(analysis, Mapping) else None
-        if type(n_active) is int and n_active >= 0:
-            meta["n_active_components"] = n_active
-    manifest = {
-        "latent_dim": _latent_dim(ck.latent_dim), "metadata": meta,
-        "spectrogram_config": _as_tree(ck.spectrogram_config, "spectrogram_config"),
-        "training_config": _as_tree(ck.training_config, "training_config"), "analysis": analysis,
-        "state_dict": ck.state_dict, "vocoder_state": _as_tree(ck.vocoder_state, "vocoder_state", allow_none=True),
-        "extra": ck.extra,
-    }
+    content = ModelContent.of_checkpoint(ck, meta)
+    content.stamp(meta)  # as save_model fills them: save_date, has_analysis, n_active_components
     folder, library = target.parent, ModelLibrary(target.parent)
-    plan = plan_archive(manifest)  # refuses unstorable values before any file is created
-    with _os_errors("convert a model in place", target):
-        tmp, size = _write_temporary(plan, folder, target.stem, progress)
+    plan = plan_archive(content.manifest())  # refuses unstorable values before any file is created
+    with os_errors("convert a model in place", target):
+        tmp, size = write_temporary(plan, folder, target.stem, progress)
         try:
             with library.locked():
-                entry = library.indexed().get(meta["model_id"])
+                entry = library.indexed().get(content.metadata["model_id"])
                 if entry is None or entry.file_path != target.name or not _same_file(os.stat(target), before):
                     raise FileAccessError(
                         f"{str(target)!r} or its index entry changed while it was being converted; "
@@ -491,7 +475,7 @@ def _convert_in_place(
                 fsync_dir(folder)  # the backup is durable before the original's name is taken over
                 _crash_point("publish")
                 # atomic: the name holds the old pickle or the new archive; then the index, healed by a marker after a crash
-                _publish_over(library, tmp, target, entry_from_manifest(plan.raw, target.name, size),
+                publish_over(library, tmp, target, entry_from_manifest(plan.raw, target.name, size),
                               before_index=lambda: _crash_point("index"))
         except BaseException:
             discard_temporary(tmp)  # nothing if it was published
@@ -537,13 +521,13 @@ def export_safetensors(
     ``read-only``, ``no-space``...). ``progress(done, total)`` gets the bytes written; the last
     call is ``(total, total)``, ``total`` being the file's size.
     """
-    from .archive import _describe, open_archive
+    from .archive import describe, open_archive
 
     out = Path(os.path.expanduser(os.fspath(out_path)))
     _check_destination(out, overwrite)
     with open_archive(model_path) as archive:
         values = archive.values(copy=True)
-        manifest_json = json.dumps(_describe(archive)["manifest"], ensure_ascii=False, allow_nan=False)
+        manifest_json = json.dumps(describe(archive)["manifest"], ensure_ascii=False, allow_nan=False)
     if vocoder:
         state = values["vocoder_state"]
         if not isinstance(state, dict):
@@ -596,9 +580,7 @@ def _write_safetensors(tensors: dict[str, Any], metadata: dict[str, str], out: P
     import struct as _struct
     import tempfile
 
-    from .catalog import fsync_dir
     from .errors import from_os_error
-    from .persistence import _replace, _unlink_quietly
     from .tensors import ALIGNMENT, MAX_HEADER_BYTES, build_header, dtype_code, plain_tensor, tensor_bytes
 
     plain = {name: plain_tensor(t, f"tensor {name!r}") for name, t in tensors.items()}
@@ -634,7 +616,7 @@ def _write_safetensors(tensors: dict[str, Any], metadata: dict[str, str], out: P
             os.fsync(f.fileno())
         _check_export(tmp, out, layout, metadata)
         if overwrite:
-            _replace(tmp, out)
+            replace_file(tmp, out)
         else:
             try:
                 os.link(tmp, out)  # atomic and no-clobber: fails if the name was taken meanwhile
@@ -649,7 +631,7 @@ def _write_safetensors(tensors: dict[str, Any], metadata: dict[str, str], out: P
         raise from_os_error(OSError(e.errno, e.strerror), "write a safetensors file", out) from e
     finally:
         if tmp:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
 
 
 def _check_export(tmp: str, out: Path, layout: list[Any], metadata: dict[str, str]) -> None:

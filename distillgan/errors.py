@@ -16,13 +16,17 @@ working. Each error carries a stable machine-readable ``code`` (listed in
           ├── IntegrityError        CRC-32 or pinned SHA-256 mismatch
           ├── LegacyFormatError     pickles and legacy .distill files (FORMAT.md §7)
           ├── InputError            a value handed to save_model cannot be stored
-          └── LibraryError          the model folder and its index
+          ├── LibraryError          the model folder and its index
+          └── SignatureError        a signature sidecar, key or certificate (FORMAT.md §16)
 
 Codes are part of the public interface: a code is never reused for a
 different defect and never removed within a major version.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 __all__ = [
     "ContainerError",
@@ -33,6 +37,7 @@ __all__ = [
     "LegacyFormatError",
     "LibraryError",
     "ManifestError",
+    "SignatureError",
     "TensorError",
     "VersionError",
 ]
@@ -91,6 +96,10 @@ class LibraryError(DistillganError):
     """The model folder or its index cannot be used as asked."""
 
 
+class SignatureError(DistillganError):
+    """A signature is missing, unreadable, untrusted or for other bytes; or a key or certificate is unusable."""
+
+
 _OS_CODES = {
     "EACCES": ("permission-denied", "you have no permission to {action} at {path}; check the folder's permissions or choose another folder"),
     "EPERM": ("permission-denied", "you have no permission to {action} at {path}; check the folder's permissions or choose another folder"),
@@ -118,3 +127,14 @@ def from_os_error(error: OSError, action: str, path: object) -> DistillganError:
     code, text = _OS_CODES.get(name, ("io-error", "cannot {action} at {path}"))
     detail = f" ({error.strerror})" if error.strerror else f" ({error})"
     return FileAccessError(text.format(action=action, path=where) + detail, code=code)
+
+
+@contextmanager
+def os_errors(action: str, path: object) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside the block into :func:`from_os_error`'s error, naming ``path`` and what to do."""
+    try:
+        yield
+    except DistillganError:
+        raise
+    except OSError as e:
+        raise from_os_error(e, action, path) from e

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .archive import Archive, Progress, open_archive, plan_archive, write_archive
-from .errors import InputError
-from .manifest import coerce_metadata
+from .content import ModelContent
+from .errors import InputError, os_errors
+from .fsio import fsync_dir
+from .persistence import check_device, load_model
+from .publish import replace_file, unlink_quietly
 from .source import MappedFile, is_url
 from .tensors import TensorInfo, tensor_from
 from .values import Ref, json_view
@@ -54,34 +57,30 @@ def save_file(
     An existing file is replaced only with ``overwrite=True``; the write is atomic either way.
     Returns the path.
     """
-    from .persistence import _as_tree, _latent_dim, _os_errors, _state_dict_of
-
     target = _local_path(path, "path")
     if target.is_dir():
         raise InputError(f"{str(target)!r} is a folder; give save_file a file path (save_model takes a folder)", code="invalid-input")
     if target.exists() and not overwrite:
         raise InputError(f"{str(target)!r} exists; pass overwrite=True to replace it", code="file-exists")
-    state_dict, attr_latent = _state_dict_of(tensors_or_module, "tensors_or_module")
-    manifest = {
-        "latent_dim": _latent_dim(latent_dim if latent_dim is not None else attr_latent),
-        "metadata": coerce_metadata(metadata if metadata is not None else {}),
-        "spectrogram_config": _as_tree(spectrogram_config if spectrogram_config is not None else {}, "spectrogram_config"),
-        "training_config": _as_tree(config if config is not None else {}, "config"),
-        "analysis": _as_tree(analysis, "analysis", allow_none=True),
-        "state_dict": state_dict,
-        "vocoder_state": _as_tree(vocoder_state, "vocoder_state", allow_none=True),
-        "extra": extra,
-    }
-    plan = plan_archive(manifest)  # refuses unstorable values before any file is created
-    with _os_errors("write a model file", target):
+    content = ModelContent.of_model(
+        tensors_or_module,
+        "tensors_or_module",
+        latent_dim=latent_dim,
+        metadata=metadata if metadata is not None else {},
+        spectrogram_config=spectrogram_config if spectrogram_config is not None else {},
+        training_config=config if config is not None else {},
+        analysis=analysis,
+        vocoder_state=vocoder_state,
+        extra=extra,
+        training_config_name="config",
+    )
+    plan = plan_archive(content.manifest())  # refuses unstorable values before any file is created
+    with os_errors("write a model file", target):
         return _publish_file(plan, target, overwrite, progress)
 
 
 def _publish_file(plan: Any, target: Path, overwrite: bool, progress: Progress | None) -> Path:
     import tempfile
-
-    from .catalog import fsync_dir
-    from .persistence import _replace, _unlink_quietly
 
     folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,7 +94,7 @@ def _publish_file(plan: Any, target: Path, overwrite: bool, progress: Progress |
             write_archive(f, plan, progress=progress)
             os.fsync(f.fileno())
         if overwrite:
-            _replace(tmp, target)
+            replace_file(tmp, target)
         else:
             try:
                 os.link(tmp, target)  # no-clobber: fails if the name was taken meanwhile
@@ -106,7 +105,7 @@ def _publish_file(plan: Any, target: Path, overwrite: bool, progress: Progress |
                     raise InputError(f"{str(target)!r} exists; pass overwrite=True to replace it", code="file-exists") from None
                 os.replace(tmp, target)
     finally:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
     fsync_dir(folder)
     return target
 
@@ -117,8 +116,6 @@ def load_file(path: str | os.PathLike[str], device: Any = "cpu", *, copy: bool =
     Tensors are views of the mapped file unless ``copy`` (or a non-CPU ``device``, where each is
     copied there once). For everything else the file holds use ``load_model`` or ``safe_open``.
     """
-    from .persistence import load_model
-
     return load_model(path, device, copy=copy).state_dict
 
 
@@ -126,11 +123,9 @@ class SafeOpen:
     """A ``.distillgan`` file opened lazily (see :func:`safe_open`); close it, or use it as a context manager."""
 
     def __init__(self, path: str | os.PathLike[str], device: Any = "cpu") -> None:
-        from .persistence import _torch_device
-
         # an unusable device is an error now, naming device="cpu", not at get_tensor; the default
         # needs no check, so keys(), metadata() and the manifest never import torch
-        self._device: Any = "cpu" if device == "cpu" and type(device) is str else _torch_device(device)
+        self._device: Any = "cpu" if device == "cpu" and type(device) is str else check_device(device)
         self._archive: Archive = open_archive(path)
         state = self._archive.decoded.values["state_dict"]
         self._refs: dict[str, Ref] = {k: v for k, v in state.items() if type(k) is str and type(v) is Ref} if type(state) is dict else {}

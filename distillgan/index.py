@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeGuard
 
+from .fsio import open_regular
 from .values import INT_MAX, INT_MIN
 
 INDEX_NAME = "model_library.json"
@@ -46,8 +46,6 @@ MAX_INDEX_BYTES = 64 << 20  # FORMAT.md §8: a larger index is unusable and rebu
 MODEL_FILE_EXTENSION = ".distillgan"
 LEGACY_FILE_EXTENSION = ".distill"
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass
@@ -380,8 +378,8 @@ def append_entry(data: bytes, line: str) -> bytes:
 # --- the file ---------------------------------------------------------------------------------------
 
 
-def _is_link(st: os.stat_result) -> bool:
-    return stat.S_ISLNK(st.st_mode) or bool(getattr(st, "st_file_attributes", 0) & stat.FILE_ATTRIBUTE_REPARSE_POINT)
+def _unusable(what: str) -> IndexUnusable:
+    return IndexUnusable(f"it is {what}; links are never followed" if "link" in what else "it is not a regular file")
 
 
 def read_index_bytes(path: str | os.PathLike[str]) -> bytes | None:
@@ -390,22 +388,13 @@ def read_index_bytes(path: str | os.PathLike[str]) -> bytes | None:
     Opened without following a link and without blocking (a FIFO), the size checked on the
     descriptor before reading, and never more than ``MAX_INDEX_BYTES + 1`` bytes read.
     """
-    if not _NOFOLLOW:  # Windows: no O_NOFOLLOW; refuse what lstat shows as a link or reparse point
-        try:
-            if _is_link(os.lstat(path)):
-                raise IndexUnusable("it is a link; links are never followed")
-        except FileNotFoundError:
-            return None
     try:
-        fd = os.open(path, _READ_FLAGS)
+        fd, st = open_regular(path, os.O_RDONLY, _unusable, follow_links=False)
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise IndexUnusable("it is a symbolic link; links are never followed" if os.path.islink(path) else e.strerror) from e
+        raise IndexUnusable(e.strerror or str(e)) from e
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise IndexUnusable("it is not a regular file")
         if st.st_size > MAX_INDEX_BYTES:
             raise IndexUnusable(f"{st.st_size} bytes; the limit is {MAX_INDEX_BYTES} (FORMAT.md §8)")
         chunks = [os.read(fd, st.st_size + 1)]  # one call for the whole file, as a rule

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import sys
 import threading
 import time
@@ -34,13 +33,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import LibraryError, from_os_error
+from .fsio import NOFOLLOW, open_regular
 
 LOCK_NAME = ".model_library.lock"
 LOCK_TIMEOUT_S = 120.0  # FORMAT.md §8
 TEMP_SUFFIX = ".distillgan-tmp"
 _TEMP_NAME = re.compile(r"\.(?P<stem>[^/\\]+)\.(?P<pid>[0-9]{1,10})\.[0-9a-f]{12}" + re.escape(TEMP_SUFFIX) + r"\Z", re.DOTALL)
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _COMMON = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOINHERIT", 0) | getattr(os, "O_BINARY", 0)
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
@@ -79,11 +78,6 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def is_link(st: os.stat_result) -> bool:
-    """A symbolic link, or on Windows any reparse point (junction, mount point)."""
-    return stat.S_ISLNK(st.st_mode) or bool(getattr(st, "st_file_attributes", 0) & stat.FILE_ATTRIBUTE_REPARSE_POINT)
-
-
 def _not_regular(path: str, what: str) -> LibraryError:
     return LibraryError(
         f"{path!r} is {what}, not a regular file: refused, nothing it points to is opened "
@@ -92,36 +86,13 @@ def _not_regular(path: str, what: str) -> LibraryError:
     )
 
 
-def open_regular(path: str, flags: int, mode: int = 0o644) -> int:
-    """``os.open`` of a regular file that is not a link (to anything, dangling included).
+def open_library_file(path: str, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` of a file of the model folder: a regular file that is not a link (to anything, dangling included).
 
     Raises LibraryError ``not-regular-file`` for a link, FIFO, directory or device, and
     OSError for everything else (missing, permission...).
     """
-    if not _NOFOLLOW:  # pragma: no cover - Windows: check before opening, compare after
-        try:
-            before = os.lstat(path)
-        except FileNotFoundError:
-            before = None
-        if before is not None and is_link(before):
-            raise _not_regular(path, "a link")
-    try:
-        fd = os.open(path, flags | _NOFOLLOW | _COMMON | getattr(os, "O_NONBLOCK", 0), mode)
-    except OSError as e:
-        if os.path.islink(path):  # ELOOP (Linux), EMLINK (FreeBSD), EFTYPE (NetBSD)
-            raise _not_regular(path, f"a symbolic link to {os.readlink(path)!r}") from e
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _not_regular(path, "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device")
-        if not _NOFOLLOW:  # pragma: no cover - Windows
-            after = os.lstat(path)
-            if is_link(after) or (after.st_dev, after.st_ino) != (st.st_dev, st.st_ino):
-                raise _not_regular(path, "a link (it changed while being opened)")
-    except BaseException:
-        os.close(fd)
-        raise
+    fd, _ = open_regular(path, flags, lambda what: _not_regular(path, what), follow_links=False, mode=mode)
     return fd
 
 
@@ -161,7 +132,7 @@ class _FolderLock:
 
     def _lock_file(self, deadline: float, timeout: float) -> int:
         try:
-            fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)
+            fd = open_library_file(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as e:
             if isinstance(e, FileNotFoundError):
                 raise LibraryError(f"no such folder: {os.path.dirname(self.path)!r}", code="not-found") from e
@@ -241,7 +212,7 @@ def create_temporary(folder: str | os.PathLike[str], stem: str) -> tuple[int, st
         for _ in range(100):
             path = os.path.join(os.fspath(folder), f".{stem}.{os.getpid()}.{os.urandom(6).hex()}{TEMP_SUFFIX}")
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _COMMON, 0o644)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW | _COMMON, 0o644)
             except FileExistsError:
                 continue
             try:
@@ -287,7 +258,7 @@ def abandoned_size(folder: str | os.PathLike[str], name: str) -> int | None:
         return None
     path = os.path.join(os.fspath(folder), name)
     try:
-        fd = open_regular(path, os.O_RDONLY)
+        fd = open_library_file(path, os.O_RDONLY)
     except (OSError, LibraryError):
         return None
     try:

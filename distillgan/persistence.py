@@ -1,38 +1,35 @@
 """The model API of the seed plan: save, load, delete and convert ``.distillgan`` models.
 
 Storage is the archive of FORMAT.md (zip + msgpack manifest + safetensors),
-never a pickle. Saving is atomic and durable: the file is written under a
-temporary name in the target folder, fsynced, and published under a name no
-other save can take; then the folder's index is updated.
+never a pickle. How a file is built from what the caller has is content.py's; how it is published
+in a folder, atomically and durably, publish.py's.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import re
-import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from . import container as zc
-from .archive import ArchivePlan, Progress, encode_checked, open_archive, plan_archive, plan_member, write_archive
-from .catalog import MODEL_FILE_EXTENSION, ModelLibrary, entry_from_manifest, fsync_dir
-from .errors import DistillganError, InputError, IntegrityError, LibraryError, from_os_error
-from .locks import create_temporary, discard_temporary, release_temporary
-from .manifest import ModelMetadata, coerce_metadata
+from .archive import ArchivePlan, Progress, encode_checked, open_archive, plan_member
+from .catalog import ModelLibrary, entry_from_manifest
+from .content import ModelContent, as_tree
+from .convert import convert_checkpoint
+from .crc import crc32
+from .errors import InputError, IntegrityError, LibraryError, os_errors
+from .fsio import fsync_dir
+from .manifest import ModelMetadata
+from .publish import MAX_STEM_CHARS, publish_over, sanitize_filename, save_content, unlink_quietly, write_temporary
 from .source import is_url
-from .values import Splitter, dataclass_to_dict
+from .values import Splitter
+
+__all__ = ["MAX_STEM_CHARS", "LoadedModel", "ModelMetadata", "delete_model", "load_model", "save_model", "save_model_from_checkpoint", "update_vocoder"]
 
 logger = logging.getLogger("distillgan")
-MAX_STEM_CHARS = 100
-_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
 
 @dataclass
@@ -91,237 +88,6 @@ class LoadedModel:
         return f"LoadedModel({', '.join(parts)})"
 
 
-# --- helpers ---------------------------------------------------------------------------
-
-
-def _sanitize_filename(name: str) -> str:
-    """A safe file stem from a model name: [a-z0-9_-], at most 100 chars, never empty or reserved."""
-    stem = re.sub(r"[^a-zA-Z0-9_\-]", "_", name)
-    stem = re.sub(r"_+", "_", stem).strip("_").lower()[:MAX_STEM_CHARS].strip("_")
-    if not stem:
-        stem = "untitled"
-    if stem in _WINDOWS_RESERVED:
-        stem += "_model"
-    return stem
-
-
-def _as_tree(value: Any, where: str, *, allow_none: bool = False) -> Any:
-    """A config, analysis or vocoder state given as a mapping, a dataclass or an object with ``to_dict()``."""
-    if value is None and allow_none:
-        return None
-    if hasattr(type(value), "__dataclass_fields__") and not isinstance(value, type):
-        return dataclass_to_dict(value)
-    if isinstance(value, Mapping):
-        return value
-    to_dict = getattr(value, "to_dict", None)
-    if callable(to_dict):
-        return _as_tree(to_dict(), where, allow_none=allow_none)
-    raise InputError(
-        f"{where}: expected a dict, a dataclass instance or an object with to_dict(), got {type(value).__name__}", code="invalid-input"
-    )
-
-
-def _state_dict_of(model: Any, where: str) -> tuple[Mapping[str, Any], Any]:
-    """(state dict, latent_dim attribute or None) of an nn.Module or a mapping of names to tensors."""
-    import torch
-
-    if isinstance(model, torch.nn.Module):
-        return model.state_dict(), getattr(model, "latent_dim", None)
-    if isinstance(model, Mapping):
-        return model, None
-    raise InputError(f"{where}: expected an nn.Module or a mapping of names to tensors, got {type(model).__name__}", code="invalid-input")
-
-
-def _latent_dim(value: Any) -> int | None:
-    if value is None:
-        return None
-    if type(value) is not int and getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
-        value = value.item()  # a numpy or torch integer scalar
-    if type(value) is not int or value < 0:
-        raise InputError(f"latent_dim: expected a non-negative int or None, got {value!r}", code="invalid-input")
-    return value
-
-
-def _fill_in_place(metadata: Any, name: str, value: Any) -> None:
-    """Write a filled-in field back to the caller's object, as the seed app's save_model does."""
-    if isinstance(metadata, MutableMapping):
-        metadata[name] = value
-    elif hasattr(type(metadata), "__dataclass_fields__"):
-        setattr(metadata, name, value)
-
-
-def _numbered(models_dir: Path, stem: str, counter: int) -> Path:
-    suffix = "" if counter == 0 else f"_{counter}"
-    return models_dir / f"{stem[: MAX_STEM_CHARS - len(suffix)]}{suffix}{MODEL_FILE_EXTENSION}"
-
-
-def _free_counter(models_dir: Path, stem: str) -> int:
-    """Where to start looking for a free ``<stem>[_N]`` name: the first free one if names are taken from 0 up.
-
-    Doubling then bisection: ~2 log2(n) ``lstat`` calls for n models of one name, where trying
-    each name in turn cost n (issue 14.5). With holes (deleted models) it may skip a free lower
-    number; the no-clobber link that follows is what decides.
-    """
-    if not os.path.lexists(_numbered(models_dir, stem, 0)):
-        return 0
-    taken, free = 0, 1
-    while os.path.lexists(_numbered(models_dir, stem, free)):
-        taken, free = free, free * 2
-    while free - taken > 1:
-        mid = (taken + free) // 2
-        if os.path.lexists(_numbered(models_dir, stem, mid)):
-            taken = mid
-        else:
-            free = mid
-    return free
-
-
-def _publish(tmp: str, models_dir: Path, stem: str) -> Path:
-    """Give the finished temporary file its final name without ever replacing another file.
-
-    The caller holds the folder lock: the temporary file is released (closed, unlocked: Windows
-    cannot rename or unlink an open file) and no repair can take it for abandoned meanwhile.
-    """
-    release_temporary(tmp)
-    for counter in itertools.count(_free_counter(models_dir, stem)):
-        final = _numbered(models_dir, stem, counter)
-        try:
-            os.link(tmp, final)  # atomic and no-clobber: fails if the name is taken
-        except FileExistsError:
-            continue
-        except (OSError, NotImplementedError, AttributeError):
-            if os.name == "nt":  # no hard links here; rename never replaces on Windows
-                try:
-                    os.rename(tmp, final)
-                    return final
-                except FileExistsError:
-                    continue
-            try:  # no hard links on this file system: reserve the name, then replace
-                os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            except FileExistsError:
-                continue
-            os.replace(tmp, final)
-            return final
-        os.unlink(tmp)
-        return final
-    raise AssertionError("unreachable")
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _write_temporary(plan: ArchivePlan, folder: Path, stem: str, progress: Progress | None) -> tuple[str, int]:
-    """Write ``plan`` to a fresh hidden temporary file in ``folder``, fsynced; return its path and size.
-
-    The file (``.<stem>.<pid>.<random>.distillgan-tmp``, mode 0644) stays open and locked until
-    ``_publish`` or ``discard_temporary``, so that a repair knows its writer is alive (locks.py).
-    """
-    fd, tmp = create_temporary(folder, stem)
-    try:
-        with os.fdopen(fd, "wb", buffering=0, closefd=False) as f:
-            size = write_archive(f, plan, progress=progress)
-            os.fsync(f.fileno())
-    except BaseException:
-        discard_temporary(tmp)
-        raise
-    return tmp, size
-
-
-@contextmanager
-def _os_errors(action: str, path: Any) -> Iterator[None]:
-    """Turn an ``OSError`` into the DistillganError that names the path and what to do."""
-    try:
-        yield
-    except DistillganError:
-        raise
-    except OSError as e:
-        raise from_os_error(e, action, path) from e
-
-
-def _save(*args: Any, **kwargs: Any) -> Path:
-    """:func:`_save_model_file`, with OS failures (permissions, read-only, disk full) as DistillganErrors."""
-    folder = kwargs.get("models_dir", args[5] if len(args) > 5 else "")
-    with _os_errors("save a model", folder):
-        path = _save_model_file(*args, **kwargs)
-    logger.info("saved %s", path)
-    return path
-
-
-def _save_model_file(
-    state_dict: Mapping[str, Any],
-    latent_dim: Any,
-    spectrogram_config: Any,
-    training_config: Any,
-    metadata: Any,
-    models_dir: str | os.PathLike[str],
-    analysis: Any,
-    vocoder_state: Any,
-    extra: Any = None,
-    progress: Progress | None = None,
-) -> Path:
-    text = os.fspath(models_dir)
-    if is_url(text):
-        raise InputError(
-            f"models_dir {text!r} is a URL; save_model writes into a local folder (distillgan reads URLs, it does not write them)",
-            code="invalid-input",
-        )
-    if text.lower().endswith(MODEL_FILE_EXTENSION):
-        raise InputError(
-            f"models_dir {text!r} looks like a file name; save_model takes a folder and names the file after the model. "
-            "To write one file at a path of your choosing use distillgan.save_file(model, path, ...)",
-            code="invalid-input",
-        )
-    meta = coerce_metadata(metadata)
-    analysis = _as_tree(analysis, "analysis", allow_none=True)
-    if not meta["model_id"]:
-        meta["model_id"] = str(uuid.uuid4())
-        _fill_in_place(metadata, "model_id", meta["model_id"])
-    if not meta["save_date"]:
-        meta["save_date"] = datetime.now(timezone.utc).isoformat()
-        _fill_in_place(metadata, "save_date", meta["save_date"])
-    if analysis is not None:
-        meta["has_analysis"] = True
-        _fill_in_place(metadata, "has_analysis", True)
-        n_active = analysis.get("n_active_components") if isinstance(analysis, Mapping) else None
-        if type(n_active) is int and n_active >= 0:
-            meta["n_active_components"] = n_active
-            _fill_in_place(metadata, "n_active_components", n_active)
-    manifest: dict[str, Any] = {
-        "latent_dim": _latent_dim(latent_dim),
-        "metadata": meta,
-        "spectrogram_config": _as_tree(spectrogram_config, "spectrogram_config"),
-        "training_config": _as_tree(training_config, "training_config"),
-        "analysis": analysis,
-        "state_dict": state_dict,
-        "vocoder_state": _as_tree(vocoder_state, "vocoder_state", allow_none=True),
-        "extra": extra,
-    }
-    models_dir = Path(os.path.expanduser(os.fspath(models_dir)))
-    models_dir.mkdir(parents=True, exist_ok=True)
-    library = ModelLibrary(models_dir)
-    library.check_id_free(meta["model_id"])  # fail before writing; checked again under the lock
-    stem = _sanitize_filename(meta["name"])
-    plan = plan_archive(manifest)  # refuses unstorable values before any file is created
-    tmp, size = _write_temporary(plan, models_dir, stem, progress)
-    try:
-        with library.locked():
-            base = library.prepare_add(meta["model_id"])
-            final = _publish(tmp, models_dir, stem)
-            fsync_dir(models_dir)
-            # Published: from here on nothing raises. The entry comes from the manifest, which was
-            # round-tripped through the reader before writing; the index write is not fsynced
-            # (the file is, and the entry can be derived from it again: catalog.py).
-            library.record(base, entry_from_manifest(plan.raw, final.name, size), durable=False)
-    except BaseException:
-        discard_temporary(tmp)  # nothing if it was published
-        raise
-    return final
-
-
 # --- public API -------------------------------------------------------------------------
 
 
@@ -372,22 +138,21 @@ def save_model(
     Returns the path of the new file, named after ``metadata.name`` (with
     ``_1``, ``_2``… when taken).
     """
-    state_dict, attr_latent = _state_dict_of(model, "model")
-    return _save(
-        state_dict,
-        latent_dim if latent_dim is not None else attr_latent,
-        spectrogram_config,
-        training_config,
-        metadata,
-        models_dir,
-        analysis,
-        vocoder_state,
-        extra,
-        progress,
+    content = ModelContent.of_model(
+        model,
+        "model",
+        latent_dim=latent_dim,
+        metadata=metadata,
+        spectrogram_config=spectrogram_config,
+        training_config=training_config,
+        analysis=analysis,
+        vocoder_state=vocoder_state,
+        extra=extra,
     )
+    return save_content(content, models_dir, metadata, progress)
 
 
-def _torch_device(device: Any) -> Any:
+def check_device(device: Any) -> Any:
     """``torch.device(device)``, checked to be usable here: an InputError naming ``device="cpu"`` otherwise."""
     import torch
 
@@ -448,6 +213,8 @@ def load_model(
     verify: bool = False,
     copy: bool = False,
     progress: Progress | None = None,
+    public_key: Any = None,
+    certificate_chain: Any = None,
 ) -> LoadedModel:
     """Load a ``.distillgan`` file: tensors, configs, analysis, metadata, vocoder and extra.
 
@@ -471,13 +238,28 @@ def load_model(
     another process reaches them (``verify()`` checks a whole file). ``progress(done, total)``
     counts the stored tensor bytes made available.
 
+    ``public_key`` (a PEM public key, or a list: any of them) or ``certificate_chain`` (PEM
+    certificates you trust) make the load refuse a model without a valid signature from one of
+    them in its sidecar ``model_path + ".sig"`` (URLs too): the signature is checked first, then
+    the whole file is read once into memory of its own, its SHA-256 compared with the signed one,
+    and only those bytes are parsed and handed out as tensors (``copy=True`` semantics; FORMAT.md
+    §16.3). Failures are :class:`~distillgan.SignatureError`; needs ``distillgan[signing]``.
+
     Raises :class:`~distillgan.LegacyFormatError` for legacy ``.distill`` and
     pickle files, :class:`~distillgan.VersionError` for newer format
     versions, :class:`~distillgan.InputError` ``device-unavailable`` for a device this machine
     lacks, and other :class:`~distillgan.DistillganError` subclasses for anything invalid.
     """
-    torch_device = _torch_device(device)
-    archive = open_archive(model_path)
+    torch_device = check_device(device)
+    if public_key is not None or certificate_chain is not None:
+        from .signing import read_verified
+
+        snapshot, signed = read_verified(model_path, public_key=public_key, certificate_chain=certificate_chain)
+        logger.info("signature of %s is valid: %s (%s)", os.fspath(model_path), signed.signer, signed.signature)
+        archive = open_archive(model_path, source=snapshot)
+        copy = False  # the tensors view the checked bytes, which are memory of their own already
+    else:
+        archive = open_archive(model_path)
     try:
         raw = archive.manifest
         values = archive.values(device=torch_device, copy=copy, verify=verify, progress=progress)
@@ -524,9 +306,10 @@ def update_vocoder(
     updated: a crash leaves the old file or the new one, never a mixture.
     On Windows a model that is loaded as views of its file (``load_model``
     without ``copy=True``) cannot be replaced: :class:`~distillgan.LibraryError`
-    ``file-in-use``.
+    ``file-in-use``. A signature ``FILE.sig`` is for the old bytes: it is moved
+    to ``FILE.sig.stale`` and a warning logged (sign the file again).
     """
-    with _os_errors("replace the vocoder of a model", model_path):
+    with os_errors("replace the vocoder of a model", model_path):
         path = _update_vocoder(model_path, vocoder_state, progress)
     logger.info("replaced the vocoder of %s", path)
     return path
@@ -543,7 +326,7 @@ def _update_vocoder(model_path: str | os.PathLike[str], vocoder_state: Mapping[s
             model = next(m for m in archive.members if m.name == zc.MODEL_NAME)
             raw = {k: v for k, v in archive.manifest.items() if k not in ("format", "version")}
             splitter = Splitter()
-            raw["vocoder_state"] = splitter.encode(_as_tree(vocoder_state, "vocoder_state", allow_none=True), ("vocoder_state",), zc.VOCODER_NAME)
+            raw["vocoder_state"] = splitter.encode(as_tree(vocoder_state, "vocoder_state", allow_none=True), ("vocoder_state",), zc.VOCODER_NAME)
             raw["members"] = {zc.MODEL_NAME: raw["members"][zc.MODEL_NAME]}
             def model_chunks() -> Iterator[bytes]:
                 """The weights byte for byte, their CRC-32 checked on exactly the bytes written: damaged
@@ -552,7 +335,7 @@ def _update_vocoder(model_path: str | os.PathLike[str], vocoder_state: Mapping[s
                 crc = 0
                 for view in archive.source.read_stream(model.data_offset, model.size):
                     chunk = bytes(view)  # the writer keeps chunks a while (CRC on a worker); the stream reuses its buffer
-                    crc = zc.crc32(chunk, crc)
+                    crc = crc32(chunk, crc)
                     yield chunk
                 if crc != model.crc32:
                     raise IntegrityError(
@@ -568,56 +351,46 @@ def _update_vocoder(model_path: str | os.PathLike[str], vocoder_state: Mapping[s
                 raw["members"][zc.VOCODER_NAME] = {"size": size, "aliases": aliases}
             raw = {"format": archive.manifest["format"], "version": archive.manifest["version"], **raw}
             plan = ArchivePlan(raw, encode_checked(raw), members)
-            tmp, size = _write_temporary(plan, path.parent, _sanitize_filename(raw["metadata"]["name"]), progress)
+            tmp, size = write_temporary(plan, path.parent, sanitize_filename(raw["metadata"]["name"]), progress)
         finally:
             archive.close()
         try:
-            _publish_over(library, tmp, path, entry_from_manifest(plan.raw, path.name, size))
+            publish_over(library, tmp, path, entry_from_manifest(plan.raw, path.name, size))
         except BaseException:
-            _unlink_quietly(tmp)  # nothing if it was published
+            unlink_quietly(tmp)  # nothing if it was published
             raise
     return path
 
 
-def _publish_over(library: ModelLibrary, tmp: str, path: Path, entry: Any, before_index: Callable[[], None] | None = None) -> None:
-    """Rename the finished temporary file ``tmp`` over the published ``path``, then index ``entry``; the caller holds the lock.
+def sign(
+    path: str | os.PathLike[str],
+    *,
+    private_key: str | os.PathLike[str],
+    signature: str | os.PathLike[str] | None = None,
+    password: str | bytes | None = None,
+    signing_certificate: str | os.PathLike[str] | None = None,
+    certificate_chain: Any = None,
+) -> str:
+    """Sign a local ``.distillgan`` file with OpenSSF model signing; write its sidecar and return the sidecar's path.
 
-    A kill between the rename and the index leaves the replacement marker (FORMAT.md §15.2 item 4),
-    so the next reader indexes the file again; a failed rename leaves the old file and its entry
-    as they were, and no marker. The index update only warns if it fails (the marker then stays).
-    ``before_index`` runs between the two (the crash tests stop there).
+    The sidecar is ``FILE.sig`` unless ``signature`` names another (FORMAT.md §16.1). The file is
+    first opened as an archive (every layer but tensor data), so nothing distillgan would refuse to
+    read gets signed. ``private_key`` is a PEM ECDSA key (``password`` if it is encrypted); with
+    ``signing_certificate`` and ``certificate_chain`` the bundle carries certificates instead of
+    naming the key. Needs ``distillgan[signing]``; failures are
+    :class:`~distillgan.SignatureError` or other :class:`~distillgan.DistillganError` subclasses.
     """
-    release_temporary(tmp)  # Windows cannot rename an open file
-    marker = library.mark_replacing(path.name)
-    try:
-        _replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(marker)
-        raise
-    fsync_dir(path.parent)
-    if before_index is not None:
-        before_index()
-    if library.record(library.indexed(), entry, durable=True):
-        _unlink_quietly(marker)
+    from . import signing
 
+    def structure(p: str) -> None:
+        open_archive(p).close()
 
-def _replace(tmp: str, path: Path) -> None:
-    """Rename ``tmp`` over ``path``; on Windows, retry briefly while another handle has it open."""
-    for attempt in range(50):
-        try:
-            os.replace(tmp, path)
-            return
-        except PermissionError as e:
-            if os.name != "nt" or attempt == 49:
-                raise LibraryError(
-                    f"cannot replace {str(path)!r}: {e.strerror} (is it loaded? load_model(copy=True) keeps no handle on the file)",
-                    code="file-in-use",
-                ) from e
-            time.sleep(0.02)
+    return signing.sign(path, private_key=private_key, signature=signature, password=password,
+                        signing_certificate=signing_certificate, certificate_chain=certificate_chain, check=structure)
 
 
 def delete_model(model_id: str, models_dir: str | os.PathLike[str]) -> bool:
-    """Delete a model's ``.distillgan`` file and its index entry; False if the id is unknown.
+    """Delete a model's ``.distillgan`` file, its signatures (``FILE.sig``, ``FILE.sig.stale``) and its index entry; False if the id is unknown.
 
     The index is only a hint: the file is deleted only if its own manifest holds ``model_id``
     (:class:`~distillgan.LibraryError` ``index-mismatch`` otherwise, and nothing is deleted).
@@ -626,7 +399,7 @@ def delete_model(model_id: str, models_dir: str | os.PathLike[str]) -> bool:
     entry is restored and :class:`~distillgan.LibraryError` ``file-in-use`` is raised. A
     folder that does not exist holds no model: False, and nothing is created.
     """
-    with _os_errors("delete a model", models_dir):
+    with os_errors("delete a model", models_dir):
         deleted = _delete_model(model_id, models_dir)
     if deleted:
         logger.info("deleted model %s from %s", model_id, os.fspath(models_dir))
@@ -651,6 +424,14 @@ def _delete_model(model_id: str, models_dir: str | os.PathLike[str]) -> bool:
         except OSError as e:
             library.record(entries, entry, durable=True)
             raise LibraryError(f"cannot delete {entry.file_path!r}: {e.strerror} (is it loaded?)", code="file-in-use") from e
+        from .signing import SIGNATURE_SUFFIX, STALE_SUFFIX
+
+        for suffix in (SIGNATURE_SUFFIX, STALE_SUFFIX):  # its signatures go with it (FORMAT.md §16.1)
+            sig = os.fspath(library.models_dir / entry.file_path) + suffix
+            try:
+                unlink_quietly(sig)
+            except OSError as e:  # the model is gone already; a sidecar that cannot go is reported, not fatal
+                logger.warning("cannot remove the signature %s of the deleted model: %s", sig, e)
     fsync_dir(library.models_dir)
     return True
 
@@ -671,6 +452,4 @@ def save_model_from_checkpoint(
     file's; the object is filled in place (``model_id``, ``save_date``, ``training_epochs``,
     losses), as in the seed app.
     """
-    from .convert import convert_checkpoint
-
     return convert_checkpoint(checkpoint_path, models_dir, metadata=metadata, progress=progress)

@@ -15,7 +15,6 @@ import bisect
 import mmap
 import os
 import re
-import stat
 import sys
 import threading
 import time
@@ -33,7 +32,9 @@ if TYPE_CHECKING:  # the network modules are imported when a URL is first read: 
     from concurrent.futures import Future
     from urllib.parse import SplitResult
 
+from .crc import crc32, crc32_combine
 from .errors import ContainerError, FileAccessError, InputError
+from .fsio import open_regular
 
 MAX_FILE_BYTES = 1 << 40  # FORMAT.md §8
 REMOTE_TAIL_BYTES = 16 << 10  # first request: the end records and central directory (ours is < 1 KiB)
@@ -118,9 +119,11 @@ class MappedFile:
         self.path = os.fspath(path)
         self.exported = False  # set once tensors view the mapping: then never unmap explicitly
         self._map: mmap.mmap | None = None
-        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        not_regular = FileAccessError(
+            f"{self.path!r} is not a regular file (device, FIFO, socket or directory)", code="not-regular-file"
+        )
         try:
-            fd = os.open(self.path, flags)  # O_NONBLOCK: a FIFO must not block open()
+            fd, st = open_regular(self.path, os.O_RDONLY, lambda what: not_regular)  # a FIFO never blocks the open
         except FileNotFoundError as e:
             raise FileAccessError(f"no such file: {self.path!r}", code="not-found") from e
         except IsADirectoryError as e:
@@ -128,11 +131,6 @@ class MappedFile:
         except OSError as e:
             raise FileAccessError(f"cannot open {self.path!r}: {e.strerror}", code="io-error") from e
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise FileAccessError(
-                    f"{self.path!r} is not a regular file (device, FIFO, socket or directory)", code="not-regular-file"
-                )
             self.size = st.st_size
             if self.size > MAX_FILE_BYTES:
                 raise FileAccessError(
@@ -249,6 +247,41 @@ class MappedFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SnapshotFile(MappedFile):
+    """A file's bytes read once into memory of their own: every later read — validation, tensors — comes from them.
+
+    A signed load (FORMAT.md §16.3) reads the whole file through one descriptor (or downloads it
+    once), hashes exactly those bytes, and only then parses them: there is no window in which
+    the file on disk could differ from what was checked. Tensors view this memory (it is not a
+    mapping of the file, so nothing keeps the file open or in use).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], data: bytearray | mmap.mmap) -> None:  # no file to open: the bytes are given
+        self.path = os.fspath(path)
+        self.exported = False
+        self._map = None
+        self._fd = None
+        self._lock = threading.Lock()
+        self._data = data
+        self.size = len(data)
+
+    def _pread(self, n: int, offset: int) -> bytes:
+        return bytes(self._data[offset : offset + n])
+
+    def readinto(self, offset: int, view: memoryview) -> None:
+        n = view.nbytes
+        if offset < 0 or offset + n > self.size:
+            raise _short(self.path, offset, n, self.size)
+        view[:] = memoryview(self._data)[offset : offset + n]
+
+    @property
+    def buffer(self) -> mmap.mmap | bytes:
+        return self._data  # type: ignore[return-value]  # a bytearray: torch.frombuffer views it as it views the mapping
+
+    def close(self) -> None:
+        """Nothing to close: the memory lives as long as the tensors that view it."""
 
 
 # --- remote ---------------------------------------------------------------------------------
@@ -919,7 +952,7 @@ class RemoteSource:
         if cancel.is_set():
             raise _Cancelled
         self._transport.get_into(start, dest, deadline, cancel)
-        crc = _crc32(dest) if want_crc else 0  # on the worker: CRC-32 releases the GIL, so it overlaps the other transfers
+        crc = crc32(dest) if want_crc else 0  # on the worker: CRC-32 releases the GIL, so it overlaps the other transfers
         if tick is not None:
             tick(len(dest))
         return crc
@@ -943,14 +976,14 @@ class RemoteSource:
             dest = view[start - offset : stop - offset]
             if data is not None:
                 dest[:] = data
-                parts.append((start, stop, _crc32(data)))
+                parts.append((start, stop, crc32(data)))
             else:
                 parts.append((start, stop, self._workers.submit(self._fetch_job, start, dest, deadline, cancel, True, tick)))
         futures = [f for _, _, f in parts if isinstance(f, Future)]
         self._wait(futures, deadline, cancel)
         crc = 0
         for start, stop, f in parts:
-            crc = _crc32_combine(crc, f.result() if isinstance(f, Future) else f, stop - start)
+            crc = crc32_combine(crc, f.result() if isinstance(f, Future) else f, stop - start)
         self._recheck(deadline)
         return buf, crc
 
@@ -999,18 +1032,6 @@ class RemoteSource:
         self._transport.close()
 
 
-def _crc32(data: bytes | memoryview) -> int:
-    from .container import crc32  # container imports this module
-
-    return crc32(data)
-
-
-def _crc32_combine(crc1: int, crc2: int, len2: int) -> int:
-    from .container import crc32_combine as combine
-
-    return combine(crc1, crc2, len2)
-
-
 def open_source(path: str | os.PathLike[str]) -> MappedFile | RemoteSource:
     """A local path (``file://`` URLs included) is mapped; another URL is read remotely."""
     if is_url(path):
@@ -1019,3 +1040,22 @@ def open_source(path: str | os.PathLike[str]) -> MappedFile | RemoteSource:
             return MappedFile(path[len("file://") :])
         return RemoteSource(path)
     return MappedFile(path)
+
+
+def sha256_of(src: MappedFile | RemoteSource) -> str:
+    """SHA-256 of all of ``src``'s bytes, hex, read in chunks (remotely each byte once; cached ones from the cache)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for chunk in src.read_stream(0, src.size):  # hashlib releases the GIL; remotely each byte once, cached ones from the cache
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a whole file (path or URL), hex: a stable identity of a deterministic archive."""
+    src = open_source(path)
+    try:
+        return sha256_of(src)
+    finally:
+        src.close()

@@ -249,8 +249,9 @@ def test_every_error_is_a_value_error_with_a_code(name: str) -> None:
 
 
 def test_error_tree_has_the_documented_shape() -> None:
-    assert len(ERROR_NAMES) == 10
+    assert len(ERROR_NAMES) == 11
     assert issubclass(distillgan.VersionError, distillgan.ManifestError)
+    assert distillgan.SignatureError.__bases__ == (DistillganError,)  # FORMAT.md §16
     with pytest.raises(TypeError):
         DistillganError("no code")  # type: ignore[call-arg]
 

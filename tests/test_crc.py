@@ -5,13 +5,13 @@ from __future__ import annotations
 import random
 import zlib
 
-from distillgan import container as zc
+from distillgan import crc as zcrc
 
 
 def test_crc32_matches_zlib() -> None:
     data = random.Random(1).randbytes(3 << 20)
-    assert zc.crc32(data) == zlib.crc32(data)
-    assert zc.crc32(data[1000:], zc.crc32(data[:1000])) == zlib.crc32(data)
+    assert zcrc.crc32(data) == zlib.crc32(data)
+    assert zcrc.crc32(data[1000:], zcrc.crc32(data[:1000])) == zlib.crc32(data)
 
 
 def test_crc32_combine_matches_zlib_on_random_splits() -> None:
@@ -19,7 +19,7 @@ def test_crc32_combine_matches_zlib_on_random_splits() -> None:
     for _ in range(50):
         a = rng.randbytes(rng.randrange(0, 5000))
         b = rng.randbytes(rng.randrange(0, 70000))
-        assert zc.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+        assert zcrc.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
 
 
 def test_parallel_crc_of_a_member_split_across_threads() -> None:
@@ -28,6 +28,6 @@ def test_parallel_crc_of_a_member_split_across_threads() -> None:
     data = random.Random(3).randbytes((5 << 20) + 12345)  # above the split threshold, odd length
     seen = []
     with ThreadPoolExecutor(max_workers=2) as pool:
-        crc = zc.parallel_crc32(data, 17, len(data) - 17, pool, 2, seen.append)
+        crc = zcrc.parallel_crc32(data, 17, len(data) - 17, pool, 2, seen.append)
     assert crc == zlib.crc32(data[17:])
     assert sum(seen) == len(data) - 17 and len(seen) >= 2

@@ -28,6 +28,7 @@ from remote_server import LAST_MODIFIED, Bytes, Request, Server, Sparse, drip, e
 import distillgan
 from distillgan import DistillganError, ModelMetadata, conformance, inspect, load_model, save_model, verify
 from distillgan import container as zc
+from distillgan.crc import CHUNK
 
 SMALL = 64 << 10  # the requests a reader makes to validate structure are below this; tensor data comes in larger ones
 
@@ -192,7 +193,7 @@ def _huge_member_archive(size: int) -> Sparse:
     header, _ = build_header([("state_dict/w", "U8", (size,))])
     raw = dict(small.raw)
     raw["members"] = {zc.MODEL_NAME: {"size": len(header) + size, "aliases": {}}}
-    zeros = memoryview(bytes(zc._CHUNK))
+    zeros = memoryview(bytes(CHUNK))
 
     def chunks() -> Iterator[bytes | memoryview]:
         yield header
