@@ -11,7 +11,7 @@ the mapping or, for a URL, by one range request each.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from .errors import InputError, os_errors
 from .fsio import fsync_dir
 from .persistence import check_device, load_model
 from .publish import replace_file, unlink_quietly
-from .source import MappedFile, is_url
+from .source import is_url
 from .tensors import TensorInfo, array_from, tensor_from
 from .values import Ref, json_view
 
@@ -149,7 +149,9 @@ def _publish_file(plan: Any, target: Path, overwrite: bool, progress: Progress |
     return target
 
 
-def load_file(path: Any, device: Any = "cpu", *, copy: bool | None = None, framework: str = "pt") -> dict[str, Any]:
+def load_file(
+    path: Any, device: Any = "cpu", *, copy: bool | None = None, framework: str = "pt", storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The state dict of a ``.distillgan`` file, like ``safetensors.torch.load_file``.
 
     ``path`` is a path, an fsspec URL, the file's bytes (``bytes``, ``bytearray``,
@@ -160,12 +162,13 @@ def load_file(path: Any, device: Any = "cpu", *, copy: bool | None = None, frame
     ``framework="np"`` (or ``"numpy"``) gives numpy arrays, as ``safetensors.numpy.load_file``
     does, without importing torch (a BF16 or F8 tensor, which numpy has no dtype for, is
     ``invalid-input``). For everything else the file holds use ``load_model`` or ``safe_open``.
+    ``storage_options`` go to the remote reader of a URL (``{"headers": {...}}`` for http(s); FORMAT.md §12.2).
     """
     if _framework(framework) == "np":
-        with safe_open(path, framework, device) as f:
+        with safe_open(path, framework, device, storage_options=storage_options) as f:
             own = os.name == "nt" if copy is None else copy
             return {name: (f.get_tensor(name).copy() if own else f.get_tensor(name)) for name in f}
-    return load_model(path, device, copy=copy).state_dict
+    return load_model(path, device, copy=copy, storage_options=storage_options).state_dict
 
 
 def _framework(framework: str) -> str:
@@ -179,7 +182,7 @@ def _framework(framework: str) -> str:
 class SafeOpen:
     """A ``.distillgan`` file opened lazily (see :func:`safe_open`); close it, or use it as a context manager."""
 
-    def __init__(self, path: Any, device: Any = "cpu", framework: str = "pt") -> None:
+    def __init__(self, path: Any, device: Any = "cpu", framework: str = "pt", storage_options: Mapping[str, Any] | None = None) -> None:
         self._numpy = _framework(framework) == "np"
         if self._numpy and not (type(device) is str and device == "cpu"):
             raise InputError(f"framework='np' gives numpy arrays, which live on the CPU; device must be 'cpu', not {device!r}",
@@ -187,7 +190,7 @@ class SafeOpen:
         # an unusable device is an error now, naming device="cpu", not at get_tensor; the default
         # needs no check, so keys(), metadata() and the manifest never import torch
         self._device: Any = "cpu" if device == "cpu" and type(device) is str else check_device(device)
-        self._archive: Archive = open_archive(path)
+        self._archive: Archive = open_archive(path, storage_options=storage_options)
         state = self._archive.decoded.values["state_dict"]
         self._refs: dict[str, Ref] = {k: v for k, v in state.items() if type(k) is str and type(v) is Ref} if type(state) is dict else {}
 
@@ -255,17 +258,14 @@ class SafeOpen:
 
     def _read(self, member: str, info: TensorInfo) -> Any:
         table = self._archive.tables[member]
-        if isinstance(self._archive.source, MappedFile):
+        if self._archive.source.mappable:
             self._archive.source.exported = True
             if self._numpy:
-                return array_from(self._archive.source.buffer, info, table.data_start, member)
+                return array_from(self._archive.source.mapping(), info, table.data_start, member)
             checked = self._archive.bools_read(member, info, private=False)
-            return tensor_from(self._archive.source.buffer, info, table.data_start, member, bools_checked=checked)
-        data = bytearray(info.nbytes)  # a URL: one ranged read of this tensor's bytes, nothing else
-        pos = 0
-        for chunk in self._archive.source.read_stream(table.data_start + info.begin, info.nbytes):
-            data[pos : pos + len(chunk)] = chunk
-            pos += len(chunk)
+            return tensor_from(self._archive.source.mapping(), info, table.data_start, member, bools_checked=checked)
+        data = bytearray(info.nbytes)  # a URL: ranged reads of this tensor's bytes, nothing else
+        self._archive.source.read_into(table.data_start + info.begin, memoryview(data))
         return (array_from if self._numpy else tensor_from)(data, info, -info.begin, member)
 
 
@@ -289,7 +289,9 @@ class TensorSlice:
         return part if self._owner._on_cpu() else part.to(self._owner._device)
 
 
-def safe_open(path: Any, framework: str = "pt", device: Any = "cpu") -> SafeOpen:
+def safe_open(
+    path: Any, framework: str = "pt", device: Any = "cpu", *, storage_options: Mapping[str, Any] | None = None
+) -> SafeOpen:
     """Open a ``.distillgan`` file lazily: ``keys()``, ``get_tensor``, ``get_slice``, ``metadata()``.
 
     Like ``safetensors.safe_open``: validates every header now, reads tensor data only when asked.
@@ -297,5 +299,6 @@ def safe_open(path: Any, framework: str = "pt", device: Any = "cpu") -> SafeOpen
     ``framework`` is ``"pt"`` (torch tensors) or ``"np"``/``"numpy"`` (numpy arrays, without
     importing torch). ``device`` is checked now: one this machine lacks is InputError
     ``device-unavailable`` (as for ``load_model``). Use it as a context manager.
+    ``storage_options`` go to the remote reader of a URL (``{"headers": {...}}`` for http(s); FORMAT.md §12.2).
     """
-    return SafeOpen(path, device, framework)
+    return SafeOpen(path, device, framework, storage_options)
