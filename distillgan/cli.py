@@ -749,7 +749,8 @@ and a failure is reported and the rest go on (exit 1 if any failed).
                        description="Rebuild model_library.json from the manifests of the *.distillgan files "
                        "(no tensor data read); reports invalid and ignored files.")
     _dir_option(p)
-    p.add_argument("--json", action="store_true", help='print the report as one JSON object {"dir", "ok", ...} (see `distillgan --help`)')
+    p.add_argument("--json", action="store_true",
+                   help='print the report as one JSON object {"dir", "ok", ...} (see `distillgan --help`)')
     p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("demo", help="save, inspect and load a small example model",
@@ -772,7 +773,8 @@ and a failure is reported and the rest go on (exit 1 if any failed).
 class _PrintCompletion(argparse.Action):
     """``--print-completion SHELL``: print the script and exit, as ``--version`` does (no command needed)."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Any = None) -> None:
         print(completion_script(parser, str(values)), end="")
         parser.exit()
 

@@ -524,7 +524,8 @@ def _convert_in_place(
     content = ModelContent.of_checkpoint(ck, meta)
     content.stamp(meta)  # as save_model fills them: save_date, has_analysis, n_active_components
     folder, library = target.parent, ModelLibrary(target.parent)
-    plan = plan_archive(content.manifest(), user_metadata=content.user_metadata)  # refuses unstorable values before any file is created
+    # refuses unstorable values before any file is created
+    plan = plan_archive(content.manifest(), user_metadata=content.user_metadata)
     with os_errors("convert a model in place", target):
         tmp, size = write_temporary(plan, folder, target.stem, progress)
         try:
@@ -554,7 +555,9 @@ def _flat_refs(value: Any, what: str) -> dict[str, Any]:
     """``value`` (a decoded slot: placeholders where tensors are) as a flat map of names to tensor placeholders."""
     from .values import Ref
 
-    if not isinstance(value, dict) or not all(isinstance(k, str) and type(v) is Ref and v.kind != "ndarray" for k, v in value.items()):
+    flat = isinstance(value, dict) and all(isinstance(k, str) and type(v) is Ref and v.kind != "ndarray"
+                                           for k, v in value.items())
+    if not flat:
         raise InputError(f"{what} is not a flat map of names to tensors; only such a map can be exported as safetensors", code="invalid-input")
     if "__metadata__" in value:  # safetensors reserves that key of the header for the string map
         raise InputError(f"{what} has a tensor named '__metadata__', which a safetensors file cannot hold (its header reserves "

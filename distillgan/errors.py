@@ -93,7 +93,7 @@ class NotFoundError(_OSErrorFace, FileAccessError, FileNotFoundError):
 
 
 class AccessDeniedError(_OSErrorFace, FileAccessError, PermissionError):
-    """The operating system refused access (``permission-denied``, or ``io-error`` when opening to read); also a :class:`PermissionError`."""
+    """Access refused by the system (``permission-denied``; ``io-error`` opening to read); also a :class:`PermissionError`."""
 
 
 class IsAFolderError(_OSErrorFace, FileAccessError, IsADirectoryError):

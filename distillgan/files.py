@@ -84,7 +84,8 @@ def save_file(
         import uuid
 
         content.metadata["model_id"] = str(uuid.uuid4())
-    plan = plan_archive(content.manifest(), user_metadata=content.user_metadata)  # refuses unstorable values before any file is created
+    # refuses unstorable values before any file is created
+    plan = plan_archive(content.manifest(), user_metadata=content.user_metadata)
     with os_errors("write a model file", target):
         return _publish_file(plan, target, overwrite, progress)
 
@@ -150,7 +151,8 @@ def _publish_file(plan: Any, target: Path, overwrite: bool, progress: Progress |
 
 
 def load_file(
-    path: Any, device: Any = "cpu", *, copy: bool | None = None, framework: str = "pt", storage_options: Mapping[str, Any] | None = None
+    path: Any, device: Any = "cpu", *, copy: bool | None = None, framework: str = "pt",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The state dict of a ``.distillgan`` file, like ``safetensors.torch.load_file``.
 
@@ -182,7 +184,8 @@ def _framework(framework: str) -> str:
 class SafeOpen:
     """A ``.distillgan`` file opened lazily (see :func:`safe_open`); close it, or use it as a context manager."""
 
-    def __init__(self, path: Any, device: Any = "cpu", framework: str = "pt", storage_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, path: Any, device: Any = "cpu", framework: str = "pt",
+                 storage_options: Mapping[str, Any] | None = None) -> None:
         self._numpy = _framework(framework) == "np"
         if self._numpy and not (type(device) is str and device == "cpu"):
             raise InputError(f"framework='np' gives numpy arrays, which live on the CPU; device must be 'cpu', not {device!r}",

@@ -28,7 +28,8 @@ from .publish import MAX_STEM_CHARS, publish_over, sanitize_filename, save_conte
 from .source import is_url
 from .values import Splitter
 
-__all__ = ["MAX_STEM_CHARS", "LoadedModel", "ModelMetadata", "delete_model", "load_into", "load_model", "save_model", "save_model_from_checkpoint", "update_vocoder"]
+__all__ = ["MAX_STEM_CHARS", "LoadedModel", "ModelMetadata", "delete_model", "load_into",
+           "load_model", "save_model", "save_model_from_checkpoint", "update_vocoder"]
 
 logger = logging.getLogger("distillgan")
 

@@ -33,7 +33,7 @@ _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 1
 
 
 def sanitize_filename(name: str) -> str:
-    """The file stem ``save_model`` gives a model named ``name``, as the app names its files (public: ``distillgan.sanitize_filename``).
+    """The file stem ``save_model`` gives a model named ``name``, as the app names its files (``distillgan.sanitize_filename``).
 
     Every character but ``[a-zA-Z0-9_-]`` becomes ``_``, runs of ``_`` become one, leading and
     trailing ``_`` go, the rest is lowercased and cut to ``MAX_STEM_CHARS`` (100); an empty result
@@ -208,7 +208,8 @@ def _save_content(content: ModelContent, models_dir: str | os.PathLike[str], own
     library = ModelLibrary(folder)
     library.check_id_free(meta["model_id"])  # fail before writing; checked again under the lock
     stem = sanitize_filename(meta["name"])
-    plan = plan_archive(content.manifest(), user_metadata=content.user_metadata)  # refuses unstorable values before any file is created
+    # refuses unstorable values before any file is created
+    plan = plan_archive(content.manifest(), user_metadata=content.user_metadata)
     tmp, size = write_temporary(plan, folder, stem, progress)
     try:
         with library.locked():
