@@ -41,7 +41,7 @@ MEMBER_KEYS = ("aliases", "size")
 
 @dataclass
 class ModelMetadata:
-    """User-facing metadata stored with a saved model (the seed project's fields).
+    """User-facing metadata stored with a saved model (the fields of the app's ``ModelMetadata``).
 
     ``model_id`` and ``save_date`` are filled in by ``save_model`` when empty.
     Dates are ISO 8601 strings. Losses are floats (NaN and ±inf allowed: a
@@ -315,7 +315,7 @@ def unpack(data: bytes) -> Any:
         obj, trailing = e.unpacked, len(e.extra)
     except Exception as e:  # msgpack stopped: bad bytes, truncation, too deep for its stack — the scan says which comes first
         err = _scan(data)
-        if err is None:  # pragma: no cover - the two readings agree (tests/test_manifest_decode.py)
+        if err is None:  # pragma: no cover - the two readings agree (tests/test_parsers.py)
             err = ManifestError(f"manifest is not valid msgpack: {e} (FORMAT.md §4.2)", code="manifest-msgpack")
         raise err from e
     err = _walk(obj, 0, (), flagged)

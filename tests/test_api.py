@@ -36,7 +36,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-W", "error", "-c", code], check=False, capture_output=True, text=True, timeout=120)
 
 
-# --- the seed plan's verification commands, adapted to distillgan ---------------------------
+# --- the app's persistence API: its constants and fields, adapted to distillgan ---------------------------
 
 
 def test_seed_constants() -> None:
