@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from .crc import crc32
-from .errors import ContainerError
+from .errors import ContainerError, ErrorCode, describe
 from .source import Source
 
 _HAS_WRITEV = hasattr(os, "writev")  # POSIX; not on Windows
@@ -144,20 +144,21 @@ class LocalHeader:
         return self.variable_offset + self.name_length + self.extra_length
 
 
-def _fail(message: str, code: str) -> ContainerError:
-    return ContainerError(message, code=code)
+def _fail(what: str, code: ErrorCode, *, where: str = "", section: str = "") -> ContainerError:
+    return ContainerError(describe(what, where=where, section=section), code=code)
 
 
 def _parse_zip64_extra(data: bytes, want: Sequence[str], where: str) -> dict[str, int]:
     """Parse an extra block that must be exactly one zip64 field with ``want``."""
     if len(data) < 4:
-        raise _fail(f"{where}: extra field of {len(data)} bytes is too short", "zip-extra-field")
+        raise _fail(f"extra field of {len(data)} bytes is too short", "zip-extra-field", where=where)
     hid, hlen = struct.unpack_from("<HH", data, 0)
     if hid != ZIP64_EXTRA_ID or hlen != 8 * len(want) or len(data) < 4 + hlen:
         raise _fail(
-            f"{where}: expected a zip64 extra field (0x0001) holding {', '.join(want)}; "
-            f"found id 0x{hid:04x} of {hlen} bytes (FORMAT.md §3.3)",
+            f"expected a zip64 extra field (0x0001) holding {', '.join(want)}; found id 0x{hid:04x} of {hlen} bytes",
             "zip64",
+            where=where,
+            section="§3.3",
         )
     values = struct.unpack_from(f"<{len(want)}Q", data, 4)
     return dict(zip(want, values, strict=True))
@@ -167,8 +168,7 @@ def check_start(head: bytes, size: int) -> None:
     """FORMAT.md §13.1 Z1–Z2: ``head``, the file's first 4 bytes (fewer if it is shorter), and its ``size``."""
     if head != LOCAL_SIG:
         raise _fail(
-            f"first bytes are {head!r}; expected a local file header 'PK\\x03\\x04' at offset 0 (FORMAT.md §3.1)",
-            "not-zip",
+            f"first bytes are {head!r}; expected a local file header 'PK\\x03\\x04' at offset 0", "not-zip", section="§3.1"
         )
     if size < MIN_ARCHIVE_BYTES:
         raise _fail(f"file is {size} bytes; a valid archive has at least {MIN_ARCHIVE_BYTES}", "truncated")
@@ -187,13 +187,14 @@ def parse_end_records(tail: bytes, size: int) -> EndRecords:
     if sig != EOCD_SIG:
         raise _fail(
             "no end of central directory record in the last 22 bytes: the file is truncated, "
-            "has trailing bytes, or has an archive comment (FORMAT.md §3.5)",
+            "has trailing bytes, or has an archive comment",
             "zip-eocd",
+            section="§3.5",
         )
     if comment_len != 0:
-        raise _fail(f"archive comment of {comment_len} bytes; comments are not allowed (FORMAT.md §3.5)", "zip-comment")
+        raise _fail(f"archive comment of {comment_len} bytes; comments are not allowed", "zip-comment", section="§3.5")
     if disk != 0 or cd_disk != 0:
-        raise _fail(f"end record names disk {disk}/{cd_disk}; expected 0/0 (FORMAT.md §3.5)", "zip-eocd")
+        raise _fail(f"end record names disk {disk}/{cd_disk}; expected 0/0", "zip-eocd", section="§3.5")
     if n_disk != n_total:
         raise _fail(f"end record counts {n_disk} entries on this disk but {n_total} in total", "zip-eocd")
 
@@ -207,7 +208,7 @@ def parse_end_records(tail: bytes, size: int) -> EndRecords:
         lsig, z_disk, z_off, n_disks = ZIP64_LOCATOR_FMT.unpack(at(loc_pos, ZIP64_LOCATOR_FMT.size))
         rec_pos = loc_pos - ZIP64_EOCD_FMT.size
         if lsig != ZIP64_LOCATOR_SIG or z_disk != 0 or n_disks != 1:
-            raise _fail("zip64 end of central directory locator missing or malformed (FORMAT.md §3.5)", "zip64")
+            raise _fail("zip64 end of central directory locator missing or malformed", "zip64", section="§3.5")
         if z_off != rec_pos:
             raise _fail(
                 f"zip64 locator points at offset {z_off}; the zip64 end record must immediately precede it at {rec_pos}",
@@ -217,7 +218,7 @@ def parse_end_records(tail: bytes, size: int) -> EndRecords:
             at(rec_pos, ZIP64_EOCD_FMT.size)
         )
         if rsig != ZIP64_EOCD_SIG or rsize != ZIP64_EOCD_FMT.size - 12 or rdisk != 0 or rcd_disk != 0:
-            raise _fail("zip64 end of central directory record malformed (FORMAT.md §3.5)", "zip64")
+            raise _fail("zip64 end of central directory record malformed", "zip64", section="§3.5")
         if rn_disk != rn_total:
             raise _fail("zip64 end record entry counts disagree", "zip64")
         for label, short, wide, limit in (
@@ -237,14 +238,14 @@ def parse_end_records(tail: bytes, size: int) -> EndRecords:
 
     # E6–E8
     if not 2 <= n_total <= MAX_MEMBERS:
-        raise _fail(f"archive has {n_total} entries; expected 2 or 3 (FORMAT.md §3.1)", "zip-entry-count")
+        raise _fail(f"archive has {n_total} entries; expected 2 or 3", "zip-entry-count", section="§3.1")
     if cd_off + cd_size != cd_end or cd_off > cd_end:
         raise _fail(
             f"central directory at {cd_off} of {cd_size} bytes does not end where the end records start ({cd_end})",
             "zip-layout",
         )
     if cd_size > MAX_CENTRAL_DIRECTORY_BYTES:
-        raise _fail(f"central directory of {cd_size} bytes; the limit is {MAX_CENTRAL_DIRECTORY_BYTES} (FORMAT.md §8)", "zip-layout")
+        raise _fail(f"central directory of {cd_size} bytes; the limit is {MAX_CENTRAL_DIRECTORY_BYTES}", "zip-layout", section="§8")
     return EndRecords(n_total, cd_off, cd_size, cd_end, zip64)
 
 
@@ -269,56 +270,60 @@ def parse_central_directory(data: bytes, end: EndRecords) -> list[CentralEntry]:
         extra = data[rel + nlen : rel + nlen + xlen]
         if index == 0 and raw_name != MANIFEST_NAME.encode("ascii"):  # D4
             raise _fail(
-                f"member 0 is named {raw_name!r}; expected {MANIFEST_NAME!r} (FORMAT.md §3.1)", "zip-member-name"
+                f"member 0 is named {raw_name!r}; expected {MANIFEST_NAME!r}", "zip-member-name", section="§3.1"
             )
         # D5: later names are checked against the v1 set once the manifest's version is known (§4.5);
         # here only that they are plain, distinct file names.
         if not _MEMBER_NAME.fullmatch(raw_name) or raw_name in names:
             raise _fail(
-                f"member {index} is named {raw_name!r}; names are distinct, of [a-z0-9._-] and not '.' or '..' (FORMAT.md §3.1)",
+                f"member {index} is named {raw_name!r}; names are distinct, of [a-z0-9._-] and not '.' or '..'",
                 "zip-member-name",
+                section="§3.1",
             )
         names.add(raw_name)
         name = raw_name.decode("ascii")
         where = f"central directory entry {name!r}"
         if klen != 0:  # D6
-            raise _fail(f"{where}: file comment of {klen} bytes; not allowed", "zip-comment")
+            raise _fail(f"file comment of {klen} bytes; not allowed", "zip-comment", where=where)
         if disk_start != 0 or iattr != 0:  # D7
-            raise _fail(f"{where}: disk {disk_start}, internal attributes {iattr}; expected 0 and 0", "zip-attributes")
+            raise _fail(f"disk {disk_start}, internal attributes {iattr}; expected 0 and 0", "zip-attributes", where=where)
         if made_by >> 8 != MADE_BY >> 8 or xattr != EXTERNAL_ATTR:  # D8
             # other readers act on these fields (unzip skips a volume label, bsdtar restores setuid bits):
             # only the one value writers produce is accepted, so every reader extracts the same regular file
             raise _fail(
-                f"{where}: version made by 0x{made_by:04x} (host {made_by >> 8}), external attributes 0x{xattr:08x}; "
-                f"expected host {MADE_BY >> 8} (Unix) and 0x{EXTERNAL_ATTR:08x}, a regular file of mode 0644 (FORMAT.md §3.2)",
+                f"version made by 0x{made_by:04x} (host {made_by >> 8}), external attributes 0x{xattr:08x}; "
+                f"expected host {MADE_BY >> 8} (Unix) and 0x{EXTERNAL_ATTR:08x}, a regular file of mode 0644",
                 "zip-attributes",
+                where=where,
+                section="§3.2",
             )
         if flags & ~ALLOWED_FLAGS:  # D9
             raise _fail(
-                f"{where}: general purpose flags 0x{flags:04x}; only bit 11 may be set (no encryption, "
-                "no data descriptor) (FORMAT.md §3.2)",
+                f"general purpose flags 0x{flags:04x}; only bit 11 may be set (no encryption, no data descriptor)",
                 "zip-flags",
+                where=where,
+                section="§3.2",
             )
         if method != 0:  # D10
-            raise _fail(f"{where}: compression method {method}; expected 0 (STORED) (FORMAT.md §3.2)", "zip-method")
+            raise _fail(f"compression method {method}; expected 0 (STORED)", "zip-method", where=where, section="§3.2")
         want = [k for k, v in (("usize", usize), ("csize", csize), ("offset", lho)) if v == U32_MAX]  # D11
         z = _parse_zip64_extra(extra, want, where) if want else {}
         if not want and xlen != 0:
-            raise _fail(f"{where}: unexpected extra field of {xlen} bytes (FORMAT.md §3.3)", "zip-extra-field")
+            raise _fail(f"unexpected extra field of {xlen} bytes", "zip-extra-field", where=where, section="§3.3")
         if want and 4 + 8 * len(want) != xlen:
-            raise _fail(f"{where}: extra field holds more than the zip64 record", "zip-extra-field")
+            raise _fail("extra field holds more than the zip64 record", "zip-extra-field", where=where)
         usize, csize, lho = z.get("usize", usize), z.get("csize", csize), z.get("offset", lho)
         if ("usize" in z) != ("csize" in z):  # D12
-            raise _fail(f"{where}: zip64 must carry both sizes", "zip64")
+            raise _fail("zip64 must carry both sizes", "zip64", where=where)
         for key in ("usize", "offset"):  # D13
             if key in z and z[key] < U32_MAX:
-                raise _fail(f"{where}: zip64 {key} {z[key]} fits in 32 bits; zip64 only when needed (FORMAT.md §3.3)", "zip64")
+                raise _fail(f"zip64 {key} {z[key]} fits in 32 bits; zip64 only when needed", "zip64", where=where, section="§3.3")
         if csize != usize:  # D14
-            raise _fail(f"{where}: compressed size {csize} differs from size {usize} for a STORED member", "zip-method")
+            raise _fail(f"compressed size {csize} differs from size {usize} for a STORED member", "zip-method", where=where)
         uses64 = bool(z) or usize >= U32_MAX
         if need != (VERSION_ZIP64 if uses64 else VERSION_PLAIN):  # D15
             raise _fail(
-                f"{where}: version needed {need}; expected {VERSION_ZIP64 if uses64 else VERSION_PLAIN}", "zip-version"
+                f"version needed {need}; expected {VERSION_ZIP64 if uses64 else VERSION_PLAIN}", "zip-version", where=where
             )
         entries.append(CentralEntry(name, need, flags, mtime, mdate, crc, usize, lho))
         pos = var_end
@@ -336,8 +341,9 @@ def locate_local_header(entry: CentralEntry, previous_end: int, end: EndRecords)
     if entry.header_offset != previous_end:
         raise _fail(
             f"{where} is at offset {entry.header_offset}; expected {previous_end} "
-            "(members are contiguous from offset 0, FORMAT.md §3.1)",
+            "(members are contiguous from offset 0)",
             "zip-layout",
+            section="§3.1",
         )
     if entry.header_offset + LOCAL_FMT.size > end.directory_offset:
         raise _fail(f"{where} runs into the central directory", "zip-layout")
@@ -349,7 +355,7 @@ def parse_local_header(fixed: bytes, entry: CentralEntry, end: EndRecords) -> Lo
     header = LocalHeader(entry.header_offset, *LOCAL_FMT.unpack(fixed)[1:])
     where = f"local header of {entry.name!r}"
     if fixed[:4] != LOCAL_SIG:
-        raise _fail(f"{where}: signature {fixed[:4]!r}; expected 'PK\\x03\\x04'", "zip-layout")
+        raise _fail(f"signature {fixed[:4]!r}; expected 'PK\\x03\\x04'", "zip-layout", where=where)
     if header.data_offset > end.directory_offset:
         raise _fail(f"{where} runs into the central directory", "zip-layout")
     return header
@@ -379,19 +385,19 @@ def check_local_header(index: int, entry: CentralEntry, header: LocalHeader, var
     rest = variable[header.name_length :]
     if usize >= U32_MAX:  # LH7
         if header.compressed_size != U32_MAX or header.size != U32_MAX:
-            raise _fail(f"{where}: sizes must be 0xFFFFFFFF with a zip64 extra field", "zip64")
+            raise _fail("sizes must be 0xFFFFFFFF with a zip64 extra field", "zip64", where=where)
         z = _parse_zip64_extra(rest[:20], ["usize", "csize"], where)
         if z["usize"] != usize or z["csize"] != usize:
-            raise _fail(f"{where}: zip64 sizes differ from the central directory", "zip-header-mismatch")
+            raise _fail("zip64 sizes differ from the central directory", "zip-header-mismatch", where=where)
         rest = rest[20:]
     elif header.compressed_size != usize or header.size != usize:
         raise _fail(
-            f"{where}: sizes {header.compressed_size}/{header.size} differ from the central directory's {usize}", "zip-header-mismatch"
+            f"sizes {header.compressed_size}/{header.size} differ from the central directory's {usize}", "zip-header-mismatch", where=where
         )
     data_offset = header.data_offset
     if index == 0:  # LH8
         if header.extra_length != 0:
-            raise _fail(f"{where}: the manifest's local header has an extra field; none is allowed (FORMAT.md §3.4)", "zip-extra-field")
+            raise _fail("the manifest's local header has an extra field; none is allowed", "zip-extra-field", where=where, section="§3.4")
     else:
         pad = (-(data_offset - len(rest) + 4)) % ALIGNMENT
         if (
@@ -401,9 +407,11 @@ def check_local_header(index: int, entry: CentralEntry, header: LocalHeader, var
             or rest[4:].count(0) != len(rest) - 4
         ):
             raise _fail(
-                f"{where}: expected a padding extra field 0x{PADDING_EXTRA_ID:04x} of {pad} zero bytes so that "
-                f"data starts at a multiple of {ALIGNMENT} (FORMAT.md §3.4)",
+                f"expected a padding extra field 0x{PADDING_EXTRA_ID:04x} of {pad} zero bytes so that "
+                f"data starts at a multiple of {ALIGNMENT}",
                 "zip-alignment",
+                where=where,
+                section="§3.4",
             )
     if data_offset + usize > end.directory_offset:  # LH9
         raise _fail(f"member {name!r} of {usize} bytes runs past the start of the central directory", "zip-layout")

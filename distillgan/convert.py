@@ -25,7 +25,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .content import ModelContent
 from .errors import InputError, LegacyFormatError, os_errors
@@ -43,6 +43,9 @@ APP_CHECKPOINT_KEYS = frozenset({"model_state_dict", "optimizer_state_dict", "ep
 SLOT_KEYS = ("spectrogram_config", "training_config", "latent_analysis", "latent_dim", "vocoder_state")
 
 
+CheckpointKind = Literal["app-training-checkpoint", "seed-distillgan", "state-dict-key", "state-dict", "safetensors"]
+
+
 @dataclass
 class Checkpoint:
     """A file's content sorted into the places of a ``.distillgan`` model (see :func:`read_checkpoint`).
@@ -55,7 +58,7 @@ class Checkpoint:
     a place of its own.
     """
 
-    kind: str
+    kind: CheckpointKind
     state_dict: dict[str, Any]
     spectrogram_config: dict[str, Any] = field(default_factory=dict)
     training_config: dict[str, Any] = field(default_factory=dict)

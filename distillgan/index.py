@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard
 
 from .fsio import open_regular
 from .values import INT_MAX, INT_MIN
@@ -252,13 +252,16 @@ def copy_entry(e: ModelEntry) -> ModelEntry:
 # --- the document ----------------------------------------------------------------------------------
 
 
+IndexLayout = Literal["app", "list", "v1"]  # the app's; distillgan's earlier layout; the app's earlier index (no vocoder key)
+
+
 @dataclass
 class IndexDoc:
     """A parsed index: valid entries in file order, the entries dropped and why, and the layout read."""
 
     entries: dict[str, ModelEntry]
     dropped: dict[str, str] = field(default_factory=dict)  # model id (or position) -> reason
-    layout: str = "app"  # "app"; "list" (distillgan's earlier layout); "v1" (the app's earlier index, no vocoder key)
+    layout: IndexLayout = "app"
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import InputError, ManifestError, VersionError
+from .errors import ErrorCode, InputError, ManifestError, VersionError, describe
 from .values import MAX_DEPTH, Decoder, Ref, find_unencodable, render_path
 
 MODEL_FORMAT_MARKER = "distillgan_model"  # FORMAT.md §4.1
@@ -225,8 +225,8 @@ class _Ext:
 _PLAIN_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 
 
-def _defect(where: str, what: str, *, code: str) -> ManifestError:
-    return ManifestError(f"{what} at {where} (FORMAT.md §4.2)", code=code)
+def _defect(where: str, what: str, *, code: ErrorCode) -> ManifestError:
+    return ManifestError(describe(what, where=where, section="§4.2"), code=code)
 
 
 def _ext_defect(value: Any, where: str) -> ManifestError:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
 
-from .errors import DistillganError, FileAccessError, InputError, SignatureError, from_os_error
+from .errors import DistillganError, ErrorCode, FileAccessError, InputError, SignatureError, from_os_error
 from .source import STREAM_CHUNK, MappedFile, RemoteSource, SnapshotFile, file_sha256, is_url, open_source
 
 __all__ = [
@@ -135,7 +135,7 @@ def _library() -> SimpleNamespace:
     )  # fmt: skip
 
 
-def _read_small(path: str, *, what: str, limit: int, too_large: str, missing: str | None) -> bytes:
+def _read_small(path: str, *, what: str, limit: int, too_large: ErrorCode, missing: ErrorCode | None) -> bytes:
     """A small file's bytes, read through one descriptor opened without blocking (or one URL), its size capped before reading."""
     try:
         src: MappedFile | RemoteSource = open_source(path) if is_url(path) else MappedFile(path)
