@@ -32,7 +32,7 @@ def test_the_code_vocabulary_is_the_spec_table_in_its_order() -> None:
     from distillgan.errors import CODES
 
     section = SPEC[SPEC.index("## §9 ") : SPEC.index("## §10 ")]
-    table = re.findall(r"^\| `([a-z0-9-]+)` \|", section, flags=re.M)
+    table = re.findall(r"^\| `([a-z0-9-]+)` \|", section, flags=re.MULTILINE)
     assert list(CODES) == table
     assert _codes_in_source() - set(CODES) == set()  # a code passed where mypy cannot see it is listed too
 
