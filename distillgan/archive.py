@@ -17,7 +17,7 @@ from . import container as zc
 from .crc import CHUNK, SPLIT, crc32, crc32_combine, parallel_crc32
 from .errors import ContainerError, InputError, IntegrityError, ManifestError, TensorError
 from .legacy import check_not_legacy
-from .source import MappedFile, RemoteSource, file_sha256, open_source, sha256_of
+from .source import Source, file_sha256, open_source, sha256_of
 from .manifest import (
     MAX_MANIFEST_BYTES,
     MODEL_FORMAT_MARKER,
@@ -221,15 +221,14 @@ def write_archive(f: BinaryIO, manifest: Mapping[str, Any] | ArchivePlan, *, pro
 class Archive:
     """A validated archive: members, manifest and tensor tables over one source.
 
-    ``source`` is a :class:`~distillgan.source.MappedFile` for local paths
-    (tensors are views of its copy-on-write mapping) or a
-    :class:`~distillgan.source.RemoteSource` for URLs (tensor members are
-    downloaded whole, CRC-checked on the way, when first needed, and kept:
-    the bytes checked are the bytes used; FORMAT.md §12).
+    ``source`` is a :class:`~distillgan.source.Source`: one that can map (a local file) gives
+    tensors that are views of its copy-on-write mapping; one that cannot (a URL) has its tensor
+    members downloaded whole, CRC-checked on the way, when first needed, and kept: the bytes
+    checked are the bytes used (FORMAT.md §12).
     """
 
     path: str
-    source: MappedFile | RemoteSource
+    source: Source
     members: list[zc.Member]
     decoded: Manifest
     tables: dict[str, TensorTable]
@@ -263,12 +262,12 @@ class Archive:
         validated at open taken from the source's cache (FORMAT.md §12.1).
         """
         m = self._member(name)
-        if isinstance(self.source, MappedFile) and not private and not verify:
-            return self.source.buffer, 0
+        if self.source.mappable and not private and not verify:
+            return self.source.mapping(), 0
         if name not in self._downloaded or (verify and name not in self._verified):
-            if isinstance(self.source, MappedFile):
+            if self.source.mappable:  # read through the descriptor; the CRC on two threads
                 data: Any = bytearray(m.size)
-                self.source.readinto(m.data_offset, memoryview(data))
+                self.source.read_into(m.data_offset, memoryview(data))
                 if verify:
                     from concurrent.futures import ThreadPoolExecutor
 
@@ -286,7 +285,7 @@ class Archive:
     def tensor_chunks(self, member: str, info: TensorInfo) -> Iterator[bytes | memoryview]:
         """One stored tensor's bytes, in chunks read through the descriptor (no torch, bounded memory)."""
         start = self.tables[member].data_start + info.begin
-        if isinstance(self.source, MappedFile):
+        if self.source.mappable:
             yield from self.source.read_stream(start, info.nbytes)
             return
         buf, base = self.member_data(member)
@@ -296,7 +295,7 @@ class Archive:
         """Tensors of one member as views of the mapping (or download); aliases share their target."""
         table = self.tables[member]
         buf, base = self.member_data(member)
-        if isinstance(self.source, MappedFile):
+        if self.source.mappable:
             self.source.exported = True
         out = {}
         for info in table.tensors:
@@ -320,7 +319,7 @@ class Archive:
 
         on_cpu = device is None or torch.device(device).type == "cpu"
         private = copy or verify
-        if isinstance(self.source, MappedFile) and not private:
+        if self.source.mappable and not private:
             self.source.exported = True  # tensors view the mapping: it must outlive close()
         stored: dict[tuple[str, str], Any] = {}  # CPU views (or private copies) of the stored tensors
         moved: dict[tuple[str, str], Any] = {}  # their copies on a non-CPU device
@@ -366,7 +365,7 @@ class Archive:
         tensor: 256 MiB more RSS, where any other dtype costs nothing until read); read in 8 MiB
         chunks into one reused buffer instead. Private copies and downloads are checked where they are.
         """
-        if info.dtype != "BOOL" or private or not isinstance(self.source, MappedFile):
+        if info.dtype != "BOOL" or private or not self.source.mappable:
             return False
         if any(bytes(chunk).translate(None, b"\x00\x01") for chunk in self.tensor_chunks(member, info)):
             raise _bool_error(member, info)
@@ -389,7 +388,7 @@ class Archive:
         """
         chosen = [m for m in self.members if members is None or m.name in members]
         tick = _counter(progress, sum(m.size for m in chosen))
-        if isinstance(self.source, RemoteSource):
+        if not self.source.mappable:  # a URL: each byte fetched once, so the members checked are kept
             for m in chosen:
                 if m.name in TENSOR_MEMBERS:
                     self.member_data(m.name, verify=True, tick=tick)  # kept: the tensors made later are these bytes
@@ -422,7 +421,7 @@ class Archive:
         self.close()
 
 
-def _stream_crc(src: MappedFile | RemoteSource, offset: int, size: int, tick: Callable[[int], None] | None) -> int:
+def _stream_crc(src: Source, offset: int, size: int, tick: Callable[[int], None] | None) -> int:
     crc = 0
     for chunk in src.read_stream(offset, size):
         crc = crc32(chunk, crc)
@@ -548,7 +547,7 @@ def _check_kind(ref: Ref, info: TensorInfo, path: tuple[Any, ...]) -> None:
         )
 
 
-def _looks_like_safetensors(src: MappedFile | RemoteSource) -> bool:
+def _looks_like_safetensors(src: Source) -> bool:
     """FORMAT.md §7: a little-endian u64 header length N with 8 + N within the file, then '{'."""
     if src.size < 10:
         return False
@@ -556,14 +555,16 @@ def _looks_like_safetensors(src: MappedFile | RemoteSource) -> bool:
     return head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= src.size
 
 
-def open_archive(path: str | os.PathLike[str], *, source: MappedFile | RemoteSource | None = None) -> Archive:
+def open_archive(
+    path: str | os.PathLike[str], *, source: Source | None = None, storage_options: Mapping[str, Any] | None = None
+) -> Archive:
     """Open and validate every layer of an archive (a path or an fsspec URL); tensor data is not read.
 
     A local file is mapped privately (copy-on-write), so tensors made from
     it may be modified without touching the file. ``source`` reads ``path``'s
     bytes from there instead (a :class:`~distillgan.source.SnapshotFile` of a signed load).
     """
-    src = open_source(path) if source is None else source
+    src = open_source(path, storage_options) if source is None else source
     try:
         check_not_legacy(src)
         try:
@@ -627,16 +628,19 @@ def describe(archive: Archive, tensors_table: bool = True) -> dict[str, Any]:
     }
 
 
-def inspect(path: str | os.PathLike[str], *, tensors: bool = True) -> dict[str, Any]:
+def inspect(path: str | os.PathLike[str], *, tensors: bool = True, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Describe an archive (a path or an fsspec URL) without torch and without reading tensor data.
 
     Returns a JSON-serialisable dict: format, version, file_size, members
     (name, header_offset, data_offset, size, crc32), the manifest, and per
     tensor member a table of name, dtype, shape, bytes and data_offset
     (left out with ``tensors=False``; the file is validated the same).
+    ``storage_options`` go to the remote reader of a URL: ``{"headers": {...}}`` for
+    http(s) (a token for a private server; FORMAT.md §12.2), the backend's options for another
+    fsspec scheme.
     Raises :class:`~distillgan.DistillganError` for any invalid file.
     """
-    with open_archive(path) as archive, gc_paused():
+    with open_archive(path, storage_options=storage_options) as archive, gc_paused():
         return describe(archive, tensors)
 
 
@@ -660,6 +664,7 @@ def verify(
     signature: str | os.PathLike[str] | None = None,
     public_key: Any = None,
     certificate_chain: Any = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Check every layer and every member's CRC-32 (and, if given, the file's SHA-256).
 
@@ -672,17 +677,19 @@ def verify(
     a valid signature (its sidecar ``path + ".sig"``, or ``signature``), checked before any data is
     read, whose signed SHA-256 is the file's: the same pass computes it (FORMAT.md §16.3;
     :class:`~distillgan.SignatureError`). ``info["signature"]`` then says who signed it.
+    ``storage_options``: as for :func:`inspect`.
     """
     if signature is None and public_key is None and certificate_chain is None:
-        return _verify(path, sha256, progress, digest=False)
+        return _verify(path, sha256, progress, storage_options, digest=False)
     from .errors import DistillganError
     from .signing import mismatch_error, signed_sha256
 
-    signed = signed_sha256(path, signature=signature, public_key=public_key, certificate_chain=certificate_chain)
+    signed = signed_sha256(path, signature=signature, public_key=public_key, certificate_chain=certificate_chain,
+                           storage_options=storage_options)
     try:
-        info = _verify(path, sha256, progress, digest=True)
+        info = _verify(path, sha256, progress, storage_options, digest=True)
     except DistillganError as e:  # bytes that are not the signed ones say so first, whatever else is wrong with them
-        actual = file_sha256(path)
+        actual = file_sha256(path, storage_options)
         if actual != signed.sha256:
             raise mismatch_error(os.fspath(path), signed, actual) from e
         raise
@@ -692,10 +699,12 @@ def verify(
     return info
 
 
-def _verify(path: str | os.PathLike[str], sha256: str | None, progress: Progress | None, *, digest: bool) -> dict[str, Any]:
-    with open_archive(path) as archive:
+def _verify(
+    path: str | os.PathLike[str], sha256: str | None, progress: Progress | None, storage_options: Mapping[str, Any] | None, *, digest: bool
+) -> dict[str, Any]:
+    with open_archive(path, storage_options=storage_options) as archive:
         info = describe(archive)
-        if isinstance(archive.source, RemoteSource):
+        if not archive.source.mappable:  # a URL: one pass over the file (FORMAT.md §12.1)
             return _verify_remote(archive, info, sha256, progress, digest=digest)
         if sha256 is not None or digest:
             from concurrent.futures import ThreadPoolExecutor
@@ -726,7 +735,6 @@ def _verify_remote(archive: Archive, info: dict[str, Any], sha256: str | None, p
     import hashlib
 
     src = archive.source
-    assert isinstance(src, RemoteSource)
     hasher = hashlib.sha256() if sha256 is not None or digest else None
     crcs = [0] * len(archive.members)
     spans = [(m.data_offset, m.data_offset + m.size) for m in archive.members]

@@ -11,7 +11,7 @@ the mapping or, for a URL, by one range request each.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from .errors import InputError, os_errors
 from .fsio import fsync_dir
 from .persistence import check_device, load_model
 from .publish import replace_file, unlink_quietly
-from .source import MappedFile, is_url
+from .source import is_url
 from .tensors import TensorInfo, tensor_from
 from .values import Ref, json_view
 
@@ -110,23 +110,26 @@ def _publish_file(plan: Any, target: Path, overwrite: bool, progress: Progress |
     return target
 
 
-def load_file(path: str | os.PathLike[str], device: Any = "cpu", *, copy: bool = False) -> dict[str, Any]:
+def load_file(
+    path: str | os.PathLike[str], device: Any = "cpu", *, copy: bool = False, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The state dict of a ``.distillgan`` file (a path or an fsspec URL), like ``safetensors.torch.load_file``.
 
     Tensors are views of the mapped file unless ``copy`` (or a non-CPU ``device``, where each is
     copied there once). For everything else the file holds use ``load_model`` or ``safe_open``.
+    ``storage_options`` go to the remote reader of a URL (``{"headers": {...}}`` for http(s); FORMAT.md §12.2).
     """
-    return load_model(path, device, copy=copy).state_dict
+    return load_model(path, device, copy=copy, storage_options=storage_options).state_dict
 
 
 class SafeOpen:
     """A ``.distillgan`` file opened lazily (see :func:`safe_open`); close it, or use it as a context manager."""
 
-    def __init__(self, path: str | os.PathLike[str], device: Any = "cpu") -> None:
+    def __init__(self, path: str | os.PathLike[str], device: Any = "cpu", storage_options: Mapping[str, Any] | None = None) -> None:
         # an unusable device is an error now, naming device="cpu", not at get_tensor; the default
         # needs no check, so keys(), metadata() and the manifest never import torch
         self._device: Any = "cpu" if device == "cpu" and type(device) is str else check_device(device)
-        self._archive: Archive = open_archive(path)
+        self._archive: Archive = open_archive(path, storage_options=storage_options)
         state = self._archive.decoded.values["state_dict"]
         self._refs: dict[str, Ref] = {k: v for k, v in state.items() if type(k) is str and type(v) is Ref} if type(state) is dict else {}
 
@@ -190,15 +193,12 @@ class SafeOpen:
 
     def _read(self, member: str, info: TensorInfo) -> Any:
         table = self._archive.tables[member]
-        if isinstance(self._archive.source, MappedFile):
+        if self._archive.source.mappable:
             self._archive.source.exported = True
             checked = self._archive.bools_read(member, info, private=False)
-            return tensor_from(self._archive.source.buffer, info, table.data_start, member, bools_checked=checked)
-        data = bytearray(info.nbytes)  # a URL: one ranged read of this tensor's bytes, nothing else
-        pos = 0
-        for chunk in self._archive.source.read_stream(table.data_start + info.begin, info.nbytes):
-            data[pos : pos + len(chunk)] = chunk
-            pos += len(chunk)
+            return tensor_from(self._archive.source.mapping(), info, table.data_start, member, bools_checked=checked)
+        data = bytearray(info.nbytes)  # a URL: ranged reads of this tensor's bytes, nothing else
+        self._archive.source.read_into(table.data_start + info.begin, memoryview(data))
         return tensor_from(data, info, -info.begin, member)
 
 
@@ -222,13 +222,16 @@ class TensorSlice:
         return part if self._owner._on_cpu() else part.to(self._owner._device)
 
 
-def safe_open(path: str | os.PathLike[str], framework: str = "pt", device: Any = "cpu") -> SafeOpen:
+def safe_open(
+    path: str | os.PathLike[str], framework: str = "pt", device: Any = "cpu", *, storage_options: Mapping[str, Any] | None = None
+) -> SafeOpen:
     """Open a ``.distillgan`` file (a path or an fsspec URL) lazily: ``keys()``, ``get_tensor``, ``get_slice``, ``metadata()``.
 
     Like ``safetensors.safe_open``: validates every header now, reads tensor data only when asked.
     ``framework`` must be ``"pt"`` (torch). ``device`` is checked now: one this machine lacks is
     InputError ``device-unavailable`` (as for ``load_model``). Use it as a context manager.
+    ``storage_options`` go to the remote reader of a URL (``{"headers": {...}}`` for http(s); FORMAT.md §12.2).
     """
     if framework not in ("pt", "torch"):
         raise InputError(f"framework {framework!r}: distillgan gives torch tensors ('pt')", code="invalid-input")
-    return SafeOpen(path, device)
+    return SafeOpen(path, device, storage_options)

@@ -215,6 +215,7 @@ def load_model(
     progress: Progress | None = None,
     public_key: Any = None,
     certificate_chain: Any = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> LoadedModel:
     """Load a ``.distillgan`` file: tensors, configs, analysis, metadata, vocoder and extra.
 
@@ -245,6 +246,9 @@ def load_model(
     and only those bytes are parsed and handed out as tensors (``copy=True`` semantics; FORMAT.md
     §16.3). Failures are :class:`~distillgan.SignatureError`; needs ``distillgan[signing]``.
 
+    ``storage_options`` go to the remote reader of a URL: ``{"headers": {...}}`` for http(s) (a
+    token for a private server; FORMAT.md §12.2), the backend's options for another fsspec scheme.
+
     Raises :class:`~distillgan.LegacyFormatError` for legacy ``.distill`` and
     pickle files, :class:`~distillgan.VersionError` for newer format
     versions, :class:`~distillgan.InputError` ``device-unavailable`` for a device this machine
@@ -254,12 +258,13 @@ def load_model(
     if public_key is not None or certificate_chain is not None:
         from .signing import read_verified
 
-        snapshot, signed = read_verified(model_path, public_key=public_key, certificate_chain=certificate_chain)
+        snapshot, signed = read_verified(model_path, public_key=public_key, certificate_chain=certificate_chain,
+                                         storage_options=storage_options)
         logger.info("signature of %s is valid: %s (%s)", os.fspath(model_path), signed.signer, signed.signature)
         archive = open_archive(model_path, source=snapshot)
         copy = False  # the tensors view the checked bytes, which are memory of their own already
     else:
-        archive = open_archive(model_path)
+        archive = open_archive(model_path, storage_options=storage_options)
     try:
         raw = archive.manifest
         values = archive.values(device=torch_device, copy=copy, verify=verify, progress=progress)

@@ -25,13 +25,13 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 from .errors import DistillganError, ErrorCode, FileAccessError, InputError, SignatureError, from_os_error
-from .source import STREAM_CHUNK, MappedFile, RemoteSource, SnapshotFile, file_sha256, is_url, open_source
+from .source import STREAM_CHUNK, SnapshotFile, Source, file_sha256, is_url, open_source
 
 __all__ = [
     "MAX_KEY_BYTES",
@@ -135,10 +135,12 @@ def _library() -> SimpleNamespace:
     )  # fmt: skip
 
 
-def _read_small(path: str, *, what: str, limit: int, too_large: ErrorCode, missing: ErrorCode | None) -> bytes:
+def _read_small(
+    path: str, *, what: str, limit: int, too_large: ErrorCode, missing: ErrorCode | None, storage_options: Mapping[str, Any] | None = None
+) -> bytes:
     """A small file's bytes, read through one descriptor opened without blocking (or one URL), its size capped before reading."""
     try:
-        src: MappedFile | RemoteSource = open_source(path) if is_url(path) else MappedFile(path)
+        src = open_source(path, storage_options)
     except FileAccessError as e:
         if e.code == "not-found" and missing is not None:
             raise SignatureError(f"no {what} at {path!r} (FORMAT.md §16.1)", code=missing) from e
@@ -440,6 +442,7 @@ def signed_sha256(
     signature: PathArg | None = None,
     public_key: OneOrMore | None = None,
     certificate_chain: OneOrMore | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> SignedDigest:
     """The SHA-256 that a valid signature of ``path`` vouches for (steps 1–4 of FORMAT.md §16.3); the file itself is not read.
 
@@ -452,7 +455,8 @@ def signed_sha256(
         raise InputError("checking a signature needs public_key or certificate_chain (FORMAT.md §16.3)", code="invalid-input")
     lib = _library()
     where = os.fspath(signature) if signature is not None else signature_path(path)
-    data = _read_small(where, what="signature", limit=MAX_SIGNATURE_BYTES, too_large="signature-too-large", missing="signature-missing")
+    data = _read_small(where, what="signature", limit=MAX_SIGNATURE_BYTES, too_large="signature-too-large", missing="signature-missing",
+                       storage_options=storage_options if signature is None or is_url(os.fspath(signature)) else None)
     parsed = _parse(lib, data, where)
     material = parsed.bundle.verification_material
     if material.public_key is not None:
@@ -478,6 +482,7 @@ def verify(
     signature: PathArg | None = None,
     public_key: OneOrMore | None = None,
     certificate_chain: OneOrMore | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> SignedDigest:
     """Check that ``path`` (a local file or URL) is what a trusted key signed: every step of FORMAT.md §16.3.
 
@@ -487,32 +492,31 @@ def verify(
     Costs one SHA-256 pass over the file; the archive itself is not checked (``distillgan.verify``
     with the same arguments checks both in that one pass).
     """
-    signed = signed_sha256(path, signature=signature, public_key=public_key, certificate_chain=certificate_chain)
-    actual = file_sha256(path)
+    signed = signed_sha256(path, signature=signature, public_key=public_key, certificate_chain=certificate_chain,
+                           storage_options=storage_options)
+    actual = file_sha256(path, storage_options)
     if actual != signed.sha256:
         raise mismatch_error(os.fspath(path), signed, actual)
     return signed
 
 
-def _read_hashing(src: MappedFile | RemoteSource) -> tuple[Any, str]:
+def _read_hashing(src: Source) -> tuple[Any, str]:
     """(the whole file in memory of its own, SHA-256 of exactly those bytes): a local file read through its one
     descriptor, hashing each chunk on a second thread while the next is read; a URL downloaded once."""
     h = hashlib.sha256()
-    download = getattr(src, "download", None)
-    if download is not None:  # remote: concurrent range requests straight into one buffer
-        data, _crc = download(0, src.size)
+    if not src.mappable:  # remote: concurrent range requests straight into one buffer
+        data, _crc = src.download(0, src.size)
         h.update(memoryview(data))
         return data, h.hexdigest()
     from concurrent.futures import ThreadPoolExecutor
 
-    local = cast(MappedFile, src)
     data = bytearray(src.size)
     view = memoryview(data)
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         for start in range(0, src.size, STREAM_CHUNK):
             chunk = view[start : start + STREAM_CHUNK]
-            local.readinto(start, chunk)
+            src.read_into(start, chunk)
             if pending is not None:
                 pending.result()
             pending = pool.submit(h.update, chunk)  # hashlib releases the GIL: hashing overlaps the next read
@@ -527,6 +531,7 @@ def read_verified(
     signature: PathArg | None = None,
     public_key: OneOrMore | None = None,
     certificate_chain: OneOrMore | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[SnapshotFile, SignedDigest]:
     """The file's bytes, read once and checked against a trusted signature before anything parses them (FORMAT.md §16.3).
 
@@ -534,8 +539,9 @@ def read_verified(
     then the whole file is read into memory of its own and hashed. What is returned is the only
     copy any later step reads, so the bytes used are the bytes whose digest was signed.
     """
-    signed = signed_sha256(path, signature=signature, public_key=public_key, certificate_chain=certificate_chain)
-    src = open_source(path)
+    signed = signed_sha256(path, signature=signature, public_key=public_key, certificate_chain=certificate_chain,
+                           storage_options=storage_options)
+    src = open_source(path, storage_options)
     try:
         data, actual = _read_hashing(src)
     finally:

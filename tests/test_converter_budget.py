@@ -6,6 +6,7 @@ subprocess: exit status 1 and exactly one `error [CODE]` line, never a traceback
 
 from __future__ import annotations
 
+import collections
 import enum
 import importlib
 import pickle
@@ -20,7 +21,8 @@ import pytest
 import torch
 
 from distillgan.errors import InputError
-from distillgan.pickled import STDLIB_ENUMS, PickledObject, read_pickled, read_plain_tree, to_plain_tree
+from distillgan.pickled import DEFAULT_LIMITS, STDLIB_ENUMS, PickledObject, read_pickled, read_plain_tree, to_plain_tree
+from distillgan.pickled.common import Budget
 from distillgan.pickled.enums import STDLIB_ENUM_MODULES
 
 
@@ -104,12 +106,93 @@ def test_enum_members_count_toward_the_node_limit(tmp_path: Path) -> None:
     assert read_plain_tree(_write(tmp_path, h.enum_tuple_bomb(3, 3), "small.pt")) == (((None,) * 3,) * 3,) * 3
 
 
+def test_a_chain_of_members_is_read_as_members_at_most_eight_levels_deep(tmp_path: Path) -> None:
+    """``Chain(Chain(...Chain(7)))`` built by hand: a value of more than 8 levels of members and tuples is no member's."""
+    assert read_plain_tree(_write(tmp_path, h.enum_member_chain(1))) == 7
+    assert read_plain_tree(_write(tmp_path, h.enum_member_chain(9))) == 7  # the outer member's value: 8 levels
+    assert read_plain_tree(_write(tmp_path, h.enum_member_chain(10))) == {"__class__": "attacker.Chain", "__args__": [7]}
+    outer = read_plain_tree(_write(tmp_path, h.enum_member_chain(11)))
+    assert outer == {"__class__": "attacker.Chain", "__args__": [{"__class__": "attacker.Chain", "__args__": [7]}]}
+    assert _code(read_plain_tree, _write(tmp_path, h.enum_member_chain(100_000))) == "convert-limit"
+
+
+def test_members_sharing_one_value_are_looked_at_once(tmp_path: Path) -> None:
+    """2000 members whose value is one tuple of 500 members: each object is classified once, the work charged to the budget."""
+    members, width = 2000, 500
+    got = read_pickled(_write(tmp_path, h.enum_members_sharing_a_value(members, width)))
+    budget = Budget(DEFAULT_LIMITS, None)
+    tree = to_plain_tree(got, budget=budget)
+    assert tree == [tuple(range(width))] * members and all(t is tree[0] for t in tree)  # one conversion, shared
+    assert 3 * (members + width) <= budget.work <= 20 * (members + width)  # not members x width
+
+
 def test_deep_keys_and_set_items_are_refused_before_they_are_hashed(tmp_path: Path) -> None:
     assert _code(read_pickled, _write(tmp_path, h.deep_tuple_key(100_000))) == "convert-limit"
     assert _code(read_pickled, _write(tmp_path, h.deep_tuple_set_item(100_000))) == "convert-limit"
     assert read_pickled(_write(tmp_path, h.deep_tuple_key(40))) is not None  # shallow enough: an ordinary key
     unhashable = b"\x80\x02}]Ns."  # a list as a key
     assert _code(read_pickled, _write(tmp_path, unhashable)) == "convert-unreadable"
+
+
+def test_a_nest_past_the_build_depth_is_refused_at_the_opcode_that_builds_it(tmp_path: Path) -> None:
+    """A million-deep tuple (a key, a set item) or list fails at level 4 x 64 + 17, not after its other opcodes."""
+    cases = {
+        "key": (h.deep_tuple_key(1_000_000), "TUPLE1 at byte 276 "),  # PROTO, EMPTY_DICT, NONE, then one TUPLE1 a level
+        "set-item": (h.deep_tuple_set_item(1_000_000), "TUPLE1 at byte 277 "),  # PROTO, EMPTY_SET, MARK, NONE
+        "list": (b"\x80\x02" + b"]" * 1_000_000 + b"a" * 999_999 + b".", f"APPEND at byte {2 + 1_000_000 + 271} "),
+        "zipped-key": (h.deep_tuple_key(1_000_000, zipped=True), "TUPLE1 at byte 276 "),
+    }
+    for name, (data, where) in cases.items():
+        with pytest.raises(InputError) as info:
+            read_pickled(_write(tmp_path, data, f"{name}.pt"))
+        assert info.value.code == "convert-limit" and where in str(info.value), (name, str(info.value))
+        assert "nested 273 levels deep, more than 272" in str(info.value)
+
+
+class Node:
+    """A record of a class the reader does not know: ``Node(child)``, one call a level."""
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        return Node, (self.child,)
+
+
+class Py2OrderedDict:
+    """How protocols 0-2 wrote an OrderedDict under Python 2: ``OrderedDict([[key, value]])``, 4 pickle levels a level."""
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        return collections.OrderedDict, ([["k", self.child]],)
+
+
+def _one_level_down(tree: Any) -> Any:
+    """The only value in a list, a record or set (``{"__class__": ..., "__args__": [v]}``) or the dict ``{"k": v}``."""
+    if isinstance(tree, list):
+        return tree[0]
+    return tree["__args__"][0] if "__args__" in tree else tree["k"]
+
+
+@pytest.mark.parametrize("wrap", [frozenset, Node, Py2OrderedDict, list], ids=["frozenset", "record", "py2-ordereddict", "list"])
+def test_the_deepest_trees_still_convert_and_one_level_more_is_the_trees_limit(tmp_path: Path, wrap: Any) -> None:
+    """62 levels of what pickles deepest over a parameter convert; 63 meet the tree's own limit, not the build depth."""
+    for levels, ok in ((62, True), (63, False)):
+        value: Any = torch.nn.Parameter(torch.ones(2))
+        for _ in range(levels):
+            value = wrap([value]) if wrap in (frozenset, list) else wrap(value)
+        torch.save({"x": value}, tmp_path / "deep.pt", pickle_protocol=2)
+        if ok:
+            tree = read_plain_tree(tmp_path / "deep.pt")["x"]
+            for _ in range(levels):
+                tree = _one_level_down(tree)
+            assert torch.equal(tree, torch.ones(2))
+        else:
+            with pytest.raises(InputError) as info:
+                read_plain_tree(tmp_path / "deep.pt")
+            assert info.value.code == "convert-limit" and "builds a value" not in str(info.value)
 
 
 def test_keys_sharing_one_hash_are_bounded(tmp_path: Path) -> None:

@@ -984,6 +984,46 @@ def test_enum_members_with_tuple_values_become_the_tuple_save_model_stores(tmp_p
     assert type(converted["a"]) is tuple and type(converted["b"][1]) is tuple
 
 
+class Alias(enum.Enum):
+    """Members whose values are members of another Enum, or tuples holding them."""
+
+    RED = Color.RED
+    PAIR = (Color.BLUE, ("deep", Pair.A))
+
+
+class Alias2(enum.Enum):
+    OF_ALIAS = Alias.RED
+
+
+@pytest.mark.parametrize("protocol", [0, 2, pickle.DEFAULT_PROTOCOL])
+def test_enum_members_whose_values_are_members_become_what_save_model_stores(tmp_path: Path, protocol: int) -> None:
+    config = {"red": Alias.RED, "pair": Alias.PAIR, "twice": Alias2.OF_ALIAS, "in_list": [Alias2.OF_ALIAS, Alias.PAIR]}
+    (tmp_path / "ck.pkl").write_bytes(pickle.dumps({"training_config": config}, protocol=protocol))
+    expected = {"red": 1, "pair": (2, ("deep", (1, "x"))), "twice": 1, "in_list": [1, (2, ("deep", (1, "x")))]}
+    saved = distillgan.load_model(
+        distillgan.save_model({"w": torch.ones(2)}, {}, config, distillgan.ModelMetadata(name="live"), tmp_path / "s")
+    ).training_config
+    assert saved == expected  # save_model: a member becomes its .value, and that value is converted again
+    assert to_plain_tree(read_pickled(tmp_path / "ck.pkl"))["training_config"] == expected
+    if protocol < 2:
+        return  # torch.save writes protocol 2 and up
+    checkpoint = {"model_state_dict": {"w": torch.ones(2)}, "training_config": config, "epoch": 1}
+    torch.save(checkpoint, tmp_path / "ck.pt", pickle_protocol=protocol)
+    assert to_plain_tree(read_pickled(tmp_path / "ck.pt"))["training_config"] == expected
+    converted = distillgan.load_model(distillgan.convert_checkpoint(tmp_path / "ck.pt", tmp_path / "c")).training_config
+    assert converted == expected and type(converted["pair"][1][1]) is tuple
+
+
+def test_a_member_whose_value_is_a_member_is_no_key_as_save_model_refuses_it(tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        distillgan.save_model({"w": torch.ones(2)}, {}, {"k": {Alias.RED: 1}}, distillgan.ModelMetadata(name="k"), tmp_path / "s")
+    (tmp_path / "k.pkl").write_bytes(pickle.dumps({Alias.RED: 1, Color.RED: 2}, protocol=2))
+    got = read_pickled(tmp_path / "k.pkl")
+    assert _code(lambda: to_plain_tree(got)) == "convert-value"
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps({Color.RED: 2}, protocol=2))
+    assert to_plain_tree(read_pickled(tmp_path / "ok.pkl")) == {1: 2}
+
+
 @pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL])
 def test_standard_library_classes_stay_records_with_their_names(tmp_path: Path, protocol: int) -> None:
     torch.save(STDLIB_VALUES, tmp_path / "std.pt", pickle_protocol=protocol)

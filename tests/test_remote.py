@@ -94,7 +94,7 @@ def test_remote_load_and_verify_equal_local_reading_each_byte_once(server: Serve
 
 
 def test_tensor_data_comes_in_concurrent_ranges(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(source, "REMOTE_STREAM_BYTES", 256 << 10)
+    monkeypatch.setattr(source.remote, "REMOTE_STREAM_BYTES", 256 << 10)
     path = _model(tmp_path, "c", 8)
     data = path.read_bytes()
     url = server.add("/m.distillgan", data)
@@ -352,13 +352,15 @@ def test_safe_open_and_load_file_over_http(server: Server, tmp_path: Path) -> No
     assert remote.keys() == local.keys() and all(torch.equal(remote[k], local[k]) for k in local)
 
 
-def test_url_without_fsspec_names_the_extra(tmp_path: Path) -> None:
-    code = ("import sys; sys.modules['fsspec'] = None\n"
+@pytest.mark.parametrize(("missing", "url"), [("urllib3", "http://127.0.0.1:9/x.distillgan"), ("fsspec", "memory:///x.distillgan")])
+def test_url_without_the_remote_extra_names_it(missing: str, url: str) -> None:
+    """http(s) is read with urllib3, other schemes with fsspec: both come with distillgan[remote]."""
+    code = (f"import sys; sys.modules[{missing!r}] = None\n"
             "import distillgan\n"
-            "try:\n    distillgan.inspect('http://127.0.0.1:9/x.distillgan')\n"
+            f"try:\n    distillgan.inspect({url!r})\n"
             "except distillgan.DistillganError as e:\n    print(e.code, e)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.stdout.startswith("remote-unavailable") and "distillgan[remote]" in r.stdout, r.stderr
+    assert r.stdout.startswith("remote-unavailable") and "distillgan[remote]" in r.stdout and missing in r.stdout, (r.stdout, r.stderr)
 
 
 def test_file_url_is_mapped_locally(tmp_path: Path) -> None:

@@ -512,7 +512,7 @@ def split_view(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SplitView]:
             expected[(op, name)] = _outcome(lambda t, op=op: _result(op, t, sha), p)
     s = Server()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(source, "REMOTE_STREAM_BYTES", 64 << 10)  # a member comes in many ranges, each a chance to switch
+        mp.setattr(source.remote, "REMOTE_STREAM_BYTES", 64 << 10)  # a member comes in many ranges, each a chance to switch
         yield SplitView(s, genuine, variants, expected)
     s.close()
 

@@ -52,13 +52,17 @@ The rules that bound a conversion (FORMAT.md §7.1):
 - **Nothing CPython does recursively in C sees file-controlled depth**: the VM rewrites
   ``EMPTY_DICT``/``DICT``/``EMPTY_SET``/``FROZENSET`` to builders, so every key and set item is
   checked — hashable, tuples at most ``max_depth`` deep — before it is hashed, and at most
-  ``max_key_collisions`` keys of one container may share a hash value (no hash flooding).
+  ``max_key_collisions`` keys of one container may share a hash value (no hash flooding). The
+  opcode walk also keeps how deep each value on the stack and in the memo is built and refuses,
+  at the opcode that builds it, a value nested deeper than ``4 * max_depth + 16`` levels
+  (:attr:`PickleLimits.max_build_depth`): a tuple a million deep costs 273 opcodes, not a million.
 - **One reading of a zip**: :mod:`.torchzip` parses it itself; :mod:`zipfile` is not used.
 
 Conversion rule (:func:`to_plain_tree`), the value tree the writer stores:
 
 - ``dict``/``OrderedDict``/``defaultdict`` -> ``dict`` with the same keys in the same order;
-  keys must be ``str`` or 64-bit ``int`` (an Enum-like stand-in key becomes its value); other
+  keys must be ``str`` or 64-bit ``int`` (an Enum-like stand-in key becomes its value, once: a
+  member whose value is a member is no key, as ``save_model`` refuses it); other
   keys are an error naming the path. Attributes set on an ``OrderedDict`` (torch's ``_metadata``
   version table) are not part of the value tree. The keys ``"__class__"`` and ``"__global__"``
   are reserved for the two encodings below.
@@ -69,10 +73,13 @@ Conversion rule (:func:`to_plain_tree`), the value tree the writer stores:
   resolved); numpy arrays as read (never of object dtype), in this host's byte order; numpy
   scalars -> their Python value.
 - ``torch.device`` and ``pathlib`` paths -> ``str``.
-- an Enum-like stand-in -> its value, converted by these rules (``(1, "x")`` stays that tuple),
-  which is what ``save_model`` stores for the live member. Enum-like means called the way
+- an Enum-like stand-in -> its value, converted by these rules (``(1, "x")`` stays that tuple; an
+  Enum-like stand-in in it becomes its own value), which is what ``save_model`` stores for the
+  live member (a member's ``.value``, converted again). Enum-like means called the way
   ``Enum.__reduce_ex__`` pickles a member, ``Class(value)`` and nothing else (no state, no
-  items), where ``value`` is None/bool/int/float/str or a tuple of such values (nested), and the
+  items), where ``value`` is None/bool/int/float/str, an Enum-like stand-in, or a tuple of such
+  values, at most 8 levels of tuples and members deep (a deeper chain stays records; each object
+  is classified once per conversion, the work charged to the budget), and the
   callee is a class named outside the standard library whose last name part starts with an
   upper-case letter (as every Enum class is), or one of the standard library's own Enums
   (:data:`STDLIB_ENUMS`: ``http.HTTPStatus``, ``signal.Signals``, ``re.RegexFlag``, ...). So a

@@ -26,6 +26,7 @@ class PickleLimits:
     the distinct tensor views of a file may total at most factor x its storage bytes + extra.
     ``max_classes``: distinct unknown globals (each costs a class object, ~1 KiB).
     ``max_nodes``/``max_depth``: nodes of the plain tree (shared references counted each time) and nesting.
+    :attr:`max_build_depth`: nesting a pickle may build while it is read, refused at the opcode that passes it.
 
     The conversion budget (FORMAT.md §15), one per conversion and proportional to the input's
     ``S`` bytes (the file's size; a compressed ``data.pkl`` counts with its stored bytes):
@@ -49,6 +50,13 @@ class PickleLimits:
     bytes_per_byte: int = 2
     bytes_extra: int = 64 << 20
     max_key_collisions: int = 32
+
+    @property
+    def max_build_depth(self) -> int:
+        """``4 * max_depth + 16``: a level of the value tree takes at most 4 in a pickle (protocols 0-2 write an
+        ``OrderedDict`` as a call on a tuple of a list of ``[key, value]`` lists), and a leaf of the tree fewer
+        than 16 (a parameter over a tensor over a storage is 6)."""
+        return 4 * self.max_depth + 16
 
 
 DEFAULT_LIMITS = PickleLimits()

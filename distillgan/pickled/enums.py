@@ -1,4 +1,4 @@
-"""Which records are Enum members: the standard library's Enums, and the shape of a member's pickle."""
+"""Which records may be Enum members: the standard library's Enums, and how deep a member's value may nest."""
 
 from __future__ import annotations
 
@@ -36,23 +36,6 @@ STDLIB_ENUMS = frozenset({
     "ssl.VerifyFlags", "ssl.VerifyMode", "ssl._SSLMethod", "ssl._TLSAlertType", "ssl._TLSContentType",
     "ssl._TLSMessageType", "uuid.SafeUUID",
 })  # fmt: skip
-_ENUM_SCALARS = (type(None), bool, int, float, str)
-
-
-def is_enum_value(value: object) -> bool:
-    """A value an Enum member can have and be read back as: a scalar, or a tuple of such values (at most 8 deep).
-
-    Shared tuples are looked at once (a tuple of the same tuple, 8 times over, is 8 checks, not 8**8).
-    """
-    seen: set[int] = set()
-    todo: list[tuple[object, int]] = [(value, 0)]
-    while todo:
-        item, depth = todo.pop()
-        if type(item) in _ENUM_SCALARS:
-            continue
-        if type(item) is not tuple or depth >= 8:
-            return False
-        if id(item) not in seen:
-            seen.add(id(item))
-            todo.extend((v, depth + 1) for v in item)
-    return True
+# Levels of tuples and members in an Enum member's value read back as one (records.EnumMembers); a value nested
+# deeper is taken for no member's: the call stays a record.
+MAX_ENUM_LEVELS = 8

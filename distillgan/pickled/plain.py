@@ -13,7 +13,7 @@ from ..errors import InputError
 from .common import DEFAULT_LIMITS, Budget, PickleLimits, over_limit, show
 from .keys import KeyGuard
 from .materialise import import_numpy, path_step
-from .records import FrozenType, PickledObject, StorageType
+from .records import EnumMembers, FrozenType, PickledObject, StorageType
 
 
 def to_plain_tree(obj: Any, *, limits: PickleLimits = DEFAULT_LIMITS, budget: Budget | None = None) -> Any:
@@ -53,7 +53,7 @@ def bad_value(message: str) -> InputError:
     return InputError(message, code="convert-value")
 
 
-def _children(obj: Any) -> list[tuple[str, Any]] | None:
+def _children(obj: Any, members: EnumMembers) -> list[tuple[str, Any]] | None:
     """The (path step, child) pairs :func:`to_plain_tree` descends into; None for a leaf."""
     kind = type(obj)
     if kind in _LEAVES or isinstance(obj, (type, torch.Tensor)):
@@ -64,7 +64,7 @@ def _children(obj: Any) -> list[tuple[str, Any]] | None:
         return [(path_step(k), v) for k, v in obj.items()]
     if kind in (set, frozenset):
         return [("{}", v) for v in obj]
-    if isinstance(obj, PickledObject) and obj.is_enum_like():
+    if members.is_member(obj):
         return [(".value", obj.args[0])]  # converted to its value: counted like any other node
     if isinstance(obj, PickledObject):
         out = [(f".__args__[{i}]", v) for i, v in enumerate(obj.args)]
@@ -80,6 +80,7 @@ class Plain:
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
         self.limits = budget.limits
+        self.members = EnumMembers(budget)  # each value looked at once, however many members share it
         self.sizes: dict[int, int] = {}
         self.active: set[int] = set()
         self.steps = ["$"]
@@ -91,7 +92,7 @@ class Plain:
 
     def measure(self, obj: Any, depth: int) -> int:
         """Nodes of the expanded tree under ``obj``, each unique object measured once; refuses cycles."""
-        children = _children(obj)
+        children = _children(obj, self.members)
         if children is None:
             return 1
         key = id(obj)
@@ -200,8 +201,8 @@ class Plain:
         return s
 
     def key(self, k: Any) -> str | int:
-        if isinstance(k, PickledObject) and k.is_enum_like():
-            k = k.args[0]
+        if self.members.is_member(k):
+            k = k.args[0]  # once: a member whose value is a member is no key, as save_model refuses it
         if type(k) is str:
             if k in _RESERVED_KEYS:
                 raise bad_value(f"{self.where()}: the key {k!r} is reserved by the conversion rule for classes")
@@ -230,8 +231,8 @@ class Plain:
         return {"__class__": f"builtins.{type(obj).__name__}", "__args__": items}
 
     def stand_in(self, obj: PickledObject) -> Any:
-        if obj.is_enum_like():
-            return self.convert(obj.args[0])
+        if self.members.is_member(obj):
+            return self.convert(obj.args[0])  # a member, or a tuple of members, in it: converted again
         out: dict[str, Any] = {"__class__": obj.full_name}
         if obj.args:
             out["__args__"] = [self.child(f".__args__[{i}]", v) for i, v in enumerate(obj.args)]

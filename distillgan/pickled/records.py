@@ -11,8 +11,11 @@ from typing import Any
 
 import torch
 
-from .common import INT64_MAX, MAX_NDIM, show, unreadable, unsafe
-from .enums import STDLIB_ENUMS, STDLIB_MODULES, is_enum_value
+from .common import INT64_MAX, MAX_NDIM, Budget, show, unreadable, unsafe
+from .enums import MAX_ENUM_LEVELS, STDLIB_ENUMS, STDLIB_MODULES
+
+_ENUM_SCALARS = (type(None), bool, int, float, str)
+_NOT_A_VALUE = MAX_ENUM_LEVELS + 1
 
 
 def kind_of(value: object) -> str:
@@ -113,12 +116,13 @@ class PickledObject(metaclass=FrozenType):
         """``module.qualname`` as the file names it."""
         return type(self).pickle_name
 
-    def is_enum_like(self) -> bool:
-        """True when this is how ``Enum.__reduce_ex__`` pickles a member: ``Class(value)``, nothing more.
+    def enum_shaped(self) -> bool:
+        """True when this is called the way ``Enum.__reduce_ex__`` pickles a member: ``Class(value)``, nothing more.
 
         The callee must also be named like a class (its last name part starts with an upper-case
         letter, as every Enum class is): a function called with one value — ``os.system("...")``,
-        ``eval("...")`` — stays a record of the call instead of passing for its argument.
+        ``eval("...")`` — stays a record of the call instead of passing for its argument. Whether
+        ``value`` can be a member's value is :class:`EnumMembers`'s question.
         """
         name = type(self).pickle_name
         if name not in STDLIB_ENUMS:
@@ -126,15 +130,12 @@ class PickledObject(metaclass=FrozenType):
                 return False  # decimal.Decimal("1.5"), ipaddress.IPv4Address(16909060): a value of its own, not a member
             if not type(self).qualname.rsplit(".", 1)[-1][:1].isupper():
                 return False
-        return (
-            self.called
-            and len(self.args) == 1
-            and not self.kwargs
-            and is_enum_value(self.args[0])
-            and not self.built
-            and not self.items
-            and not self.dict_items
-        )
+        plain_call = len(self.args) == 1 and not self.kwargs
+        return self.called and plain_call and not self.built and not self.items and not self.dict_items
+
+    def is_enum_like(self) -> bool:
+        """True when this is an Enum member as :class:`EnumMembers` reads one (a conversion shares one instance)."""
+        return EnumMembers(None).is_member(self)
 
     def __repr__(self) -> str:
         parts = [show(type(self).pickle_name)]
@@ -145,9 +146,62 @@ class PickledObject(metaclass=FrozenType):
         return f"<PickledObject {' '.join(parts)}>"
 
 
-# The top-level names of the standard library's modules (and Python 2's, which protocols 0-2 may
-# spell): a class of theirs called with one value is never taken for an Enum member, except the
-# standard library's own Enums below. Never imported: only the names are compared.
+class EnumMembers:
+    """Which stand-ins are Enum members: :meth:`PickledObject.enum_shaped`, with a value an Enum member can have.
+
+    A member's value is None/bool/int/float/str, another member, or a tuple of such values, at most
+    :data:`MAX_ENUM_LEVELS` levels of tuples and members deep (``save_model`` stores a member as its
+    ``.value`` and converts that again, so a member whose value is a member becomes that one's value).
+    Each object is looked at once however many members share it (its levels are remembered by id:
+    the tree holding the objects outlives this), and each look is charged to ``budget`` when given.
+    """
+
+    __slots__ = ("budget", "levels")
+
+    def __init__(self, budget: Budget | None) -> None:
+        self.budget = budget
+        self.levels: dict[int, int] = {}  # id -> levels of tuples and members it is; _NOT_A_VALUE: too deep, or not made of them
+
+    def is_member(self, value: object) -> bool:
+        return isinstance(value, PickledObject) and value.enum_shaped() and self.depth(value.args[0]) <= MAX_ENUM_LEVELS
+
+    def parts(self, value: object) -> tuple[Any, ...] | None:
+        """What a member's value is made of one level down; None for a value no member has."""
+        if type(value) is tuple:
+            return value
+        if isinstance(value, PickledObject) and value.enum_shaped():
+            return value.args
+        return None
+
+    def depth(self, value: object) -> int:
+        """Levels of tuples and members ``value`` is (a scalar: 0), ``MAX_ENUM_LEVELS + 1`` for no member's value.
+
+        Walked with a list, never recursively; each object's levels computed once, after its parts'.
+        """
+        levels = self.levels
+        todo: list[tuple[Any, bool]] = [(value, False)]
+        while todo:
+            item, expanded = todo.pop()
+            if type(item) in _ENUM_SCALARS:
+                continue
+            key = id(item)
+            parts = self.parts(item)
+            if expanded:
+                below = max((levels.get(id(p), 0) for p in parts or () if type(p) not in _ENUM_SCALARS), default=0)
+                levels[key] = min(_NOT_A_VALUE, below + 1)
+                continue
+            if key in levels:
+                continue
+            levels[key] = _NOT_A_VALUE  # until its parts are measured: a value holding itself is no member's value
+            if parts is None:
+                continue
+            if self.budget is not None:
+                self.budget.charge_work(1 + len(parts), "an Enum member's value")
+            todo.append((item, True))
+            todo.extend((p, False) for p in parts if type(p) not in _ENUM_SCALARS and id(p) not in levels)
+        return 0 if type(value) in _ENUM_SCALARS else levels[id(value)]
+
+
 def is_frozen_class(value: object) -> bool:
     """A class this package made (a stand-in or an allowlisted constructor): hashed by identity, never by content."""
     return isinstance(value, FrozenType)

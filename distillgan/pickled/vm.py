@@ -18,7 +18,6 @@ from .session import Session
 # Walking one pickle before unpickling it
 
 
-_OPS = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
 _LENGTH_PREFIX = {
     pickletools.TAKEN_FROM_ARGUMENT1: struct.Struct("<B"),
     pickletools.TAKEN_FROM_ARGUMENT4: struct.Struct("<i"),
@@ -36,6 +35,28 @@ SET_GLOBAL = b"cdistillgan.pickled\nset\n"
 FROZENSET_GLOBAL = b"cdistillgan.pickled\nfrozenset\n"
 _MARK_OPS = frozenset(op.name for op in pickletools.opcodes if pickletools.markobject in op.stack_before)
 
+# How deep each opcode builds (scan_pickle keeps a depth per stack item and memo slot, never the objects):
+# atoms are 0 deep, a container or call 1 + its deepest part, and adding to one makes it at least that.
+_VALUE, _ATOM, _NEW, _NEW_MARK, _ADD, _ADD_MARK, _POP, _DUP, _MARK, _POP_MARK, _GET, _PUT, _MEMOIZE = range(13)
+_NEW_OPS = {"EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_DICT", "EMPTY_SET", "TUPLE1", "TUPLE2", "TUPLE3", "REDUCE", "NEWOBJ",
+            "NEWOBJ_EX", "PERSID", "BINPERSID"}  # fmt: skip
+_SPECIAL = {"LIST": _NEW_MARK, "TUPLE": _NEW_MARK, "DICT": _NEW_MARK, "FROZENSET": _NEW_MARK, "INST": _NEW_MARK,
+            "OBJ": _NEW_MARK, "APPEND": _ADD, "SETITEM": _ADD, "BUILD": _ADD, "APPENDS": _ADD_MARK, "SETITEMS": _ADD_MARK,
+            "ADDITEMS": _ADD_MARK, "POP": _POP, "DUP": _DUP, "MARK": _MARK, "POP_MARK": _POP_MARK, "GET": _GET,
+            "BINGET": _GET, "LONG_BINGET": _GET, "PUT": _PUT, "BINPUT": _PUT, "LONG_BINPUT": _PUT, "MEMOIZE": _MEMOIZE}  # fmt: skip
+
+
+def _effect(op: pickletools.OpcodeInfo) -> tuple[int, int, int]:
+    """(kind, items popped, items pushed) of one opcode, for the depth kept by scan_pickle."""
+    fixed = sum(1 for x in op.stack_before if x is not pickletools.markobject and x is not pickletools.stackslice)
+    kind = _NEW if op.name in _NEW_OPS else _SPECIAL.get(op.name, _ATOM)
+    if kind == _ATOM and fixed == 0 and len(op.stack_after) == 1:
+        kind = _VALUE  # most opcodes: one value of depth 0 pushed, nothing popped
+    return kind, fixed, len(op.stack_after)
+
+
+_OPS = {op.code.encode("latin-1"): (op, *_effect(op)) for op in pickletools.opcodes}
+
 
 def scan_pickle(f: BinaryIO, start: int, size: int, session: Session, where: str) -> tuple[int, bytes]:
     """Walk the opcodes of the pickle at ``start`` without building anything; return where it ends and the pickle to run.
@@ -44,7 +65,12 @@ def scan_pickle(f: BinaryIO, start: int, size: int, session: Session, where: str
     beyond the memo writes so far (the C memo is an array resized to twice the index), text
     numbers longer than MAX_NUMBER_CHARS (decimal parsing is quadratic), declared lengths past
     the end, EXT opcodes (resolved through a process-wide cache before find_class is asked).
-    Each opcode is charged to the session's work budget before anything runs.
+    Each opcode is charged to the session's work budget before anything runs. It also keeps how
+    deep each value on the stack and in the memo is built (a container or call is one level over
+    its deepest part; adding items to one afterwards counts, but not for copies already taken from
+    the memo, so this is a lower bound) and refuses, at the opcode that builds it, a value nested
+    deeper than ``limits.max_build_depth``: a tuple a million deep fails at its 273rd level, not
+    after walking the other million opcodes (the tree's own ``max_depth`` check still follows).
 
     The pickle handed back is the same program with four opcodes rewritten: ``EMPTY_DICT``,
     ``DICT``, ``EMPTY_SET`` and ``FROZENSET`` build their container through :data:`DICT_GLOBAL`,
@@ -61,6 +87,10 @@ def scan_pickle(f: BinaryIO, start: int, size: int, session: Session, where: str
     memo_writes = 0
     chunks: list[bytes] = []
     marks: list[int] = []  # index in chunks of each open MARK
+    depths: list[int] = []  # how deep each value on the unpickler's stack is built
+    fences: list[int] = []  # len(depths) at each open MARK
+    memo: dict[int, int] = {}  # memo index -> how deep the value stored there was built
+    max_build = limits.max_build_depth
 
     def past(n: int, what: str) -> InputError:
         if cap < size and pos + n <= size:
@@ -88,13 +118,20 @@ def scan_pickle(f: BinaryIO, start: int, size: int, session: Session, where: str
         pos += len(data)
         return data
 
+    def too_deep(name: str, at: int, built: int) -> InputError:
+        return over_limit(
+            f"{where}: {name} at byte {at} builds a value nested {built} levels deep, more than {max_build} "
+            f"(limit max_depth: a pickle may nest 4 x max_depth + 16 levels while it is read; FORMAT.md §7.1)"
+        )
+
     ops = 0
     while True:
         at = pos
         code = take(1, "opcode")
-        op = _OPS.get(code)
-        if op is None:
+        entry = _OPS.get(code)
+        if entry is None:
             raise unreadable(f"{where}: byte {code!r} at {at} is not a pickle opcode")
+        op, kind, popped, pushed = entry
         ops += 1
         if ops & 0xFFF == 0:
             budget.charge_work(0x1000, f"{where}, opcode at byte {at}")
@@ -126,7 +163,7 @@ def scan_pickle(f: BinaryIO, start: int, size: int, session: Session, where: str
             parts.append(take(n, name))
         if name == "PROTO" and value[0] > pickle.HIGHEST_PROTOCOL:
             raise unreadable(f"{where}: pickle protocol {value[0]} at byte {at}; at most {pickle.HIGHEST_PROTOCOL} is known")
-        if name in ("PUT", "BINPUT", "LONG_BINPUT"):
+        if kind == _PUT:
             try:
                 index = int(value) if name == "PUT" else int.from_bytes(value, "little")
             except ValueError:
@@ -135,8 +172,65 @@ def scan_pickle(f: BinaryIO, start: int, size: int, session: Session, where: str
                 raise unsafe(
                     f"{where}: {name} {index} at byte {at} after {memo_writes} memo writes (picklers number them in order)"
                 )
+            memo[index] = depths[-1] if depths else 0
         if name in _MEMO_WRITES:
             memo_writes += 1
+        if kind == _VALUE:  # the depth kept per stack item, in the order opcodes are most common
+            depths.append(0)
+        elif kind == _PUT:
+            pass  # stored above, where its index is checked
+        elif kind == _MEMOIZE:
+            memo[len(memo)] = depths[-1] if depths else 0
+        elif kind == _GET:
+            try:
+                depths.append(memo.get(int(value) if name == "GET" else int.from_bytes(value, "little"), 0))
+            except ValueError:
+                depths.append(0)  # a GET line that is no number: the unpickler refuses it
+        elif kind == _NEW or kind == _ADD:
+            if kind == _ADD:  # APPEND, SETITEM, BUILD: the container added to, then one or two values
+                deepest = depths.pop() + 1 if depths else 1
+                if popped == 3 and depths:
+                    deepest = max(deepest, depths.pop() + 1)
+                built = max(depths.pop() if depths else 0, deepest)
+            elif popped == 0:
+                built = 1
+            elif popped == 1:
+                built = depths.pop() + 1 if depths else 1
+            else:
+                inner = depths[-popped:]
+                del depths[-popped:]
+                built = max(inner, default=0) + 1
+            if built > max_build:
+                raise too_deep(name, at, built)
+            depths.append(built)
+        elif kind == _ATOM:
+            if popped:
+                del depths[-popped:]
+            if pushed:
+                depths.append(0)
+        elif kind == _MARK:
+            fences.append(len(depths))
+        elif kind == _POP:
+            if fences and fences[-1] == len(depths):  # as the C unpickler does: POP right after MARK pops the mark
+                fences.pop()
+                if marks:
+                    marks.pop()
+            elif depths:
+                depths.pop()
+        elif kind == _DUP:
+            depths.append(depths[-1] if depths else 0)
+        else:  # _NEW_MARK, _ADD_MARK, _POP_MARK: the values above the last MARK
+            fence = fences.pop() if fences else 0
+            inner = depths[fence:]
+            del depths[fence:]
+            if kind == _NEW_MARK:
+                built = max(inner, default=0) + 1
+            elif kind == _ADD_MARK:  # APPENDS, SETITEMS, ADDITEMS: the container under the MARK
+                built = max(depths.pop() if depths else 0, max(inner, default=-1) + 1)
+            if kind != _POP_MARK:
+                if built > max_build:
+                    raise too_deep(name, at, built)
+                depths.append(built)
         if name == "FRAME":
             if pos + int.from_bytes(value, "little") > cap:
                 raise past(int.from_bytes(value, "little"), "FRAME")

@@ -91,6 +91,17 @@ def enum_tuple_bomb(fanout: int = 12, levels: int = 7) -> bytes:
     return b"".join(out)
 
 
+def enum_member_chain(levels: int) -> bytes:
+    """``Chain(Chain(...Chain(7)))``, ``levels`` calls deep: an Enum-like call whose value is one, and so on (4 bytes a level)."""
+    return b"\x80\x02cattacker\nChain\nq\x00" + b"h\x00" * (levels - 1) + b"K\x07" + b"\x85R" * levels + b"."
+
+
+def enum_members_sharing_a_value(members: int, width: int) -> bytes:
+    """A list of ``members`` calls ``Chain(t)``, t one tuple of ``width`` calls ``Chain(i)``: one value shared by all."""
+    value = b"(" + b"".join(b"h\x00" + long1(i) + b"\x85R" for i in range(width)) + b"tq\x010"
+    return b"\x80\x02cattacker\nChain\nq\x00" + value + b"(" + b"h\x00h\x01\x85R" * members + b"l."
+
+
 def shared_conj_tensors(numel: int = 1 << 19, refs: int = 12) -> bytes:
     """A torch zip: one complex64 storage; one conj tensor referenced ``refs`` times, plus ``refs`` more conj views of it."""
     head = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n" + put(0)
