@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 from typing import Any, BinaryIO
 
 from ..errors import FileAccessError
+from ..fsio import open_regular
 from .common import DEFAULT_LIMITS, Budget, PickleLimits, show
 from .materialise import Materialiser
 from .plain import to_plain_tree
@@ -19,21 +19,21 @@ from .streams import read_stream
 
 
 def open_input(path: str | os.PathLike[str], limits: PickleLimits) -> tuple[BinaryIO, int]:
-    """Open ``path`` as a regular file without blocking on a FIFO or device."""
+    """Open ``path`` as a regular file without blocking on a FIFO or device (``fsio.open_regular``)."""
     shown = os.fspath(path)
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+
+    def refuse(what: str) -> FileAccessError:
+        return FileAccessError(f"{shown!r} is {what}; expected a regular file", code="not-regular-file")
+
     try:
-        fd = os.open(shown, flags)
+        fd, st = open_regular(shown, os.O_RDONLY, refuse)
     except FileNotFoundError as e:
         raise FileAccessError(f"no such file: {shown!r}", code="not-found") from e
     except IsADirectoryError as e:
-        raise FileAccessError(f"{shown!r} is a directory; expected a regular file", code="not-regular-file") from e
+        raise refuse("a directory") from e
     except OSError as e:
         raise FileAccessError(f"cannot open {shown!r}: {e.strerror}", code="io-error") from e
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise FileAccessError(f"{shown!r} is not a regular file (device, FIFO, socket or directory)", code="not-regular-file")
         if st.st_size > limits.max_file_bytes:
             raise FileAccessError(
                 f"{shown!r} is {st.st_size} bytes; the limit is {limits.max_file_bytes} (max_file_bytes)", code="file-too-large"
