@@ -3,7 +3,7 @@
     python bench/checkpoint.py [--reps 5] [--small] [--out bench/results]
 
 The input is what app v1.1's HiFi-GAN trainer hands to ``save_model`` when
-vocoder training is cancelled (tests/appshapes.py rebuilds it from the app's
+vocoder training is cancelled (tests/support/appshapes.py rebuilds it from the app's
 code): ``vocoder_state`` with the generator's state dict, config, training
 metadata and a ``checkpoint`` holding the generator, multi-period and
 multi-scale discriminators, two AdamW and two ExponentialLR states — about
@@ -41,7 +41,7 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-TESTS = os.path.join(ROOT, "tests")  # appshapes lives with the tests; the benchmark reuses it, the library never does
+TESTS = os.path.join(ROOT, "tests", "support")  # appshapes lives with the tests; the benchmark reuses it, the library never does
 
 
 def _flatten(state: Any) -> dict[str, Any]:

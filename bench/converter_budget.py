@@ -1,4 +1,4 @@
-"""Time and peak RSS of `distillgan convert` on each hostile checkpoint of tests/hostile_checkpoints.py.
+"""Time and peak RSS of `distillgan convert` on each hostile checkpoint of tests/support/hostile_checkpoints.py.
 
     python bench/converter_budget.py [--timeout 60] [--only NAME]
 
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 from hostile_checkpoints import FINDINGS
 
 CHILD = """

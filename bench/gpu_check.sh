@@ -1,5 +1,5 @@
 #!/bin/bash
-# The GPU device check (issue 12/14): CUDA tests, then the device phase of bench/run.py.
+# The GPU device check: CUDA tests, then the device phase of bench/run.py.
 # Run from the repository root on a machine with a CUDA GPU; results go to ${OUT:-bench/results}.
 # Packages the machine lacks (msgspec) may be given as wheels in .whl/ (installed to /tmp/site).
 set -u

@@ -1,4 +1,4 @@
-"""Per-save cost as the model folder grows (issue 14.5).
+"""Per-save cost as the model folder grows.
 
 1. **Sequence**: saves the same tiny model ``--n`` times (default 1 000) into one empty folder, in
    this process, and prints the median wall-clock and CPU time (user + system of this process) of

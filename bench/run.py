@@ -92,7 +92,7 @@ REMOTE_OPS = ["inspect", "load+touch", "verify"]  # each: local path vs the same
 REMOTE_JOB = {"inspect": "remote_inspect", "load+touch": "remote_load", "verify": "remote_verify"}
 REMOTE_CONTENDERS = ["local", "http"]
 
-# targets of the issue (ratios to report, not assertions)
+# the performance targets (ratios to report, not assertions)
 LOAD_VS_ST = 1.10
 LOAD_VS_TORCH = 10.0
 LOAD_RSS_SLACK = 64 * MiB

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from .crc import crc32
-from .errors import ContainerError
+from .errors import ContainerError, ErrorCode, describe
 from .source import Source
 
 _HAS_WRITEV = hasattr(os, "writev")  # POSIX; not on Windows
@@ -80,80 +80,145 @@ class Member:
     size: int
     crc32: int
 
+    @property
+    def data_end(self) -> int:
+        return self.data_offset + self.size
 
-# --- reading ----------------------------------------------------------------
+
+# --- reading: three parsers over bytes, one per part of FORMAT.md §13, and a thin driver --------------
+#
+# Each parser takes the bytes the driver read and returns named records, raising ContainerError at the
+# first check of FORMAT.md §13 that fails; check labels (E1, D5, LH7, ...) are §13's. Only
+# read_container reads from the source.
+
+END_RECORDS_MAX_BYTES = ZIP64_EOCD_FMT.size + ZIP64_LOCATOR_FMT.size + EOCD_FMT.size  # 98: the most end records there can be
 
 
-def _fail(message: str, code: str) -> ContainerError:
-    return ContainerError(message, code=code)
+@dataclass(slots=True)  # not frozen: a frozen dataclass takes 4x as long to build, and the reader builds 7 per file
+class EndRecords:
+    """The end records (FORMAT.md §3.5, §13.2), with the zip64 values in place of their 32-bit fields."""
+
+    entry_count: int
+    directory_offset: int
+    directory_size: int
+    directory_end: int  # where the end records start: the zip64 end record if there is one, else the end record
+    zip64: bool
+
+
+@dataclass(slots=True)
+class CentralEntry:
+    """One central directory entry (APPNOTE §4.3.12) that passed FORMAT.md §13.3, zip64 values in place."""
+
+    name: str
+    version_needed: int
+    flags: int
+    time: int
+    date: int
+    crc32: int
+    size: int  # compressed = uncompressed: members are STORED
+    header_offset: int
+
+
+@dataclass(slots=True)
+class LocalHeader:
+    """The 30 fixed bytes of a local header (APPNOTE §4.3.7) at ``header_offset``."""
+
+    header_offset: int
+    version_needed: int
+    flags: int
+    method: int
+    time: int
+    date: int
+    crc32: int
+    compressed_size: int
+    size: int
+    name_length: int
+    extra_length: int
+
+    @property
+    def variable_offset(self) -> int:
+        return self.header_offset + LOCAL_FMT.size
+
+    @property
+    def data_offset(self) -> int:
+        return self.variable_offset + self.name_length + self.extra_length
+
+
+def _fail(what: str, code: ErrorCode, *, where: str = "", section: str = "") -> ContainerError:
+    return ContainerError(describe(what, where=where, section=section), code=code)
 
 
 def _parse_zip64_extra(data: bytes, want: Sequence[str], where: str) -> dict[str, int]:
     """Parse an extra block that must be exactly one zip64 field with ``want``."""
     if len(data) < 4:
-        raise _fail(f"{where}: extra field of {len(data)} bytes is too short", "zip-extra-field")
+        raise _fail(f"extra field of {len(data)} bytes is too short", "zip-extra-field", where=where)
     hid, hlen = struct.unpack_from("<HH", data, 0)
     if hid != ZIP64_EXTRA_ID or hlen != 8 * len(want) or len(data) < 4 + hlen:
         raise _fail(
-            f"{where}: expected a zip64 extra field (0x0001) holding {', '.join(want)}; "
-            f"found id 0x{hid:04x} of {hlen} bytes (FORMAT.md §3.3)",
+            f"expected a zip64 extra field (0x0001) holding {', '.join(want)}; found id 0x{hid:04x} of {hlen} bytes",
             "zip64",
+            where=where,
+            section="§3.3",
         )
     values = struct.unpack_from(f"<{len(want)}Q", data, 4)
     return dict(zip(want, values, strict=True))
 
 
-def read_container(src: Source) -> list[Member]:
-    """Validate the zip profile of ``src`` and return its members in order.
-
-    Reads only the end records, the central directory and the local headers.
-    Raises :class:`ContainerError` for any departure from FORMAT.md §3.
-    """
-    size = src.size
-    head = src.read(0, min(4, size))
+def check_start(head: bytes, size: int) -> None:
+    """FORMAT.md §13.1 Z1–Z2: ``head``, the file's first 4 bytes (fewer if it is shorter), and its ``size``."""
     if head != LOCAL_SIG:
         raise _fail(
-            f"first bytes are {head!r}; expected a local file header 'PK\\x03\\x04' at offset 0 (FORMAT.md §3.1)",
-            "not-zip",
+            f"first bytes are {head!r}; expected a local file header 'PK\\x03\\x04' at offset 0", "not-zip", section="§3.1"
         )
     if size < MIN_ARCHIVE_BYTES:
         raise _fail(f"file is {size} bytes; a valid archive has at least {MIN_ARCHIVE_BYTES}", "truncated")
 
-    # End of central directory: exactly the last 22 bytes, empty comment (§3.5).
+
+def parse_end_records(tail: bytes, size: int) -> EndRecords:
+    """FORMAT.md §13.2 E1–E8 over ``tail``, the last ``min(size, END_RECORDS_MAX_BYTES)`` bytes of a file of ``size``."""
+    base = size - len(tail)
+
+    def at(pos: int, n: int) -> bytes:
+        return tail[pos - base : pos - base + n]
+
+    # E1–E4: the end of central directory record is exactly the last 22 bytes, with no comment (§3.5)
     eocd_pos = size - EOCD_FMT.size
-    sig, disk, cd_disk, n_disk, n_total, cd_size, cd_off, comment_len = EOCD_FMT.unpack(src.read(eocd_pos, EOCD_FMT.size))
+    sig, disk, cd_disk, n_disk, n_total, cd_size, cd_off, comment_len = EOCD_FMT.unpack(at(eocd_pos, EOCD_FMT.size))
     if sig != EOCD_SIG:
         raise _fail(
             "no end of central directory record in the last 22 bytes: the file is truncated, "
-            "has trailing bytes, or has an archive comment (FORMAT.md §3.5)",
+            "has trailing bytes, or has an archive comment",
             "zip-eocd",
+            section="§3.5",
         )
     if comment_len != 0:
-        raise _fail(f"archive comment of {comment_len} bytes; comments are not allowed (FORMAT.md §3.5)", "zip-comment")
+        raise _fail(f"archive comment of {comment_len} bytes; comments are not allowed", "zip-comment", section="§3.5")
     if disk != 0 or cd_disk != 0:
-        raise _fail(f"end record names disk {disk}/{cd_disk}; expected 0/0 (FORMAT.md §3.5)", "zip-eocd")
+        raise _fail(f"end record names disk {disk}/{cd_disk}; expected 0/0", "zip-eocd", section="§3.5")
     if n_disk != n_total:
         raise _fail(f"end record counts {n_disk} entries on this disk but {n_total} in total", "zip-eocd")
 
+    # E5: the zip64 end records, exactly when a field of the end record holds its sentinel
     cd_end = eocd_pos
-    if U32_MAX in (cd_size, cd_off) or n_total == U16_MAX:
+    zip64 = U32_MAX in (cd_size, cd_off) or n_total == U16_MAX
+    if zip64:
         if eocd_pos < ZIP64_LOCATOR_FMT.size + ZIP64_EOCD_FMT.size:
             raise _fail("end record asks for zip64 but there is no room for its records", "zip64")
         loc_pos = eocd_pos - ZIP64_LOCATOR_FMT.size
-        lsig, z_disk, z_off, n_disks = ZIP64_LOCATOR_FMT.unpack(src.read(loc_pos, ZIP64_LOCATOR_FMT.size))
+        lsig, z_disk, z_off, n_disks = ZIP64_LOCATOR_FMT.unpack(at(loc_pos, ZIP64_LOCATOR_FMT.size))
         rec_pos = loc_pos - ZIP64_EOCD_FMT.size
         if lsig != ZIP64_LOCATOR_SIG or z_disk != 0 or n_disks != 1:
-            raise _fail("zip64 end of central directory locator missing or malformed (FORMAT.md §3.5)", "zip64")
+            raise _fail("zip64 end of central directory locator missing or malformed", "zip64", section="§3.5")
         if z_off != rec_pos:
             raise _fail(
                 f"zip64 locator points at offset {z_off}; the zip64 end record must immediately precede it at {rec_pos}",
                 "zip64",
             )
         (rsig, rsize, _made, _need, rdisk, rcd_disk, rn_disk, rn_total, r_cd_size, r_cd_off) = ZIP64_EOCD_FMT.unpack(
-            src.read(rec_pos, ZIP64_EOCD_FMT.size)
+            at(rec_pos, ZIP64_EOCD_FMT.size)
         )
         if rsig != ZIP64_EOCD_SIG or rsize != ZIP64_EOCD_FMT.size - 12 or rdisk != 0 or rcd_disk != 0:
-            raise _fail("zip64 end of central directory record malformed (FORMAT.md §3.5)", "zip64")
+            raise _fail("zip64 end of central directory record malformed", "zip64", section="§3.5")
         if rn_disk != rn_total:
             raise _fail("zip64 end record entry counts disagree", "zip64")
         for label, short, wide, limit in (
@@ -171,164 +236,213 @@ def read_container(src: Source) -> list[Member]:
         n_total, cd_size, cd_off = rn_total, r_cd_size, r_cd_off
         cd_end = rec_pos
 
+    # E6–E8
     if not 2 <= n_total <= MAX_MEMBERS:
-        raise _fail(f"archive has {n_total} entries; expected 2 or 3 (FORMAT.md §3.1)", "zip-entry-count")
+        raise _fail(f"archive has {n_total} entries; expected 2 or 3", "zip-entry-count", section="§3.1")
     if cd_off + cd_size != cd_end or cd_off > cd_end:
         raise _fail(
             f"central directory at {cd_off} of {cd_size} bytes does not end where the end records start ({cd_end})",
             "zip-layout",
         )
     if cd_size > MAX_CENTRAL_DIRECTORY_BYTES:
-        raise _fail(f"central directory of {cd_size} bytes; the limit is {MAX_CENTRAL_DIRECTORY_BYTES} (FORMAT.md §8)", "zip-layout")
+        raise _fail(f"central directory of {cd_size} bytes; the limit is {MAX_CENTRAL_DIRECTORY_BYTES}", "zip-layout", section="§8")
+    return EndRecords(n_total, cd_off, cd_size, cd_end, zip64)
 
-    # Central directory entries (§4.3.12), parsed from one read of the whole directory.
-    cd = src.read(cd_off, cd_size)
-    entries: list[tuple[str, int, int, int, int, int, int, int]] = []
-    pos = cd_off
-    for index in range(n_total):
-        if pos + CENTRAL_FMT.size > cd_end:
+
+def parse_central_directory(data: bytes, end: EndRecords) -> list[CentralEntry]:
+    """FORMAT.md §13.3 D1–D16 over ``data``, the ``end.directory_size`` bytes of the central directory."""
+    entries: list[CentralEntry] = []
+    names: set[bytes] = set()
+    pos = 0
+    for index in range(end.entry_count):
+        if pos + CENTRAL_FMT.size > len(data):  # D1
             raise _fail(f"central directory entry {index} runs past the directory", "zip-layout")
         (csig, made_by, need, flags, method, mtime, mdate, crc, csize, usize, nlen, xlen, klen, disk_start, iattr, xattr, lho) = (
-            CENTRAL_FMT.unpack_from(cd, pos - cd_off)
+            CENTRAL_FMT.unpack_from(data, pos)
         )
-        if csig != CENTRAL_SIG:
+        if csig != CENTRAL_SIG:  # D2
             raise _fail(f"central directory entry {index} has signature {csig!r}; expected 'PK\\x01\\x02'", "zip-layout")
         var_end = pos + CENTRAL_FMT.size + nlen + xlen + klen
-        if var_end > cd_end:
+        if var_end > len(data):  # D3
             raise _fail(f"central directory entry {index} runs past the directory", "zip-layout")
-        rel = pos - cd_off + CENTRAL_FMT.size
-        raw_name = cd[rel : rel + nlen]
-        extra = cd[rel + nlen : rel + nlen + xlen]
-        if index == 0 and raw_name != MANIFEST_NAME.encode("ascii"):
+        rel = pos + CENTRAL_FMT.size
+        raw_name = data[rel : rel + nlen]
+        extra = data[rel + nlen : rel + nlen + xlen]
+        if index == 0 and raw_name != MANIFEST_NAME.encode("ascii"):  # D4
             raise _fail(
-                f"member 0 is named {raw_name!r}; expected {MANIFEST_NAME!r} (FORMAT.md §3.1)", "zip-member-name"
+                f"member 0 is named {raw_name!r}; expected {MANIFEST_NAME!r}", "zip-member-name", section="§3.1"
             )
-        # Later names are checked against the v1 set once the manifest's version is known (§4.5);
+        # D5: later names are checked against the v1 set once the manifest's version is known (§4.5);
         # here only that they are plain, distinct file names.
-        if not _MEMBER_NAME.fullmatch(raw_name) or raw_name in [e[0].encode("ascii") for e in entries]:
+        if not _MEMBER_NAME.fullmatch(raw_name) or raw_name in names:
             raise _fail(
-                f"member {index} is named {raw_name!r}; names are distinct, of [a-z0-9._-] and not '.' or '..' (FORMAT.md §3.1)",
+                f"member {index} is named {raw_name!r}; names are distinct, of [a-z0-9._-] and not '.' or '..'",
                 "zip-member-name",
+                section="§3.1",
             )
-        expected = raw_name.decode("ascii")
-        where = f"central directory entry {expected!r}"
-        if klen != 0:
-            raise _fail(f"{where}: file comment of {klen} bytes; not allowed", "zip-comment")
-        if disk_start != 0 or iattr != 0:
-            raise _fail(f"{where}: disk {disk_start}, internal attributes {iattr}; expected 0 and 0", "zip-attributes")
-        if made_by >> 8 != MADE_BY >> 8 or xattr != EXTERNAL_ATTR:
+        names.add(raw_name)
+        name = raw_name.decode("ascii")
+        where = f"central directory entry {name!r}"
+        if klen != 0:  # D6
+            raise _fail(f"file comment of {klen} bytes; not allowed", "zip-comment", where=where)
+        if disk_start != 0 or iattr != 0:  # D7
+            raise _fail(f"disk {disk_start}, internal attributes {iattr}; expected 0 and 0", "zip-attributes", where=where)
+        if made_by >> 8 != MADE_BY >> 8 or xattr != EXTERNAL_ATTR:  # D8
             # other readers act on these fields (unzip skips a volume label, bsdtar restores setuid bits):
             # only the one value writers produce is accepted, so every reader extracts the same regular file
             raise _fail(
-                f"{where}: version made by 0x{made_by:04x} (host {made_by >> 8}), external attributes 0x{xattr:08x}; "
-                f"expected host {MADE_BY >> 8} (Unix) and 0x{EXTERNAL_ATTR:08x}, a regular file of mode 0644 (FORMAT.md §3.2)",
+                f"version made by 0x{made_by:04x} (host {made_by >> 8}), external attributes 0x{xattr:08x}; "
+                f"expected host {MADE_BY >> 8} (Unix) and 0x{EXTERNAL_ATTR:08x}, a regular file of mode 0644",
                 "zip-attributes",
+                where=where,
+                section="§3.2",
             )
-        if flags & ~ALLOWED_FLAGS:
+        if flags & ~ALLOWED_FLAGS:  # D9
             raise _fail(
-                f"{where}: general purpose flags 0x{flags:04x}; only bit 11 may be set (no encryption, "
-                "no data descriptor) (FORMAT.md §3.2)",
+                f"general purpose flags 0x{flags:04x}; only bit 11 may be set (no encryption, no data descriptor)",
                 "zip-flags",
+                where=where,
+                section="§3.2",
             )
-        if method != 0:
-            raise _fail(f"{where}: compression method {method}; expected 0 (STORED) (FORMAT.md §3.2)", "zip-method")
-        want = [k for k, v in (("usize", usize), ("csize", csize), ("offset", lho)) if v == U32_MAX]
+        if method != 0:  # D10
+            raise _fail(f"compression method {method}; expected 0 (STORED)", "zip-method", where=where, section="§3.2")
+        want = [k for k, v in (("usize", usize), ("csize", csize), ("offset", lho)) if v == U32_MAX]  # D11
         z = _parse_zip64_extra(extra, want, where) if want else {}
         if not want and xlen != 0:
-            raise _fail(f"{where}: unexpected extra field of {xlen} bytes (FORMAT.md §3.3)", "zip-extra-field")
+            raise _fail(f"unexpected extra field of {xlen} bytes", "zip-extra-field", where=where, section="§3.3")
         if want and 4 + 8 * len(want) != xlen:
-            raise _fail(f"{where}: extra field holds more than the zip64 record", "zip-extra-field")
+            raise _fail("extra field holds more than the zip64 record", "zip-extra-field", where=where)
         usize, csize, lho = z.get("usize", usize), z.get("csize", csize), z.get("offset", lho)
-        if ("usize" in z) != ("csize" in z):
-            raise _fail(f"{where}: zip64 must carry both sizes", "zip64")
-        for key in ("usize", "offset"):
+        if ("usize" in z) != ("csize" in z):  # D12
+            raise _fail("zip64 must carry both sizes", "zip64", where=where)
+        for key in ("usize", "offset"):  # D13
             if key in z and z[key] < U32_MAX:
-                raise _fail(f"{where}: zip64 {key} {z[key]} fits in 32 bits; zip64 only when needed (FORMAT.md §3.3)", "zip64")
-        if csize != usize:
-            raise _fail(f"{where}: compressed size {csize} differs from size {usize} for a STORED member", "zip-method")
+                raise _fail(f"zip64 {key} {z[key]} fits in 32 bits; zip64 only when needed", "zip64", where=where, section="§3.3")
+        if csize != usize:  # D14
+            raise _fail(f"compressed size {csize} differs from size {usize} for a STORED member", "zip-method", where=where)
         uses64 = bool(z) or usize >= U32_MAX
-        if need != (VERSION_ZIP64 if uses64 else VERSION_PLAIN):
+        if need != (VERSION_ZIP64 if uses64 else VERSION_PLAIN):  # D15
             raise _fail(
-                f"{where}: version needed {need}; expected {VERSION_ZIP64 if uses64 else VERSION_PLAIN}", "zip-version"
+                f"version needed {need}; expected {VERSION_ZIP64 if uses64 else VERSION_PLAIN}", "zip-version", where=where
             )
-        entries.append((expected, need, flags, mtime, mdate, crc, usize, lho))
+        entries.append(CentralEntry(name, need, flags, mtime, mdate, crc, usize, lho))
         pos = var_end
-    if pos != cd_end:
-        raise _fail(f"central directory has {cd_end - pos} bytes after its last entry", "zip-layout")
+    if pos != len(data):  # D16
+        raise _fail(f"central directory has {len(data) - pos} bytes after its last entry", "zip-layout")
+    return entries
 
-    # Local headers (§4.3.7), checked against the directory and for contiguity.
-    members: list[Member] = []
-    expect_off = 0
-    for index, (name, need, flags, mtime, mdate, crc, usize, lho) in enumerate(entries):
-        where = f"local header of {name!r}"
-        if lho != expect_off:
-            raise _fail(
-                f"{where} is at offset {lho}; expected {expect_off} (members are contiguous from offset 0, FORMAT.md §3.1)",
-                "zip-layout",
-            )
-        if lho + LOCAL_FMT.size > cd_off:
-            raise _fail(f"{where} runs into the central directory", "zip-layout")
-        (lsig, lneed, lflags, lmethod, ltime, ldate, lcrc, lcsize, lusize, lnlen, lxlen) = LOCAL_FMT.unpack(
-            src.read(lho, LOCAL_FMT.size)
+
+def locate_local_header(entry: CentralEntry, previous_end: int, end: EndRecords) -> int:
+    """FORMAT.md §13.4 LH1–LH2, before its bytes are read: the offset of ``entry``'s local header.
+
+    ``previous_end`` is where the previous member's data ends (0 for the first member).
+    """
+    where = f"local header of {entry.name!r}"
+    if entry.header_offset != previous_end:
+        raise _fail(
+            f"{where} is at offset {entry.header_offset}; expected {previous_end} "
+            "(members are contiguous from offset 0)",
+            "zip-layout",
+            section="§3.1",
         )
-        if lsig != LOCAL_SIG:
-            raise _fail(f"{where}: signature {lsig!r}; expected 'PK\\x03\\x04'", "zip-layout")
-        name_start = lho + LOCAL_FMT.size
-        data_offset = name_start + lnlen + lxlen
-        if data_offset > cd_off:
-            raise _fail(f"{where} runs into the central directory", "zip-layout")
-        variable = src.read(name_start, lnlen + lxlen)
-        lname = variable[:lnlen]
-        if lname != name.encode("ascii"):
-            raise _fail(f"local header name {lname!r} differs from central directory name {name!r}", "zip-header-mismatch")
-        lextra = variable[lnlen:]
-        mismatches = [
-            label
-            for label, a, b in (
-                ("version needed", lneed, need),
-                ("flags", lflags, flags),
-                ("method", lmethod, 0),
-                ("time", ltime, mtime),
-                ("date", ldate, mdate),
-                ("crc-32", lcrc, crc),
+    if entry.header_offset + LOCAL_FMT.size > end.directory_offset:
+        raise _fail(f"{where} runs into the central directory", "zip-layout")
+    return entry.header_offset
+
+
+def parse_local_header(fixed: bytes, entry: CentralEntry, end: EndRecords) -> LocalHeader:
+    """FORMAT.md §13.4 LH3–LH4 over ``fixed``, the 30 bytes at ``entry.header_offset``."""
+    header = LocalHeader(entry.header_offset, *LOCAL_FMT.unpack(fixed)[1:])
+    where = f"local header of {entry.name!r}"
+    if fixed[:4] != LOCAL_SIG:
+        raise _fail(f"signature {fixed[:4]!r}; expected 'PK\\x03\\x04'", "zip-layout", where=where)
+    if header.data_offset > end.directory_offset:
+        raise _fail(f"{where} runs into the central directory", "zip-layout")
+    return header
+
+
+def check_local_header(index: int, entry: CentralEntry, header: LocalHeader, variable: bytes, end: EndRecords) -> Member:
+    """FORMAT.md §13.4 LH5–LH9 over ``variable``, the name and extra field after ``header``; the member it locates."""
+    name, usize = entry.name, entry.size
+    where = f"local header of {name!r}"
+    lname = variable[: header.name_length]
+    if lname != name.encode("ascii"):  # LH5
+        raise _fail(f"local header name {lname!r} differs from central directory name {name!r}", "zip-header-mismatch")
+    mismatches = [  # LH6
+        label
+        for label, a, b in (
+            ("version needed", header.version_needed, entry.version_needed),
+            ("flags", header.flags, entry.flags),
+            ("method", header.method, 0),
+            ("time", header.time, entry.time),
+            ("date", header.date, entry.date),
+            ("crc-32", header.crc32, entry.crc32),
+        )
+        if a != b
+    ]
+    if mismatches:
+        raise _fail(f"{where} differs from the central directory in {', '.join(mismatches)}", "zip-header-mismatch")
+    rest = variable[header.name_length :]
+    if usize >= U32_MAX:  # LH7
+        if header.compressed_size != U32_MAX or header.size != U32_MAX:
+            raise _fail("sizes must be 0xFFFFFFFF with a zip64 extra field", "zip64", where=where)
+        z = _parse_zip64_extra(rest[:20], ["usize", "csize"], where)
+        if z["usize"] != usize or z["csize"] != usize:
+            raise _fail("zip64 sizes differ from the central directory", "zip-header-mismatch", where=where)
+        rest = rest[20:]
+    elif header.compressed_size != usize or header.size != usize:
+        raise _fail(
+            f"sizes {header.compressed_size}/{header.size} differ from the central directory's {usize}", "zip-header-mismatch", where=where
+        )
+    data_offset = header.data_offset
+    if index == 0:  # LH8
+        if header.extra_length != 0:
+            raise _fail("the manifest's local header has an extra field; none is allowed", "zip-extra-field", where=where, section="§3.4")
+    else:
+        pad = (-(data_offset - len(rest) + 4)) % ALIGNMENT
+        if (
+            len(rest) < 4
+            or struct.unpack_from("<HH", rest, 0) != (PADDING_EXTRA_ID, len(rest) - 4)
+            or len(rest) - 4 != pad
+            or rest[4:].count(0) != len(rest) - 4
+        ):
+            raise _fail(
+                f"expected a padding extra field 0x{PADDING_EXTRA_ID:04x} of {pad} zero bytes so that "
+                f"data starts at a multiple of {ALIGNMENT}",
+                "zip-alignment",
+                where=where,
+                section="§3.4",
             )
-            if a != b
-        ]
-        if mismatches:
-            raise _fail(f"{where} differs from the central directory in {', '.join(mismatches)}", "zip-header-mismatch")
-        rest = lextra
-        if usize >= U32_MAX:
-            if lcsize != U32_MAX or lusize != U32_MAX:
-                raise _fail(f"{where}: sizes must be 0xFFFFFFFF with a zip64 extra field", "zip64")
-            z = _parse_zip64_extra(rest[:20], ["usize", "csize"], where)
-            if z["usize"] != usize or z["csize"] != usize:
-                raise _fail(f"{where}: zip64 sizes differ from the central directory", "zip-header-mismatch")
-            rest = rest[20:]
-        elif lcsize != usize or lusize != usize:
-            raise _fail(f"{where}: sizes {lcsize}/{lusize} differ from the central directory's {usize}", "zip-header-mismatch")
-        if index == 0:
-            if lxlen != 0:
-                raise _fail(f"{where}: the manifest's local header has an extra field; none is allowed (FORMAT.md §3.4)", "zip-extra-field")
-        else:
-            pad = (-(data_offset - len(rest) + 4)) % ALIGNMENT
-            if (
-                len(rest) < 4
-                or struct.unpack_from("<HH", rest, 0) != (PADDING_EXTRA_ID, len(rest) - 4)
-                or len(rest) - 4 != pad
-                or rest[4:].count(0) != len(rest) - 4
-            ):
-                raise _fail(
-                    f"{where}: expected a padding extra field 0x{PADDING_EXTRA_ID:04x} of {pad} zero bytes so that "
-                    f"data starts at a multiple of {ALIGNMENT} (FORMAT.md §3.4)",
-                    "zip-alignment",
-                )
-        data_end = data_offset + usize
-        if data_end > cd_off:
-            raise _fail(f"member {name!r} of {usize} bytes runs past the start of the central directory", "zip-layout")
-        members.append(Member(name, lho, data_offset, usize, crc))
-        expect_off = data_end
-    if expect_off != cd_off:
-        raise _fail(f"{cd_off - expect_off} bytes between the last member and the central directory", "zip-layout")
+    if data_offset + usize > end.directory_offset:  # LH9
+        raise _fail(f"member {name!r} of {usize} bytes runs past the start of the central directory", "zip-layout")
+    return Member(name, header.header_offset, data_offset, usize, entry.crc32)
+
+
+def check_members_end(members: Sequence[Member], end: EndRecords) -> None:
+    """FORMAT.md §13.4 LH10: the last member's data ends exactly where the directory starts."""
+    last = members[-1].data_end
+    if last != end.directory_offset:
+        raise _fail(f"{end.directory_offset - last} bytes between the last member and the central directory", "zip-layout")
+
+
+def read_container(src: Source) -> list[Member]:
+    """Validate the zip profile of ``src`` and return its members in order.
+
+    Reads only the end records, the central directory and the local headers, and checks them in
+    FORMAT.md §13's order. Raises :class:`ContainerError` for any departure from FORMAT.md §3.
+    """
+    size = src.size
+    check_start(src.read(0, min(4, size)), size)
+    tail = min(size, END_RECORDS_MAX_BYTES)
+    end = parse_end_records(src.read(size - tail, tail), size)
+    entries = parse_central_directory(src.read(end.directory_offset, end.directory_size), end)
+    members: list[Member] = []
+    for index, entry in enumerate(entries):
+        offset = locate_local_header(entry, members[-1].data_end if members else 0, end)
+        header = parse_local_header(src.read(offset, LOCAL_FMT.size), entry, end)
+        variable = src.read(header.variable_offset, header.name_length + header.extra_length)
+        members.append(check_local_header(index, entry, header, variable, end))
+    check_members_end(members, end)
     return members
 
 

@@ -1,12 +1,12 @@
 """Bringing files across: pickle-era checkpoints and safetensors in, plain safetensors out.
 
 :func:`read_checkpoint` reads what a user already has — a training checkpoint of the app, a
-``.distillgan`` file the app saved with ``torch.save`` (the seed plan's storage), a HiFi-GAN
+``.distillgan`` file the app saved with ``torch.save`` (the app's planned v2 storage, a pickle), a HiFi-GAN
 ``g_*`` checkpoint, a Lightning ``.ckpt``, a bare state dict, a ``.safetensors`` file — and
 sorts its content into the places of a ``.distillgan`` model, keeping everything: what has no
 place of its own goes to ``extra``. Pickles are read by :mod:`distillgan.pickled`, which never
 imports or calls anything the file names (never ``torch.load``). A legacy ``.distill`` model
-stays refused with the seed's "retrain" message: conversion is no way around that rule.
+stays refused with the app's "retrain your model" message: conversion is no way around that rule.
 :func:`convert_checkpoint` saves the result with ``save_model``.
 
 :func:`export_safetensors` writes a model's weights as a plain safetensors file that
@@ -27,7 +27,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .content import ModelContent
 from .errors import InputError, LegacyFormatError, file_error, os_errors
@@ -46,6 +46,9 @@ SLOT_KEYS = ("spectrogram_config", "training_config", "latent_analysis", "latent
 TRAINING_STATE_KEYS = frozenset({"optimizer_state_dict", "scheduler_state_dict", "metrics_history"})  # only resuming needs them
 
 
+CheckpointKind = Literal["app-training-checkpoint", "seed-distillgan", "state-dict-key", "state-dict", "safetensors"]
+
+
 @dataclass
 class Checkpoint:
     """A file's content sorted into the places of a ``.distillgan`` model (see :func:`read_checkpoint`).
@@ -58,7 +61,7 @@ class Checkpoint:
     a place of its own.
     """
 
-    kind: str
+    kind: CheckpointKind
     state_dict: dict[str, Any]
     spectrogram_config: dict[str, Any] = field(default_factory=dict)
     training_config: dict[str, Any] = field(default_factory=dict)
@@ -218,7 +221,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, key: str | None = None, str
 
     ``strip_prefix`` removes a prefix from state-dict keys that have it (``"model."`` for
     Lightning, ``"module."`` for DataParallel). A legacy ``.distill`` model raises
-    :class:`~distillgan.LegacyFormatError` with the seed's message; unsafe, damaged or
+    :class:`~distillgan.LegacyFormatError` with the app's "retrain your model" message; unsafe, damaged or
     oversized pickles raise :class:`~distillgan.InputError` (``convert-*`` codes).
     """
     p = Path(os.path.expanduser(os.fspath(path)))
@@ -431,7 +434,7 @@ def _convert(path: Any, models_dir: Any, name: Any = None, metadata: Any = None,
         result = save_content(ModelContent.of_checkpoint(ck, final), models_dir, final, progress)
     else:
         result, backup = _convert_in_place(ck, final, target, before, progress)
-    if metadata is not None:  # the seed API fills the caller's object in place
+    if metadata is not None:  # the app's save_model_from_checkpoint fills the caller's object in place
         for k, v in final.items():
             if isinstance(metadata, dict):
                 metadata[k] = v

@@ -7,7 +7,7 @@ working. Each error carries a stable machine-readable ``code`` (listed in
 ``spec/FORMAT.md`` §9); the class says which layer found the defect::
 
     ValueError
-     └── DistillganError            code: str; message says expected / found / where
+     └── DistillganError            code: ErrorCode; message says expected / found / where
           ├── FileAccessError       the path: missing, not a regular file, too large
           │    ├── NotFoundError         also a FileNotFoundError (so an OSError)
           │    ├── AccessDeniedError     also a PermissionError
@@ -38,12 +38,14 @@ import errno as _errno
 import os as _os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal, get_args
 
 __all__ = [
+    "CODES",
     "AccessDeniedError",
     "ContainerError",
     "DistillganError",
+    "ErrorCode",
     "FileAccessError",
     "InputError",
     "IntegrityError",
@@ -55,15 +57,60 @@ __all__ = [
     "SignatureError",
     "TensorError",
     "VersionError",
+    "describe",
 ]
+
+# Every code, in the order of FORMAT.md §9's table (tests/test_spec.py checks that the two agree).
+ErrorCode = Literal[
+    # the file (§13.1), legacy detection (§7)
+    "not-found", "not-regular-file", "io-error", "file-too-large", "file-changed", "pickle", "legacy-distill-v1",
+    # the zip profile (§3)
+    "not-zip", "safetensors-file", "truncated", "zip-eocd", "zip-comment", "zip64", "zip-entry-count", "zip-layout",
+    "zip-member-name", "zip-attributes", "zip-flags", "zip-method", "zip-extra-field", "zip-version",
+    "zip-header-mismatch", "zip-alignment",
+    # integrity (§6)
+    "crc-mismatch", "sha256-mismatch",
+    # the manifest (§4)
+    "manifest-too-large", "manifest-msgpack", "manifest-not-map", "manifest-duplicate-key", "manifest-ext-type",
+    "manifest-value", "manifest-depth", "manifest-type", "manifest-tag", "manifest-format", "manifest-version",
+    "version-newer", "manifest-missing-key", "manifest-unknown-key", "manifest-mismatch",
+    # safetensors members (§5)
+    "st-header-size", "st-header-json", "st-duplicate-key", "st-metadata", "st-name", "st-dtype", "st-shape",
+    "st-offsets", "st-bool",
+    # reading over a network (§12)
+    "remote-unavailable", "remote-io", "remote-range", "remote-changed", "remote-encoding", "remote-timeout",
+    "remote-redirect",
+    # writing, the caller's values, converting
+    "permission-denied", "read-only", "no-space", "not-a-directory", "file-exists", "device-unavailable",
+    "invalid-input", "unsupported-dtype", "big-endian-host", "numpy-unavailable", "bad-checkpoint",
+    "convert-unreadable", "convert-unsafe", "convert-limit", "convert-value", "export-unreadable",
+    # the models folder (§15.2)
+    "duplicate-model-id", "invalid-file-name", "file-in-use", "index-mismatch", "folder-unwritable", "lock-timeout",
+    # signatures (§16)
+    "signature-missing", "signature-too-large", "signature-malformed", "signature-invalid", "signature-mismatch",
+    "key-invalid", "certificate-invalid", "signing-unavailable",
+    # the command line only
+    "usage", "ambiguous",
+]
+CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
+
+
+def describe(what: str, *, where: str = "", section: str = "") -> str:
+    """The one shape of a distillgan error message: what is wrong (expected, found), where, then the rule.
+
+    ``"{what} at {where} (FORMAT.md {section})"``, each part only when given; ``what`` says what was
+    expected and what was found, as msgspec's "Expected `int`, got `str` - at `$.a`" does.
+    """
+    text = f"{what} at {where}" if where else what
+    return f"{text} (FORMAT.md {section})" if section else text
 
 
 class DistillganError(ValueError):
     """Base of every distillgan error; ``code`` is a stable identifier."""
 
-    code: str
+    code: ErrorCode
 
-    def __init__(self, message: str, *, code: str) -> None:
+    def __init__(self, message: str, *, code: ErrorCode) -> None:
         super().__init__(message)
         self.code = code
 
@@ -136,7 +183,7 @@ class SignatureError(DistillganError):
     """A signature is missing, unreadable, untrusted or for other bytes; or a key or certificate is unusable."""
 
 
-_OS_CODES = {
+_OS_CODES: dict[str, tuple[ErrorCode, str]] = {
     "EACCES": ("permission-denied", "you have no permission to {action} at {path}; check the folder's permissions or choose another folder"),
     "EPERM": ("permission-denied", "you have no permission to {action} at {path}; check the folder's permissions or choose another folder"),
     "EROFS": ("read-only", "{path} is on a read-only file system, so you cannot {action} there; choose a writable folder"),
@@ -157,7 +204,7 @@ _CLASSES: dict[int, type[FileAccessError]] = {
 }
 
 
-def file_error(message: str, *, code: str, error: OSError | None = None, path: object = None,
+def file_error(message: str, *, code: ErrorCode, error: OSError | None = None, path: object = None,
                errno: int | None = None) -> FileAccessError:
     """The :class:`FileAccessError` whose class the errno calls for (that of ``error``, or ``errno``).
 

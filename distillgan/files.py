@@ -1,7 +1,7 @@
 """The file-level API, with the names safetensors users know: ``save_file``, ``load_file``, ``safe_open``.
 
 One ``.distillgan`` file at a path of your choosing, no model folder and no index (the folder API
-of the seed plan, ``save_model``/``load_model``, adds those). ``save_file`` writes exactly what it
+the app calls, ``save_model``/``load_model``, adds those). ``save_file`` writes exactly what it
 is given — the same inputs give the same bytes —, atomically: a temporary file beside the target,
 fsynced, then published under the target's name without ever leaving a half-written file there.
 ``safe_open`` opens a file (or an fsspec URL) lazily: tensors are read one at a time, as views of

@@ -41,7 +41,7 @@ from .fsio import open_regular
 from .values import INT_MAX, INT_MIN
 
 INDEX_NAME = "model_library.json"
-INDEX_VERSION = 2  # the app's; 1 is the seed app's (entries without "vocoder"), read and rewritten as 2
+INDEX_VERSION = 2  # the app's; 1 is the app's earlier one (entries without "vocoder"), read and rewritten as 2
 MAX_INDEX_BYTES = 64 << 20  # FORMAT.md §8: a larger index is unusable and rebuilt from the model files
 MODEL_FILE_EXTENSION = ".distillgan"
 LEGACY_FILE_EXTENSION = ".distill"
@@ -280,13 +280,16 @@ def copy_entry(e: ModelEntry) -> ModelEntry:
 # --- the document ----------------------------------------------------------------------------------
 
 
+IndexLayout = Literal["app", "list", "v1"]  # the app's; distillgan's earlier layout; the app's earlier index (no vocoder key)
+
+
 @dataclass
 class IndexDoc:
     """A parsed index: valid entries in file order, the entries dropped and why, and the layout read."""
 
     entries: dict[str, ModelEntry]
     dropped: dict[str, str] = field(default_factory=dict)  # model id (or position) -> reason
-    layout: str = "app"  # "app"; "list" (distillgan's earlier layout); "v1" (the seed app's, no vocoder key)
+    layout: IndexLayout = "app"
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

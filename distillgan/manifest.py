@@ -24,7 +24,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import InputError, ManifestError, VersionError
+from .errors import ErrorCode, InputError, ManifestError, VersionError, describe
 from .values import MAX_DEPTH, Decoder, Ref, find_unencodable, render_path
 
 MODEL_FORMAT_MARKER = "distillgan_model"  # FORMAT.md §4.1
@@ -41,7 +41,7 @@ MEMBER_KEYS = ("aliases", "size")
 
 @dataclass
 class ModelMetadata:
-    """User-facing metadata stored with a saved model (the seed project's fields).
+    """User-facing metadata stored with a saved model (the fields of the app's ``ModelMetadata``).
 
     ``model_id`` and ``save_date`` are filled in by ``save_model`` when empty.
     Dates are ISO 8601 strings. Losses are floats (NaN and ±inf allowed: a
@@ -227,8 +227,8 @@ class _Ext:
 _PLAIN_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 
 
-def _defect(where: str, what: str, *, code: str) -> ManifestError:
-    return ManifestError(f"{what} at {where} (FORMAT.md §4.2)", code=code)
+def _defect(where: str, what: str, *, code: ErrorCode) -> ManifestError:
+    return ManifestError(describe(what, where=where, section="§4.2"), code=code)
 
 
 def _ext_defect(value: Any, where: str) -> ManifestError:
@@ -317,7 +317,7 @@ def unpack(data: bytes) -> Any:
         obj, trailing = e.unpacked, len(e.extra)
     except Exception as e:  # msgpack stopped: bad bytes, truncation, too deep for its stack — the scan says which comes first
         err = _scan(data)
-        if err is None:  # pragma: no cover - the two readings agree (tests/test_manifest_decode.py)
+        if err is None:  # pragma: no cover - the two readings agree (tests/test_parsers.py)
             err = ManifestError(f"manifest is not valid msgpack: {e} (FORMAT.md §4.2)", code="manifest-msgpack")
         raise err from e
     err = _walk(obj, 0, (), flagged)

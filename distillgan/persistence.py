@@ -1,4 +1,4 @@
-"""The model API of the seed plan: save, load, delete and convert ``.distillgan`` models.
+"""The model API the app calls: save, load, delete and convert ``.distillgan`` models.
 
 Storage is the archive of FORMAT.md (zip + msgpack manifest + safetensors),
 never a pickle. How a file is built from what the caller has is content.py's; how it is published
@@ -485,7 +485,7 @@ def save_model_from_checkpoint(
     out, as the app's own model files leave them out; ``keep_training_state=True`` keeps them in
     ``extra`` (``distillgan convert`` keeps everything). ``metadata``'s non-default fields win over the
     file's; the object is filled in place (``model_id``, ``save_date``, ``training_epochs``,
-    losses), as in the seed app.
+    losses), as the app's own function does.
     """
     return convert_checkpoint(checkpoint_path, models_dir, metadata=metadata, progress=progress,
                               keep_training_state=keep_training_state)

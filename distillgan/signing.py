@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from .errors import DistillganError, FileAccessError, InputError, SignatureError, from_os_error
+from .errors import DistillganError, ErrorCode, FileAccessError, InputError, SignatureError, from_os_error
 from .source import STREAM_CHUNK, SnapshotFile, Source, file_sha256, is_url, open_source
 
 __all__ = [
@@ -136,7 +136,7 @@ def _library() -> SimpleNamespace:
 
 
 def _read_small(
-    path: str, *, what: str, limit: int, too_large: str, missing: str | None, storage_options: Mapping[str, Any] | None = None
+    path: str, *, what: str, limit: int, too_large: ErrorCode, missing: ErrorCode | None, storage_options: Mapping[str, Any] | None = None
 ) -> bytes:
     """A small file's bytes, read through one descriptor opened without blocking (or one URL), its size capped before reading."""
     try:

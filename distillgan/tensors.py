@@ -158,7 +158,7 @@ def build_header(entries: list[tuple[str, str, tuple[int, ...]]], metadata: Mapp
 # with msgspec's typed JSON decoder and checks the rest with a few whole-header operations; it only
 # ever *accepts*: on anything unusual (a failed decode, a duplicate-key certificate that does not
 # hold, a ``-0`` token, a ``\u003a`` escape, a name or offset that needs a closer look) it returns
-# None and the strict parser decides. tests/test_tensors_header.py checks that the two agree.
+# None and the strict parser decides. tests/test_parsers.py checks that the two agree.
 
 _NUMBER_SIZE = {code: size for code, (size, _) in DTYPES.items()}
 _NEG_ZERO_TOKEN = re.compile(rb"[\[,][ \t\r\n]*-0")  # a -0 number token inside an array (shape, data_offsets)

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InputError, ManifestError
+from .errors import ErrorCode, InputError, ManifestError, describe
 from .tensors import MAX_NAME_BYTES, check_name, check_storable, storable, valid_name
 
 TAG = "$"  # FORMAT.md §4.4: a map with this key is a tagged value
@@ -382,8 +382,8 @@ def find_unencodable(value: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any,
 # --- reading -----------------------------------------------------------------------------
 
 
-def _bad(path: tuple[Any, ...], message: str, *, code: str) -> ManifestError:
-    return ManifestError(f"{render_path(path)}: {message} (FORMAT.md §4.4)", code=code)
+def _bad(path: tuple[Any, ...], what: str, *, code: ErrorCode) -> ManifestError:
+    return ManifestError(describe(what, where=render_path(path), section="§4.4"), code=code)
 
 
 _SCALARS = frozenset({type(None), bool, int, float, str, bytes})

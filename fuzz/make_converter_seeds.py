@@ -4,7 +4,7 @@
 Each seed is one byte naming how fuzz_converter.py turns it into a file (0: as is; 1: data.pkl
 of a torch zip; 2: the same, deflated) followed by the bytes: torch.save checkpoints (zip and
 legacy), pickle.dump of tensors (nested streams), memo sharing, and small versions of the hostile
-checkpoints of tests/hostile_checkpoints.py.
+checkpoints of tests/support/hostile_checkpoints.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent / "tests"))
+sys.path.insert(0, str(ROOT.parent / "tests" / "support"))
 import hostile_checkpoints as h
 
 

@@ -24,7 +24,7 @@ class TinyGenerator(nn.Module):
     """A small spectrogram generator: latent vector -> 1x8x8 patch.
 
     It has parameters, BatchNorm buffers (float and int64) and a
-    ``latent_dim`` attribute, like the seed project's models.
+    ``latent_dim`` attribute, like the app's models.
     """
 
     def __init__(self, latent_dim: int = 8) -> None:
@@ -66,7 +66,7 @@ def generator(make_generator: Callable[..., nn.Module]) -> nn.Module:
 
 @pytest.fixture
 def vocoder_state() -> dict[str, Any]:
-    """A bundled vocoder in the shape the seed plan describes (type, state_dict, config, training_metadata)."""
+    """A bundled vocoder in the shape the app stores (type, state_dict, config, training_metadata)."""
     torch.manual_seed(1)
     vocoder = nn.Sequential(
         nn.Conv1d(4, 8, 7, padding=3),

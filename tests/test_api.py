@@ -36,7 +36,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-W", "error", "-c", code], check=False, capture_output=True, text=True, timeout=120)
 
 
-# --- the seed plan's verification commands, adapted to distillgan ---------------------------
+# --- the app's persistence API: its constants and fields, adapted to distillgan ---------------------------
 
 
 def test_seed_constants() -> None:
@@ -106,6 +106,24 @@ def test_all_equals_the_public_names() -> None:
     }
     assert public == set(distillgan.__all__) - {"__version__"}
     assert isinstance(distillgan.__version__, str) and distillgan.__version__
+
+
+def test_the_type_checkers_imports_are_the_public_names_where_they_load_from() -> None:
+    """__init__.py lists each public name once; its TYPE_CHECKING imports repeat them for type checkers only."""
+    import ast
+    import importlib
+
+    tree = ast.parse(Path(distillgan.__file__).read_text(encoding="utf-8"))
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "_TYPE_CHECKING")
+    imported = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        for alias in node.names:
+            assert alias.asname == alias.name, f"{alias.name}: `X as X` marks an explicit re-export"
+            imported[alias.name] = node.module
+    assert set(imported) == set(distillgan.__all__) - {"__version__"}
+    for name, module in imported.items():  # the lazy loader gets each name from the module type checkers see
+        assert getattr(distillgan, name) is getattr(importlib.import_module(f"distillgan.{module}"), name), name
 
 
 def test_public_functions_and_classes_are_defined_in_distillgan() -> None:

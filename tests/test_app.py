@@ -1,4 +1,4 @@
-"""The app's real data round-trips exactly: structures rebuilt from app v1.1's code (tests/appshapes.py).
+"""The app's real data round-trips exactly: structures rebuilt from app v1.1's code (tests/support/appshapes.py).
 
 Every save path of the app — the training loop's ``save_model`` with an
 Enum-bearing config and NaN/inf losses, the latent analysis with a NaN

@@ -1,4 +1,4 @@
-"""Sanity checks of tests/appshapes.py itself: its builders make what app v1.1 makes.
+"""Sanity checks of tests/support/appshapes.py itself: its builders make what app v1.1 makes.
 
 These tests never touch distillgan; they pin down the app's data shapes so
 that the interop tests built on appshapes rest on facts.

@@ -273,7 +273,7 @@ def test_demo_runs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["list", "delete", "repair", "convert", "demo"])
 def test_every_command_with_a_folder_takes_it_as_dir(command: str) -> None:
-    """Issue 12: the folder is passed the same way everywhere: --dir DIR, no documented positional folder."""
+    """The folder is passed the same way everywhere: --dir DIR, no documented positional folder."""
     r = run(command, "--help")
     assert r.returncode == 0 and "--dir DIR" in r.stdout, r.stdout
     usage = r.stdout.split("\n\n", 1)[0]

@@ -222,6 +222,40 @@ def test_end_record_is_last_with_no_comment_and_no_zip64(archive_bytes: bytes) -
     assert all(c.usize < 0xFFFFFFFF and c.local_offset < 0xFFFFFFFF for c in centrals)
 
 
+def test_the_readers_parsers_take_bytes_and_return_what_zipfile_sees(archive_bytes: bytes) -> None:
+    """FORMAT.md §13.2–§13.4 as three parsers over bytes: end records, directory entries, local headers."""
+    import io
+    import zipfile
+
+    from distillgan import container as zc
+
+    infos = zipfile.ZipFile(io.BytesIO(archive_bytes)).infolist()
+    size = len(archive_bytes)
+    end = zc.parse_end_records(archive_bytes[-zc.END_RECORDS_MAX_BYTES :], size)
+    assert (end.entry_count, end.directory_end, end.zip64) == (len(infos), size - 22, False)
+    entries = zc.parse_central_directory(archive_bytes[end.directory_offset : end.directory_end], end)
+    assert [(e.name, e.header_offset, e.size, e.crc32) for e in entries] == [
+        (i.filename, i.header_offset, i.file_size, i.CRC) for i in infos
+    ]
+    previous = 0
+    for index, entry in enumerate(entries):
+        offset = zc.locate_local_header(entry, previous, end)
+        header = zc.parse_local_header(archive_bytes[offset : offset + 30], entry, end)
+        variable = archive_bytes[header.variable_offset : header.data_offset]
+        member = zc.check_local_header(index, entry, header, variable, end)
+        assert archive_bytes[member.data_offset : member.data_end] == zipfile.ZipFile(io.BytesIO(archive_bytes)).read(entry.name)
+        previous = member.data_end
+    # one byte changed in a parser's input gives that parser's code
+    with pytest.raises(DistillganError) as e:
+        zc.parse_end_records(archive_bytes[-zc.END_RECORDS_MAX_BYTES : -2] + b"\x01\x00", size)
+    assert e.value.code == "zip-comment"
+    directory = bytearray(archive_bytes[end.directory_offset : end.directory_end])
+    directory[10] = 8  # the first entry's method: deflate
+    with pytest.raises(DistillganError) as e:
+        zc.parse_central_directory(bytes(directory), end)
+    assert e.value.code == "zip-method"
+
+
 def test_signatures_appear_only_where_expected(save: Callable[..., Path]) -> None:
     """With tensor data that cannot contain "PK", every signature found is a real header."""
     path = save({"w": torch.zeros(100)})

@@ -1,7 +1,7 @@
 """Bringing users' files across: the app's checkpoints and pickle .distillgan files, common checkpoints, safetensors.
 
 Files are written the way their programs write them (``torch.save`` of structures rebuilt from the
-app's code in tests/appshapes.py, the Enum under the app's own module path), converted without
+app's code in tests/support/appshapes.py, the Enum under the app's own module path), converted without
 running anything in them, and every value is compared after conversion.
 """
 

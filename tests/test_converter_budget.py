@@ -1,6 +1,6 @@
 """The converter's budget (FORMAT.md §15): every hostile checkpoint gets a coded error within it, or the right output, ties kept.
 
-Each input is built here byte by byte (tests/hostile_checkpoints.py). `distillgan convert` runs in a
+Each input is built here byte by byte (tests/support/hostile_checkpoints.py). `distillgan convert` runs in a
 subprocess: exit status 1 and exactly one `error [CODE]` line, never a traceback or a signal.
 """
 

@@ -114,7 +114,7 @@ def test_repair_adds_drops_and_reports(tmp_path: Path) -> None:
 
 
 def test_reconciliations_and_repairs_are_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Issue 12 item 7: what a read or a repair changes in the index is logged on the "distillgan" logger."""
+    """What a read or a repair changes in the index is logged on the "distillgan" logger."""
     from distillgan.index import ModelEntry
 
     a = _save(tmp_path, "A", model_id="a")
@@ -159,7 +159,7 @@ def test_reconciliations_and_repairs_are_logged(tmp_path: Path, caplog: pytest.L
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX modes")
 def test_the_index_is_0644_like_the_models_whatever_the_umask(tmp_path: Path) -> None:
-    """Issue 12: the index was written 0600 while models are 0644; a umask of 077 must not make it private either."""
+    """The index was once written 0600 while models are 0644; a umask of 077 must not make it private either."""
     old = os.umask(0o077)
     try:
         a = _save(tmp_path, "A", model_id="a")  # the index created by a save

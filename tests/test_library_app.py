@@ -1,4 +1,4 @@
-"""The index is the app's own ``model_library.json`` (issue 10.5): layout, values, semantics, both ways.
+"""The index is the app's own ``model_library.json``: layout, values, semantics, both ways.
 
 The app's reader and writer are ``appshapes.AppModelLibrary`` / ``app_save_model``, rebuilt from
 app v1.1's ``library/catalog.py`` and ``models/persistence.py``; the app's model files are real

@@ -1,4 +1,5 @@
-"""The models folder under attack and under failure (issues 11.1, 11.3, 11.8, 11.12, 12.2, 12.3, 14.5).
+"""The models folder under attack and under failure: writes outside it, a lying or hand-edited index,
+read-only folders, temporary files, and the cost of a save as the folder grows.
 
 Real symlinks, FIFOs, devices, directories, killed and blocked processes, a read-only folder
 (entered by a child that drops root where needed), a file-size limit: no mocks. Operation counts,
@@ -65,7 +66,7 @@ def _app_count(folder: Path, caplog: pytest.LogCaptureFixture) -> int:
     return n
 
 
-# --- 11.1: nothing outside the folder is opened for writing ---------------------------------------------
+# --- nothing outside the folder is opened for writing ---------------------------------------------
 
 
 @pytest.mark.parametrize("target", ["outside-file", "dangling"])
@@ -134,7 +135,7 @@ def test_temporary_files_never_follow_a_planted_link(tmp_path: Path, monkeypatch
     discard_temporary(path)
 
 
-# --- 11.3: the index is a hint; the model file's manifest is the truth ---------------------------------
+# --- the index is a hint; the model file's manifest is the truth ---------------------------------
 
 
 def _with_decoy(folder: Path, real: Path, *, keep_real_entry: bool) -> None:
@@ -213,7 +214,7 @@ def test_without_a_usable_index_the_file_in_place_longest_keeps_the_id(tmp_path:
     assert _raw_ids(folder) == {"a": real.name}
 
 
-# --- 11.8: a hand-edited index ----------------------------------------------------------------------
+# --- a hand-edited index ----------------------------------------------------------------------
 
 
 def _app_index_text(folder: Path) -> str:
@@ -287,7 +288,7 @@ def test_fifo_as_the_index_never_blocks(tmp_path: Path) -> None:
     assert stat.S_ISREG(os.lstat(tmp_path / INDEX_NAME).st_mode)
 
 
-# --- 10.5 / 12.3: a published model is never reported as failed -------------------------------------------
+# --- a published model is never reported as failed -------------------------------------------
 
 
 def test_save_returns_and_warns_when_the_index_is_a_directory(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -342,7 +343,7 @@ def test_save_returns_when_the_disk_fills_before_the_index(tmp_path: Path) -> No
     assert "late" in _raw_ids(tmp_path)  # the next change writes it, under the lock
 
 
-# --- 12.2: read-only folders --------------------------------------------------------------------------
+# --- read-only folders --------------------------------------------------------------------------
 
 READ_ONLY_CHILD = textwrap.dedent(
     """
@@ -412,7 +413,7 @@ def test_read_only_folder_can_be_listed(lock_file: str) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-# --- 11.12 / 12.3: temporary files, recognised by liveness -------------------------------------------------
+# --- temporary files, recognised by liveness -------------------------------------------------
 
 BLOCKED_SAVE = textwrap.dedent(
     """
@@ -478,7 +479,7 @@ def test_killed_saves_temporary_file_is_reported_then_removed_whatever_its_age(t
     assert all((tmp_path / name).read_bytes() == data for name, data in own.items())
 
 
-# --- 14.5: the cost of a save does not grow with the folder (operations counted) ---------------------------
+# --- the cost of a save does not grow with the folder (operations counted) ---------------------------
 
 
 def test_a_save_parses_lists_and_encodes_nothing_it_already_knows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""Models opened by URL: a real HTTP server on 127.0.0.1 (tests/remote_server.py), memory://, and s3:// on moto's server."""
+"""Models opened by URL: a real HTTP server on 127.0.0.1 (tests/support/remote_server.py), memory://, and s3:// on moto's server."""
 
 from __future__ import annotations
 

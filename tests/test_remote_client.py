@@ -1,5 +1,5 @@
 """The HTTP client's reach (FORMAT.md §12.2): proxies from the environment, headers and tokens for private servers,
-retries of idempotent range reads, and TLS with a CA bundle. Real servers on 127.0.0.1 (tests/remote_server.py)
+retries of idempotent range reads, and TLS with a CA bundle. Real servers on 127.0.0.1 (tests/support/remote_server.py)
 and a real forwarding proxy written here."""
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""A server is an attacker too (THREATS.md "Remote layer"; FORMAT.md §12).
+"""A server is an attacker too (FORMAT.md §12).
 
-Each test reproduces an attack of the red-team report (issue 11) with a real
-HTTP server on 127.0.0.1 (tests/remote_server.py): split views (11.2),
-memory driven by what a server declares (11.5), slow drips and stalls (11.6),
-redirects, and local/remote verdicts that differ (11.10).
+Each test reproduces an attack by a hostile server with a real HTTP server on
+127.0.0.1 (tests/support/remote_server.py): split views (different bytes for
+different ranges of the same file), memory driven by what a server declares,
+slow drips and stalls, redirects, and local/remote verdicts that differ.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def split_by_size(genuine: bytes, other: bytes) -> object:
     return hook
 
 
-# --- 11.2 split view -------------------------------------------------------------------------
+# --- split view -------------------------------------------------------------------------
 
 
 def test_split_view_cannot_pass_a_tampered_manifest_with_a_genuine_digest(server: Server, tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def inspect_bytes(tmp_path: Path, data: bytes) -> dict:
     return inspect(p)
 
 
-# --- 11.5 memory grows with bytes received, never with bytes declared ------------------------
+# --- memory grows with bytes received, never with bytes declared ------------------------
 
 _RSS_CHILD = textwrap.dedent(
     """
@@ -279,7 +279,7 @@ def test_memory_follows_bytes_received_not_bytes_declared(server: Server, tmp_pa
     assert all(code is not None and mib < 64 for code, mib in figures.values()), figures
 
 
-# --- 11.6 deadlines ---------------------------------------------------------------------------
+# --- deadlines ---------------------------------------------------------------------------
 
 
 def test_a_dripping_server_meets_the_deadline(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -400,7 +400,7 @@ def test_https_reads_and_never_redirects_to_http(tls: tuple[str, str], server: S
         secure.close()
 
 
-# --- 11.10 the same verdict locally and remotely ----------------------------------------------
+# --- the same verdict locally and remotely ----------------------------------------------
 
 VECTORS = conformance.default_vectors_dir()
 INDEX = json.loads((VECTORS / "index.json").read_text(encoding="utf-8"))["vectors"]

@@ -27,6 +27,16 @@ def test_every_error_code_is_in_the_spec_table() -> None:
     assert codes - table == set()
 
 
+def test_the_code_vocabulary_is_the_spec_table_in_its_order() -> None:
+    """errors.CODES (the ErrorCode Literal that mypy checks every raise against) is FORMAT.md §9's table, row by row."""
+    from distillgan.errors import CODES
+
+    section = SPEC[SPEC.index("## §9 ") : SPEC.index("## §10 ")]
+    table = re.findall(r"^\| `([a-z0-9-]+)` \|", section, flags=re.MULTILINE)
+    assert list(CODES) == table
+    assert _codes_in_source() - set(CODES) == set()  # a code passed where mypy cannot see it is listed too
+
+
 def test_every_cited_section_exists() -> None:
     headings = set(re.findall(r"^#+ (§\d+(?:\.\d+)?)", SPEC, flags=re.M))
     cited = {c for text in SOURCE.values() for c in re.findall(r"FORMAT\.md (§\d+(?:\.\d+)?)", text)}

@@ -8,6 +8,7 @@ import stat
 from typing import Any, BinaryIO
 
 from ..errors import FileAccessError, not_regular_error, open_error
+from ..fsio import open_regular
 from .common import DEFAULT_LIMITS, Budget, PickleLimits, show
 from .materialise import Materialiser
 from .plain import to_plain_tree
@@ -19,17 +20,17 @@ from .streams import read_stream
 
 
 def open_input(path: str | os.PathLike[str], limits: PickleLimits) -> tuple[BinaryIO, int]:
-    """Open ``path`` as a regular file without blocking on a FIFO or device."""
+    """Open ``path`` as a regular file without blocking on a FIFO or device (``fsio.open_regular``)."""
     shown = os.fspath(path)
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+
+    def refuse(what: str) -> FileAccessError:  # a folder is also an IsADirectoryError
+        return not_regular_error(shown, stat.S_IFDIR if what == "a directory" else stat.S_IFIFO)
+
     try:
-        fd = os.open(shown, flags)
+        fd, st = open_regular(shown, os.O_RDONLY, refuse)
     except OSError as e:
         raise open_error(e, shown) from e
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise not_regular_error(shown, st.st_mode)
         if st.st_size > limits.max_file_bytes:
             raise FileAccessError(
                 f"{shown!r} is {st.st_size} bytes; the limit is {limits.max_file_bytes} (max_file_bytes)", code="file-too-large"

@@ -1134,7 +1134,7 @@ def invalid_vectors() -> list[tuple[str, bytes, str, str, str, str | None]]:
     add("unknown-key-member", manifest_variant(P(members={MODEL: {"aliases": {}, "compression": "none", "size": len(model)}})),
         "manifest-unknown-key", "§4.5", "$.members.model.safetensors.compression.")
     add("members-int-key", manifest_variant(P(members=Pairs([(MODEL, {"aliases": {}, "size": len(model)}), (1, {"aliases": {}, "size": 0})]))),
-        "manifest-type", "§4.3", "members has an int key 1 beside model.safetensors (found by this issue's review: it used to crash a reader "
+        "manifest-type", "§4.3", "members has an int key 1 beside model.safetensors (found by a review: it used to crash a reader "
         "that sorts the member names).")
     add("missing-latent-dim", manifest_variant(P(latent_dim=DROP)), "manifest-missing-key", "§4.3", "No latent_dim key.")
     add("missing-members", manifest_variant(P(members=DROP)), "manifest-missing-key", "§4.3", "No members key.")

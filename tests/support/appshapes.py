@@ -270,7 +270,7 @@ def get_adaptive_config(file_count: int) -> TrainingConfig:
 def training_config_dict(file_count: int | None = None, *, early: bool = False) -> dict[str, Any]:
     """``asdict(config)`` as loop.py stores it (an Enum member inside, a nested dict for regularization).
 
-    ``file_count=None``: ``TrainingConfig()`` defaults (what the brief's tests
+    ``file_count=None``: ``TrainingConfig()`` defaults (what the app's own tests
     expect); an int: ``get_adaptive_config(file_count)`` (what UI/CLI runs use).
     ``early=True``: the shape of the initial push (116a9f0): no ``kl_weight_max``,
     ``free_bits=0.5``, ``preview_interval=5``.
