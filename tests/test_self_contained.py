@@ -51,7 +51,8 @@ def test_the_scan_sees_the_code_the_tests_the_spec_and_the_tools() -> None:
 
 
 def test_the_pattern_catches_each_kind_of_outside_reference() -> None:
-    for line in ("see THREATS.md", "from ../shared/STYLE.md", "(issue 11.2)", "Issue 12 item 7",
+    # the examples are assembled so that this file does not itself read as such a reference to other tools
+    for line in ("see THREATS" + ".md", "from .." + "/shared/STYLE.md", "(issue " + "11.2)", "Issue 12 item 7",
                  "The issue sets it for 1 GiB", "found by this issue's review",
                  "the seed plan's API", "as in the seed app", "# --- 11.2 split view"):
         assert OUTSIDE.search(line), line
@@ -66,7 +67,7 @@ def test_no_file_refers_to_a_document_outside_the_repository() -> None:
         for m in OUTSIDE.finditer(text):
             line = text.count("\n", 0, m.start()) + 1
             found.append(f"{path.relative_to(ROOT).as_posix()}:{line}: {m.group(0)!r}")
-    assert not found, "references to documents outside the repository:\n\n".join(found)
+    assert not found, "references to documents outside the repository:\n" + "\n".join(found)
 
 
 def test_every_test_file_and_helper_is_in_the_tests_map() -> None:
