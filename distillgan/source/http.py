@@ -526,15 +526,24 @@ class Http:
     def _read_body(self, resp: BaseHTTPResponse, dest: memoryview, dog: _Watchdog, deadline: float, cancel: threading.Event | None) -> None:
         """Read exactly len(dest) body bytes into dest, one socket read at a time (never more than asked)."""
         pos, n = 0, len(dest)
+        # Straight into dest through the http.client response urllib3 wraps: urllib3's read1 returns a new
+        # bytes object per call, which cost a copy and an allocation per MiB (256 MiB over loopback: 298 ms
+        # against 179 ms with http.client's readinto). http.client stops at Content-Length by itself.
+        raw = getattr(resp, "_fp", None)
+        readinto = getattr(raw, "readinto", None)
         try:
             while pos < n:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled
-                chunk = resp.read1(min(n - pos, _READ_MAX), decode_content=False)
-                got = len(chunk)
+                step = min(n - pos, _READ_MAX)
+                if readinto is not None:
+                    got = readinto(dest[pos : pos + step])
+                else:  # pragma: no cover - another urllib3 layout: its public read1, one copy more
+                    chunk = resp.read1(step, decode_content=False)
+                    got = len(chunk)
+                    dest[pos : pos + got] = chunk
                 if not got:
                     break
-                dest[pos : pos + got] = chunk
                 pos += got
                 self.stats.received(got)
         except (OSError, HTTPError, HTTPException) as e:
