@@ -34,7 +34,7 @@ from .errors import InputError, LegacyFormatError, file_error, os_errors
 from .fsio import fsync_dir, open_regular
 from .legacy import V1_MESSAGE, check_not_legacy, pickle_holds_v1_marker
 from .manifest import LEGACY_FORMAT_MARKER, METADATA_SCHEMA, MODEL_FORMAT_MARKER
-from .publish import publish_over, replace_file, save_content, unlink_quietly, write_temporary
+from .publish import place_file, publish_over, save_content, unlink_quietly, write_temporary
 from .values import MAX_DEPTH
 
 logger = logging.getLogger(__name__)
@@ -707,17 +707,7 @@ def _write_safetensors(tensors: dict[str, tuple[str, tuple[int, ...]]], data: An
                         progress(done, total)
             os.fsync(f.fileno())
         _check_export(tmp, out, layout, metadata)
-        if overwrite:
-            replace_file(tmp, out)
-        else:
-            try:
-                os.link(tmp, out)  # atomic and no-clobber: fails if the name was taken meanwhile
-            except FileExistsError:
-                raise _exists_error(out) from None
-            except OSError:  # no hard links here (FAT, some network shares): rename, which never replaces on Windows
-                if os.path.lexists(out):
-                    raise _exists_error(out) from None
-                os.replace(tmp, out)
+        place_file(tmp, out, overwrite=overwrite, exists=lambda: _exists_error(out))
         fsync_dir(out.parent)
     except OSError as e:  # the error names the target, not the temporary file
         raise from_os_error(OSError(e.errno, e.strerror), "write a safetensors file", out) from e

@@ -20,7 +20,7 @@ from .content import ModelContent
 from .errors import InputError, os_errors
 from .fsio import fsync_dir
 from .persistence import check_device, load_model
-from .publish import replace_file, unlink_quietly
+from .publish import place_file, unlink_quietly
 from .source import is_url
 from .tensors import TensorInfo, array_from, tensor_from
 from .values import Ref, json_view
@@ -133,17 +133,8 @@ def _publish_file(plan: Any, target: Path, overwrite: bool, progress: Progress |
         with os.fdopen(fd, "wb", buffering=0) as f:
             write_archive(f, plan, progress=progress)
             os.fsync(f.fileno())
-        if overwrite:
-            replace_file(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)  # no-clobber: fails if the name was taken meanwhile
-            except FileExistsError as e:
-                raise InputError(f"{str(target)!r} exists; pass overwrite=True to replace it", code="file-exists") from e
-            except OSError:  # no hard links here (FAT, some network shares): rename, which never replaces on Windows
-                if target.exists():
-                    raise InputError(f"{str(target)!r} exists; pass overwrite=True to replace it", code="file-exists") from None
-                os.replace(tmp, target)
+        place_file(tmp, target, overwrite=overwrite,
+                   exists=lambda: InputError(f"{str(target)!r} exists; pass overwrite=True to replace it", code="file-exists"))
     finally:
         unlink_quietly(tmp)
     fsync_dir(folder)

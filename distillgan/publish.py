@@ -146,6 +146,27 @@ def replace_file(tmp: str, path: Path) -> None:
             time.sleep(0.02)
 
 
+def place_file(tmp: str, target: Path, *, overwrite: bool, exists: Callable[[], BaseException]) -> None:
+    """Give the finished file ``tmp`` the name ``target`` (a file written beside it, outside any model folder).
+
+    With ``overwrite`` it replaces whatever is there (:func:`replace_file`); otherwise the name is
+    taken only if free, atomically (a hard link fails if another process took it meanwhile), and
+    ``exists()`` is raised when it is not. Where there are no hard links (FAT, some network
+    shares) a rename stands in, which never replaces on Windows.
+    """
+    if overwrite:
+        replace_file(tmp, target)
+        return
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise exists() from None
+    except OSError:
+        if os.path.lexists(target):
+            raise exists() from None
+        os.replace(tmp, target)
+
+
 def publish_over(library: ModelLibrary, tmp: str, path: Path, entry: Any, before_index: Callable[[], None] | None = None) -> None:
     """Rename the finished temporary file ``tmp`` over the published ``path``, then index ``entry``; the caller holds the lock.
 
